@@ -1,0 +1,37 @@
+// Argument checks shared by every operator's kernels (CPU, CUDA and Meta), so that all
+// backends reject bad input with the same message: "mlpmix.<op>: <argument> ...
+// expected ..., got ...". All raise RuntimeError in Python.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <optional>
+#include <vector>
+
+namespace mlpmix::checks {
+
+// `t` must be a floating tensor the op's kernels support (float32/float64 for now).
+void floating(const char* op, const char* name, const at::Tensor& t);
+
+// `t` must have exactly `ndim` dimensions (or at least `ndim` when `at_least`).
+void rank(const char* op, const char* name, const at::Tensor& t, int64_t ndim,
+          bool at_least = false);
+
+// `t` must have the shape `expected`; `meaning` explains it, e.g. "(S*d, D)".
+void shape(const char* op, const char* name, const at::Tensor& t, at::IntArrayRef expected,
+           const char* meaning);
+
+// `t` must share dtype and device with `ref` (named `ref_name`).
+void same_dtype_device(const char* op, const char* name, const at::Tensor& t,
+                       const char* ref_name, const at::Tensor& ref);
+
+// Optional variant of same_dtype_device + shape, for bias-like arguments.
+void optional_vector(const char* op, const char* name, const std::optional<at::Tensor>& t,
+                     int64_t length, const char* meaning, const char* ref_name,
+                     const at::Tensor& ref);
+
+// Wraps a possibly negative axis index into [0, ndim) or raises naming `name`.
+int64_t wrap_dim(const char* op, const char* name, int64_t dim, int64_t ndim);
+
+}  // namespace mlpmix::checks

@@ -1,0 +1,271 @@
+// mlpmix::dynamixer — schema, C++ API, argument checks, the device-agnostic GEMM steps,
+// Meta kernels and autograd. The CPU kernels live in dynamixer_cpu.cpp.
+#include "ops/dynamixer/dynamixer.h"
+
+#include <ATen/ATen.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include "common/checks.h"
+#include "common/sequences.h"
+#include "mlpmix/mlpmix.h"
+
+namespace mlpmix {
+
+// ---- C++ API (through the dispatcher) ------------------------------------------------
+
+at::Tensor dynamixer(const at::Tensor& x, const at::Tensor& compress_weight,
+                     const std::optional<at::Tensor>& compress_bias,
+                     const at::Tensor& generate_weight,
+                     const std::optional<at::Tensor>& generate_bias, int64_t num_segments,
+                     int64_t dim) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("mlpmix::dynamixer", "")
+                       .typed<decltype(dynamixer)>();
+  return op.call(x, compress_weight, compress_bias, generate_weight, generate_bias,
+                 num_segments, dim);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& compress_weight,
+    const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
+    const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("mlpmix::dynamixer_backward", "")
+                       .typed<decltype(dynamixer_backward)>();
+  return op.call(grad_out, x, compress_weight, compress_bias, generate_weight, generate_bias,
+                 num_segments, dim);
+}
+
+namespace dynamixer_impl {
+
+// ---- checks --------------------------------------------------------------------------
+
+Dims check_inputs(const char* op, const at::Tensor& x, const at::Tensor& compress_weight,
+                  const std::optional<at::Tensor>& compress_bias,
+                  const at::Tensor& generate_weight,
+                  const std::optional<at::Tensor>& generate_bias, int64_t num_segments,
+                  int64_t dim) {
+  checks::rank(op, "x", x, 3, /*at_least=*/true);
+  checks::floating(op, "x", x);
+  const int64_t ndim = x.dim();
+  const int64_t token_dim = checks::wrap_dim(op, "dim", dim, ndim);
+  TORCH_CHECK(token_dim != ndim - 1, "mlpmix.", op, ": dim=", dim,
+              " names the channel axis (the last one) of x with shape ", x.sym_sizes(),
+              "; it must name the token axis, one of [", -ndim, ", ", -2, "] or [0, ",
+              ndim - 2, "]");
+  TORCH_CHECK(num_segments >= 1, "mlpmix.", op, ": num_segments must be positive, got ",
+              num_segments);
+  const int64_t N = x.sym_size(token_dim).guard_int(__FILE__, __LINE__);
+  const int64_t D = x.sym_size(-1).guard_int(__FILE__, __LINE__);
+  TORCH_CHECK(N >= 1 && D >= 1, "mlpmix.", op, ": x must have at least one token (axis ",
+              token_dim, ") and one channel (last axis), got shape ", x.sym_sizes());
+  TORCH_CHECK(D % num_segments == 0, "mlpmix.", op, ": x's channel count D=", D,
+              " must be divisible by num_segments=", num_segments);
+
+  checks::same_dtype_device(op, "compress_weight", compress_weight, "x", x);
+  checks::rank(op, "compress_weight", compress_weight, 2);
+  const int64_t Sd = compress_weight.sym_size(0).guard_int(__FILE__, __LINE__);
+  TORCH_CHECK(Sd % num_segments == 0, "mlpmix.", op,
+              ": compress_weight must have shape (S*d, D) with S=num_segments=", num_segments,
+              ", but its first dimension ", Sd, " is not a multiple of ", num_segments);
+  const int64_t d = Sd / num_segments;
+  checks::shape(op, "compress_weight", compress_weight, {Sd, D}, "(S*d, D)");
+  checks::optional_vector(op, "compress_bias", compress_bias, Sd, "(S*d,)", "x", x);
+  checks::same_dtype_device(op, "generate_weight", generate_weight, "x", x);
+  checks::shape(op, "generate_weight", generate_weight, {N * N, N * d}, "(N*N, N*d)");
+  checks::optional_vector(op, "generate_bias", generate_bias, N * N, "(N*N,)", "x", x);
+  return Dims{token_dim, N, D, num_segments, d};
+}
+
+void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x) {
+  checks::same_dtype_device("dynamixer_backward", "grad_out", grad_out, "x", x);
+  TORCH_CHECK(grad_out.sym_sizes() == x.sym_sizes(),
+              "mlpmix.dynamixer_backward: grad_out must have the shape of x ", x.sym_sizes(),
+              ", got ", grad_out.sym_sizes());
+}
+
+// ---- the GEMM steps (device-agnostic ATen) ---------------------------------------------
+
+std::tuple<at::Tensor, at::Tensor> compress_and_generate(
+    const at::Tensor& x, const at::Tensor& compress_weight,
+    const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
+    const std::optional<at::Tensor>& generate_bias, const Dims& dims) {
+  const auto [token_dim, N, D, S, d] = dims;
+  const int64_t sequences = x.numel() / (N * D);
+  // Z is only S*d wide, so regrouping it (unlike x) is a cheap copy.
+  auto compressed = at::linear(x, compress_weight, compress_bias)
+                        .movedim(token_dim, -2)
+                        .reshape({sequences, N, S, d})
+                        .permute({0, 2, 1, 3})
+                        .reshape({sequences, S, N * d});
+  auto logits = at::linear(compressed, generate_weight, generate_bias);
+  return {compressed, logits};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> compress_and_generate_backward(
+    const at::Tensor& grad_logits, const at::Tensor& compressed, const at::Tensor& x,
+    const at::Tensor& compress_weight, const at::Tensor& generate_weight, const Dims& dims,
+    at::Tensor& grad_x) {
+  const auto [token_dim, N, D, S, d] = dims;
+  const int64_t rows = grad_logits.size(0) * S;
+  auto grad_logits_2d = grad_logits.reshape({rows, N * N});
+  auto grad_generate_weight = grad_logits_2d.t().mm(compressed.reshape({rows, N * d}));
+  auto grad_generate_bias = grad_logits_2d.sum(0);
+
+  auto sizes = sequence_major_sizes(x.sizes(), token_dim);
+  sizes.back() = S * d;
+  auto grad_compressed = at::matmul(grad_logits, generate_weight)
+                             .view({grad_logits.size(0), S, N, d})
+                             .permute({0, 2, 1, 3})
+                             .reshape(sizes)
+                             .movedim(-2, token_dim)
+                             .reshape({x.numel() / D, S * d});
+  grad_x.view({-1, D}).addmm_(grad_compressed, compress_weight);
+  auto grad_compress_weight = grad_compressed.t().mm(x.reshape({-1, D}));
+  auto grad_compress_bias = grad_compressed.sum(0);
+  return {grad_compress_weight, grad_compress_bias, grad_generate_weight, grad_generate_bias};
+}
+
+// ---- Meta kernels ------------------------------------------------------------------------
+
+namespace {
+
+at::Tensor dynamixer_meta(const at::Tensor& x, const at::Tensor& compress_weight,
+                          const std::optional<at::Tensor>& compress_bias,
+                          const at::Tensor& generate_weight,
+                          const std::optional<at::Tensor>& generate_bias,
+                          int64_t num_segments, int64_t dim) {
+  check_inputs("dynamixer", x, compress_weight, compress_bias, generate_weight, generate_bias,
+               num_segments, dim);
+  return at::empty_symint(x.sym_sizes(), x.options());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer_backward_meta(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& compress_weight,
+    const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
+    const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim) {
+  const auto dims = check_inputs("dynamixer_backward", x, compress_weight, compress_bias,
+                                 generate_weight, generate_bias, num_segments, dim);
+  check_grad_out(grad_out, x);
+  return {at::empty_symint(x.sym_sizes(), x.options()),
+          at::empty_like(compress_weight, at::MemoryFormat::Contiguous),
+          at::empty({dims.S * dims.d}, x.options()),
+          at::empty_like(generate_weight, at::MemoryFormat::Contiguous),
+          at::empty({dims.N * dims.N}, x.options())};
+}
+
+// ---- autograd -------------------------------------------------------------------------
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+std::optional<at::Tensor> optional_of(const at::Tensor& t) {
+  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
+}
+
+class DynamixerBackwardFunction
+    : public torch::autograd::Function<DynamixerBackwardFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad_out,
+                               const at::Tensor& x, const at::Tensor& compress_weight,
+                               const at::Tensor& compress_bias,
+                               const at::Tensor& generate_weight,
+                               const at::Tensor& generate_bias, int64_t num_segments,
+                               int64_t dim) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [gx, gcw, gcb, ggw, ggb] = mlpmix::dynamixer_backward(
+        grad_out, x, compress_weight, optional_of(compress_bias), generate_weight,
+        optional_of(generate_bias), num_segments, dim);
+    return {gx, gcw, gcb, ggw, ggb};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    TORCH_CHECK(false,
+                "mlpmix.dynamixer: double backward (the gradient of its gradient) is not "
+                "supported; do not use create_graph=True through this op");
+  }
+};
+
+class DynamixerFunction : public torch::autograd::Function<DynamixerFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x,
+                               const at::Tensor& compress_weight,
+                               const at::Tensor& compress_bias,
+                               const at::Tensor& generate_weight,
+                               const at::Tensor& generate_bias, int64_t num_segments,
+                               int64_t dim) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto out = mlpmix::dynamixer(x, compress_weight, optional_of(compress_bias),
+                                 generate_weight, optional_of(generate_bias), num_segments,
+                                 dim);
+    // Intermediates (logits, softmax) are recomputed in backward: less memory held.
+    ctx->save_for_backward({x, compress_weight, compress_bias, generate_weight, generate_bias});
+    ctx->saved_data["num_segments"] = num_segments;
+    ctx->saved_data["dim"] = dim;
+    return {out};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    auto result = DynamixerBackwardFunction::apply(
+        grads[0], saved[0], saved[1], saved[2], saved[3], saved[4],
+        ctx->saved_data["num_segments"].toInt(), ctx->saved_data["dim"].toInt());
+    return {result[0],
+            result[1],
+            saved[2].defined() ? result[2] : at::Tensor(),
+            result[3],
+            saved[4].defined() ? result[4] : at::Tensor(),
+            at::Tensor(),
+            at::Tensor()};
+  }
+};
+
+at::Tensor dynamixer_autograd(const at::Tensor& x, const at::Tensor& compress_weight,
+                              const std::optional<at::Tensor>& compress_bias,
+                              const at::Tensor& generate_weight,
+                              const std::optional<at::Tensor>& generate_bias,
+                              int64_t num_segments, int64_t dim) {
+  return DynamixerFunction::apply(x, compress_weight, compress_bias.value_or(at::Tensor()),
+                                  generate_weight, generate_bias.value_or(at::Tensor()),
+                                  num_segments, dim)[0];
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+dynamixer_backward_autograd(const at::Tensor& grad_out, const at::Tensor& x,
+                            const at::Tensor& compress_weight,
+                            const std::optional<at::Tensor>& compress_bias,
+                            const at::Tensor& generate_weight,
+                            const std::optional<at::Tensor>& generate_bias,
+                            int64_t num_segments, int64_t dim) {
+  auto r = DynamixerBackwardFunction::apply(
+      grad_out, x, compress_weight, compress_bias.value_or(at::Tensor()), generate_weight,
+      generate_bias.value_or(at::Tensor()), num_segments, dim);
+  return {r[0], r[1], r[2], r[3], r[4]};
+}
+
+}  // namespace
+}  // namespace dynamixer_impl
+}  // namespace mlpmix
+
+TORCH_LIBRARY_FRAGMENT(mlpmix, m) {
+  m.def(
+      "dynamixer(Tensor x, Tensor compress_weight, Tensor? compress_bias, "
+      "Tensor generate_weight, Tensor? generate_bias, int num_segments, int dim=-2) -> Tensor",
+      {at::Tag::pt2_compliant_tag});
+  m.def(
+      "dynamixer_backward(Tensor grad_out, Tensor x, Tensor compress_weight, "
+      "Tensor? compress_bias, Tensor generate_weight, Tensor? generate_bias, "
+      "int num_segments, int dim) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
+}
+
+TORCH_LIBRARY_IMPL(mlpmix, Meta, m) {
+  m.impl("dynamixer", &mlpmix::dynamixer_impl::dynamixer_meta);
+  m.impl("dynamixer_backward", &mlpmix::dynamixer_impl::dynamixer_backward_meta);
+}
+
+TORCH_LIBRARY_IMPL(mlpmix, Autograd, m) {
+  m.impl("dynamixer", &mlpmix::dynamixer_impl::dynamixer_autograd);
+  m.impl("dynamixer_backward", &mlpmix::dynamixer_impl::dynamixer_backward_autograd);
+}

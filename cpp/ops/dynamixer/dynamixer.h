@@ -1,0 +1,46 @@
+// Internals of the dynamixer operator shared by its CPU, CUDA and Meta kernels.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <tuple>
+
+namespace mlpmix::dynamixer_impl {
+
+// Sizes of one call, all validated: x is (..., N at token_dim, ..., D).
+struct Dims {
+  int64_t token_dim;  // wrapped, never the channel axis
+  int64_t N;          // tokens
+  int64_t D;          // channels
+  int64_t S;          // segments
+  int64_t d;          // reduced dim per segment
+};
+
+// Validates every argument (rank, dtype, device, shapes) with messages naming it.
+Dims check_inputs(const char* op, const at::Tensor& x, const at::Tensor& compress_weight,
+                  const std::optional<at::Tensor>& compress_bias,
+                  const at::Tensor& generate_weight,
+                  const std::optional<at::Tensor>& generate_bias, int64_t num_segments,
+                  int64_t dim);
+
+// The backward also checks grad_out against x.
+void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x);
+
+// Steps 1-2 of spec 2.1 with ATen GEMMs (any device): returns (Z, G) where
+// Z is the compressed input regrouped per segment, (B', S, N*d), and G the mixing logits,
+// (B', S, N*N) with flat index i*N + j (i input token, j output token).
+std::tuple<at::Tensor, at::Tensor> compress_and_generate(
+    const at::Tensor& x, const at::Tensor& compress_weight,
+    const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
+    const std::optional<at::Tensor>& generate_bias, const Dims& dims);
+
+// Backward of compress_and_generate given grad_logits (B', S, N*N). Adds the gradient that
+// flows through the compression into grad_x (contiguous, shaped like x) and returns
+// (grad_compress_weight, grad_compress_bias, grad_generate_weight, grad_generate_bias).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> compress_and_generate_backward(
+    const at::Tensor& grad_logits, const at::Tensor& compressed, const at::Tensor& x,
+    const at::Tensor& compress_weight, const at::Tensor& generate_weight, const Dims& dims,
+    at::Tensor& grad_x);
+
+}  // namespace mlpmix::dynamixer_impl

@@ -1,0 +1,20 @@
+"""scikit-build-core metadata provider: pin the wheel to the torch that builds it.
+
+A LibTorch extension only works with the exact torch release it was compiled against
+(there is no stable C++ ABI), so the wheel's `dependencies` start with
+`torch==<version of the building interpreter's torch>`, followed by the `requires` listed
+in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def dynamic_metadata(field: str, settings: Mapping[str, Any]) -> list[str]:
+    if field != "dependencies":
+        raise RuntimeError(f"torch_pin only provides 'dependencies', not {field!r}")
+    import torch
+
+    return [f"torch=={torch.__version__}", *settings.get("requires", [])]
