@@ -1,6 +1,5 @@
 #include "common/checks.h"
 
-
 namespace mlpmix::checks {
 
 void floating(const char* op, const char* name, const at::Tensor& t) {
@@ -26,6 +25,12 @@ void shape(const char* op, const char* name, const at::Tensor& t, at::IntArrayRe
               ", got ", t.sym_sizes());
 }
 
+void sym_shape(const char* op, const char* name, const at::Tensor& t,
+               c10::SymIntArrayRef expected, const char* meaning) {
+  TORCH_CHECK(t.sym_sizes() == expected, "mlpmix.", op, ": ", name, " must have shape ",
+              meaning, " = ", expected, ", got ", t.sym_sizes());
+}
+
 void same_dtype_device(const char* op, const char* name, const at::Tensor& t,
                        const char* ref_name, const at::Tensor& ref) {
   TORCH_CHECK(t.scalar_type() == ref.scalar_type(), "mlpmix.", op, ": ", name,
@@ -36,14 +41,18 @@ void same_dtype_device(const char* op, const char* name, const at::Tensor& t,
               t.device());
 }
 
+void vector(const char* op, const char* name, const at::Tensor& t, int64_t length,
+            const char* meaning, const char* ref_name, const at::Tensor& ref) {
+  same_dtype_device(op, name, t, ref_name, ref);
+  shape(op, name, t, {length}, meaning);
+}
+
 void optional_vector(const char* op, const char* name, const std::optional<at::Tensor>& t,
                      int64_t length, const char* meaning, const char* ref_name,
                      const at::Tensor& ref) {
-  if (!t.has_value() || !t->defined()) {
-    return;
+  if (t.has_value() && t->defined()) {
+    vector(op, name, *t, length, meaning, ref_name, ref);
   }
-  same_dtype_device(op, name, *t, ref_name, ref);
-  shape(op, name, *t, {length}, meaning);
 }
 
 int64_t wrap_dim(const char* op, const char* name, int64_t dim, int64_t ndim) {

@@ -22,11 +22,19 @@ void rank(const char* op, const char* name, const at::Tensor& t, int64_t ndim,
 void shape(const char* op, const char* name, const at::Tensor& t, at::IntArrayRef expected,
            const char* meaning);
 
+// Like `shape`, for an expected shape that may hold symbolic sizes (a dynamic batch).
+void sym_shape(const char* op, const char* name, const at::Tensor& t,
+               c10::SymIntArrayRef expected, const char* meaning);
+
 // `t` must share dtype and device with `ref` (named `ref_name`).
 void same_dtype_device(const char* op, const char* name, const at::Tensor& t,
                        const char* ref_name, const at::Tensor& ref);
 
-// Optional variant of same_dtype_device + shape, for bias-like arguments.
+// same_dtype_device + shape for a vector argument of `length` elements.
+void vector(const char* op, const char* name, const at::Tensor& t, int64_t length,
+            const char* meaning, const char* ref_name, const at::Tensor& ref);
+
+// Optional variant of `vector`, for bias-like arguments.
 void optional_vector(const char* op, const char* name, const std::optional<at::Tensor>& t,
                      int64_t length, const char* meaning, const char* ref_name,
                      const at::Tensor& ref);

@@ -33,6 +33,38 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
     const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
     const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim);
 
+// Raft token mixing branch (spec section 1.1, steps 1-3 and the ungrouping of step 4,
+// without the residual add) on channels-last x (B, H, W, C): LayerNorm over C, regroup
+// with raft size r (channel c = i*o + j), fc2(GELU(fc1(.))), ungroup. `dim` is 1 (or -3)
+// to mix along H, 2 (or -2) to mix along W.
+at::Tensor raft_token_mixing(const at::Tensor& x, const at::Tensor& norm_weight,
+                             const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
+                             const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+                             const at::Tensor& fc2_bias, int64_t raft_size, int64_t dim,
+                             double eps = 1e-5);
+
+// Gradients of raft_token_mixing: (grad_x, grad_norm_weight, grad_norm_bias,
+// grad_fc1_weight, grad_fc1_bias, grad_fc2_weight, grad_fc2_bias).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+raft_token_mixing_backward(const at::Tensor& grad_out, const at::Tensor& x,
+                           const at::Tensor& norm_weight, const at::Tensor& norm_bias,
+                           const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
+                           const at::Tensor& fc2_weight, const at::Tensor& fc2_bias,
+                           int64_t raft_size, int64_t dim, double eps);
+
+// Cross-scale patch embedding (spec section 1.2) of x (B, Cin, H, W) into channels-last
+// tokens (B, H/s, W/s, Cout), s = min(kernel_sizes). `weight` is (Cout, Cin*sum(k*k)) with
+// features ordered (c, kh, kw) per kernel, kernels in list order.
+at::Tensor cross_scale_embed(const at::Tensor& x, const at::Tensor& weight,
+                             const std::optional<at::Tensor>& bias,
+                             at::IntArrayRef kernel_sizes);
+
+// Gradients of cross_scale_embed: (grad_x, grad_weight, grad_bias). The bias gradient is
+// returned even when the bias is absent.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_scale_embed_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes);
+
 }  // namespace mlpmix
 
 // Every translation unit that includes this header references the anchor, so the linker

@@ -7,12 +7,12 @@ functions are in :mod:`mlpmix.reference`.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from torch import Tensor
 
-__all__ = ["dynamixer"]
+__all__ = ["dynamixer", "raft_token_mixing", "cross_scale_embed"]
 
 
 def dynamixer(
@@ -45,3 +45,63 @@ def dynamixer(
     return torch.ops.mlpmix.dynamixer(
         x, compress_weight, compress_bias, generate_weight, generate_bias, num_segments, dim
     )
+
+
+def raft_token_mixing(
+    x: Tensor,
+    norm_weight: Tensor,
+    norm_bias: Tensor,
+    fc1_weight: Tensor,
+    fc1_bias: Tensor,
+    fc2_weight: Tensor,
+    fc2_bias: Tensor,
+    raft_size: int,
+    dim: int,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Raft token mixing branch (spec section 1.1, steps 1-4 without the residual add).
+
+    ``LayerNorm`` over C, regroup into rafts, ``fc2(GELU(fc1(.)))`` (exact GELU), ungroup.
+
+    Args:
+        x: channels-last input ``(B, H, W, C)``; any strides.
+        norm_weight, norm_bias: ``(C,)``, the LayerNorm affine.
+        fc1_weight: ``(hidden, r*N)`` with N = H for vertical and W for horizontal mixing;
+            the hidden width is free (the published models use ``2*r*N``).
+        fc1_bias: ``(hidden,)``.
+        fc2_weight: ``(r*N, hidden)``; fc2_bias: ``(r*N,)``.
+        raft_size: r, a divisor of C. Channel ``c = i*o + j`` (o = C/r) is position i of
+            raft j: rafts are the strided channel sets ``{j, j+o, ...}``.
+        dim: 1 (or -3) mixes along H, regrouping ``b h w (r o) -> b o w (r h)``;
+            2 (or -2) mixes along W, ``b h w (r o) -> b o h (r w)``.
+        eps: the LayerNorm epsilon.
+
+    Returns:
+        The branch, a contiguous tensor shaped like ``x``.
+    """
+    return torch.ops.mlpmix.raft_token_mixing(
+        x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, raft_size, dim, eps
+    )
+
+
+def cross_scale_embed(
+    x: Tensor, weight: Tensor, bias: Optional[Tensor], kernel_sizes: List[int]
+) -> Tensor:
+    """Cross-scale patch embedding (spec section 1.2), without the resize.
+
+    Each token is the projection of the concatenated windows of every kernel size k, all
+    centred on the token's s x s patch (stride ``s = min(kernel_sizes)``, padding
+    ``(k - s) / 2``). Computed as one convolution with a merged weight; the unfolded
+    patches are never materialised.
+
+    Args:
+        x: ``(B, Cin, H, W)``; H and W multiples of s; any strides.
+        weight: ``(Cout, Cin * sum(k*k))``, per-kernel features ordered ``(c, kh, kw)``,
+            kernels in list order (the layout of a Linear over the concatenated patches).
+        bias: ``(Cout,)`` or None.
+        kernel_sizes: every k a multiple of s with ``k - s`` even, e.g. ``[4, 8]``.
+
+    Returns:
+        Channels-last tokens ``(B, H/s, W/s, Cout)``, contiguous.
+    """
+    return torch.ops.mlpmix.cross_scale_embed(x, weight, bias, kernel_sizes)

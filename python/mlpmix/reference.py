@@ -7,14 +7,14 @@ eager fallback. Signatures equal those of :mod:`mlpmix.ops`.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-__all__ = ["dynamixer"]
+__all__ = ["dynamixer", "raft_token_mixing", "cross_scale_embed"]
 
 
 def dynamixer(
@@ -42,3 +42,43 @@ def dynamixer(
     mixed = torch.einsum("bsij,bsic->bsjc", weights, segments)
     mixed = rearrange(mixed, "b s n c -> b n (s c)")
     return mixed.reshape(*batch_shape, n, channels).movedim(-2, dim)
+
+
+# The regrouping of spec 1.1 step 2 per mixed axis, and its inverse.
+_RAFT_PATTERNS = {
+    1: ("b h w (r o) -> b o w (r h)", "b o w (r h) -> b h w (r o)"),
+    2: ("b h w (r o) -> b o h (r w)", "b o h (r w) -> b h w (r o)"),
+}
+
+
+def raft_token_mixing(
+    x: Tensor,
+    norm_weight: Tensor,
+    norm_bias: Tensor,
+    fc1_weight: Tensor,
+    fc1_bias: Tensor,
+    fc2_weight: Tensor,
+    fc2_bias: Tensor,
+    raft_size: int,
+    dim: int,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Raft token mixing branch, spec 1.1 steps 1-4 without the residual add."""
+    if dim not in (1, 2, -3, -2):
+        raise ValueError(f"raft_token_mixing: dim must be 1, 2, -3 or -2, got {dim}")
+    regroup, ungroup = _RAFT_PATTERNS[dim % 4]
+    u = F.layer_norm(x, x.shape[-1:], norm_weight, norm_bias, eps)
+    rows = rearrange(u, regroup, r=raft_size)
+    v = F.linear(F.gelu(F.linear(rows, fc1_weight, fc1_bias)), fc2_weight, fc2_bias)
+    return rearrange(v, ungroup, r=raft_size)
+
+
+def cross_scale_embed(
+    x: Tensor, weight: Tensor, bias: Optional[Tensor], kernel_sizes: List[int]
+) -> Tensor:
+    """Cross-scale patch embedding, spec 1.2: unfold per kernel + concat + one Linear."""
+    stride = min(kernel_sizes)
+    # F.unfold orders each kernel's features (c, kh, kw)
+    patches = [F.unfold(x, k, padding=(k - stride) // 2, stride=stride) for k in kernel_sizes]
+    tokens = rearrange(torch.cat(patches, dim=1), "b f (h w) -> b h w f", h=x.shape[-2] // stride)
+    return F.linear(tokens, weight, bias)

@@ -6,6 +6,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "common/autograd.h"
 #include "common/checks.h"
 #include "common/sequences.h"
 #include "mlpmix/mlpmix.h"
@@ -160,10 +161,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-std::optional<at::Tensor> optional_of(const at::Tensor& t) {
-  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
-}
-
 class DynamixerBackwardFunction
     : public torch::autograd::Function<DynamixerBackwardFunction> {
  public:
@@ -182,9 +179,7 @@ class DynamixerBackwardFunction
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    TORCH_CHECK(false,
-                "mlpmix.dynamixer: double backward (the gradient of its gradient) is not "
-                "supported; do not use create_graph=True through this op");
+    double_backward_unsupported("dynamixer");
   }
 };
 

@@ -1,0 +1,253 @@
+// mlpmix::cross_scale_embed — schema, C++ API, argument checks, the merged-weight
+// convolution (device-agnostic ATen), Meta kernels and autograd. cross_scale_embed_cpu.cpp
+// registers the kernels for CPU.
+#include "ops/cross_scale_embed/cross_scale_embed.h"
+
+#include <ATen/ATen.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "common/autograd.h"
+#include "common/checks.h"
+#include "mlpmix/mlpmix.h"
+
+namespace mlpmix {
+
+// ---- C++ API (through the dispatcher) ------------------------------------------------
+
+at::Tensor cross_scale_embed(const at::Tensor& x, const at::Tensor& weight,
+                             const std::optional<at::Tensor>& bias,
+                             at::IntArrayRef kernel_sizes) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("mlpmix::cross_scale_embed", "")
+                       .typed<decltype(cross_scale_embed)>();
+  return op.call(x, weight, bias, kernel_sizes);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_scale_embed_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("mlpmix::cross_scale_embed_backward", "")
+                       .typed<decltype(cross_scale_embed_backward)>();
+  return op.call(grad_out, x, weight, bias, kernel_sizes);
+}
+
+namespace cross_scale_embed_impl {
+
+// ---- checks --------------------------------------------------------------------------
+
+Dims check_inputs(const char* op, const at::Tensor& x, const at::Tensor& weight,
+                  const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes) {
+  checks::rank(op, "x", x, 4);
+  checks::floating(op, "x", x);
+  TORCH_CHECK(!kernel_sizes.empty(), "mlpmix.", op,
+              ": kernel_sizes must list at least one kernel size, got []");
+  const int64_t stride = *std::min_element(kernel_sizes.begin(), kernel_sizes.end());
+  const int64_t largest = *std::max_element(kernel_sizes.begin(), kernel_sizes.end());
+  TORCH_CHECK(stride >= 1, "mlpmix.", op, ": kernel_sizes must be positive, got ",
+              kernel_sizes);
+  int64_t window_elements = 0;
+  for (const int64_t k : kernel_sizes) {
+    TORCH_CHECK(k % stride == 0 && (k - stride) % 2 == 0, "mlpmix.", op, ": kernel_sizes=",
+                kernel_sizes, " has k=", k, "; every k must be a multiple of the stride s = ",
+                "min(kernel_sizes) = ", stride,
+                " with k - s even, so that its window is centred on the s x s patch");
+    window_elements += k * k;
+  }
+  const int64_t in_channels = x.sym_size(1).guard_int(__FILE__, __LINE__);
+  const int64_t H = x.sym_size(2).guard_int(__FILE__, __LINE__);
+  const int64_t W = x.sym_size(3).guard_int(__FILE__, __LINE__);
+  TORCH_CHECK(in_channels >= 1 && H >= 1 && W >= 1 && H % stride == 0 && W % stride == 0,
+              "mlpmix.", op, ": x (B, Cin, H, W) must have Cin >= 1 and H, W positive "
+              "multiples of the stride s = min(kernel_sizes) = ", stride, ", got shape ",
+              x.sym_sizes(), " (resize it first, as MultiScalePatchEmbedding does)");
+  checks::same_dtype_device(op, "weight", weight, "x", x);
+  checks::rank(op, "weight", weight, 2);
+  const int64_t out_channels = weight.sym_size(0).guard_int(__FILE__, __LINE__);
+  checks::shape(op, "weight", weight, {out_channels, in_channels * window_elements},
+                "(Cout, Cin*sum(k*k for k in kernel_sizes))");
+  checks::optional_vector(op, "bias", bias, out_channels, "(Cout,)", "x", x);
+  return Dims{in_channels, out_channels, stride, largest, H / stride, W / stride};
+}
+
+void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x, const Dims& dims) {
+  const char* op = "cross_scale_embed_backward";
+  checks::same_dtype_device(op, "grad_out", grad_out, "x", x);
+  checks::sym_shape(op, "grad_out", grad_out,
+                    {x.sym_size(0), dims.height, dims.width, dims.out_channels},
+                    "(B, H/s, W/s, Cout)");
+}
+
+// ---- the merged-weight convolution (device-agnostic ATen) ------------------------------
+
+namespace {
+
+// The largest-kernel window of the merged weight that kernel k covers.
+at::Tensor centred_window(const at::Tensor& merged, int64_t k, const Dims& dims) {
+  const int64_t margin = (dims.largest - k) / 2;
+  return merged.narrow(2, margin, k).narrow(3, margin, k);
+}
+
+// (Cout, Cin, K, K), K the largest kernel: the per-kernel weights summed, each centred.
+at::Tensor merged_weight(const at::Tensor& weight, at::IntArrayRef kernel_sizes,
+                         const Dims& dims) {
+  auto merged = at::zeros({dims.out_channels, dims.in_channels, dims.largest, dims.largest},
+                          weight.options());
+  int64_t feature = 0;
+  for (const int64_t k : kernel_sizes) {
+    const int64_t block = dims.in_channels * k * k;
+    centred_window(merged, k, dims)
+        .add_(weight.narrow(1, feature, block)
+                  .reshape({dims.out_channels, dims.in_channels, k, k}));
+    feature += block;
+  }
+  return merged;
+}
+
+// Convolution arguments: stride s, padding (K - s) / 2 (the largest kernel's).
+struct ConvArgs {
+  std::vector<int64_t> stride, padding, dilation{1, 1}, output_padding{0, 0};
+  explicit ConvArgs(const Dims& d)
+      : stride{d.stride, d.stride},
+        padding{(d.largest - d.stride) / 2, (d.largest - d.stride) / 2} {}
+};
+
+}  // namespace
+
+at::Tensor embed(const at::Tensor& x, const at::Tensor& weight,
+                 const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes) {
+  const auto dims = check_inputs("cross_scale_embed", x, weight, bias, kernel_sizes);
+  const ConvArgs conv(dims);
+  auto out = at::convolution(x, merged_weight(weight, kernel_sizes, dims), bias, conv.stride,
+                             conv.padding, conv.dilation, /*transposed=*/false,
+                             conv.output_padding, /*groups=*/1);
+  return out.permute({0, 2, 3, 1}).contiguous();
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> embed_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes) {
+  const auto dims = check_inputs("cross_scale_embed_backward", x, weight, bias, kernel_sizes);
+  check_grad_out(grad_out, x, dims);
+  const ConvArgs conv(dims);
+  const std::vector<int64_t> bias_sizes{dims.out_channels};
+  auto [grad_x, grad_merged, grad_bias] = at::convolution_backward(
+      grad_out.permute({0, 3, 1, 2}), x, merged_weight(weight, kernel_sizes, dims),
+      bias_sizes, conv.stride, conv.padding, conv.dilation, /*transposed=*/false,
+      conv.output_padding, /*groups=*/1, {true, true, true});
+  std::vector<at::Tensor> blocks;
+  for (const int64_t k : kernel_sizes) {
+    blocks.push_back(centred_window(grad_merged, k, dims)
+                         .reshape({dims.out_channels, dims.in_channels * k * k}));
+  }
+  return {grad_x.contiguous(), at::cat(blocks, 1), grad_bias};
+}
+
+// ---- Meta kernels ------------------------------------------------------------------------
+
+namespace {
+
+at::Tensor cross_scale_embed_meta(const at::Tensor& x, const at::Tensor& weight,
+                                  const std::optional<at::Tensor>& bias,
+                                  at::IntArrayRef kernel_sizes) {
+  const auto dims = check_inputs("cross_scale_embed", x, weight, bias, kernel_sizes);
+  return at::empty_symint({x.sym_size(0), dims.height, dims.width, dims.out_channels},
+                          x.options());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_scale_embed_backward_meta(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes) {
+  const auto dims = check_inputs("cross_scale_embed_backward", x, weight, bias, kernel_sizes);
+  check_grad_out(grad_out, x, dims);
+  return {at::empty_symint(x.sym_sizes(), x.options()),
+          at::empty_like(weight, at::MemoryFormat::Contiguous),
+          at::empty({dims.out_channels}, x.options())};
+}
+
+// ---- autograd -------------------------------------------------------------------------
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+class CrossScaleEmbedBackwardFunction
+    : public torch::autograd::Function<CrossScaleEmbedBackwardFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad_out,
+                               const at::Tensor& x, const at::Tensor& weight,
+                               const at::Tensor& bias, at::IntArrayRef kernel_sizes) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [grad_x, grad_weight, grad_bias] = mlpmix::cross_scale_embed_backward(
+        grad_out, x, weight, optional_of(bias), kernel_sizes);
+    return {grad_x, grad_weight, grad_bias};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    double_backward_unsupported("cross_scale_embed");
+  }
+};
+
+class CrossScaleEmbedFunction : public torch::autograd::Function<CrossScaleEmbedFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x,
+                               const at::Tensor& weight, const at::Tensor& bias,
+                               at::IntArrayRef kernel_sizes) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto out = mlpmix::cross_scale_embed(x, weight, optional_of(bias), kernel_sizes);
+    ctx->save_for_backward({x, weight, bias});
+    ctx->saved_data["kernel_sizes"] = kernel_sizes.vec();
+    return {out};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    auto result = CrossScaleEmbedBackwardFunction::apply(
+        grads[0], saved[0], saved[1], saved[2],
+        ctx->saved_data["kernel_sizes"].toIntVector());
+    return {result[0], result[1], saved[2].defined() ? result[2] : at::Tensor(),
+            at::Tensor()};
+  }
+};
+
+at::Tensor cross_scale_embed_autograd(const at::Tensor& x, const at::Tensor& weight,
+                                      const std::optional<at::Tensor>& bias,
+                                      at::IntArrayRef kernel_sizes) {
+  return CrossScaleEmbedFunction::apply(x, weight, bias.value_or(at::Tensor()),
+                                        kernel_sizes)[0];
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_scale_embed_backward_autograd(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes) {
+  auto r = CrossScaleEmbedBackwardFunction::apply(grad_out, x, weight,
+                                                  bias.value_or(at::Tensor()), kernel_sizes);
+  return {r[0], r[1], r[2]};
+}
+
+}  // namespace
+}  // namespace cross_scale_embed_impl
+}  // namespace mlpmix
+
+TORCH_LIBRARY_FRAGMENT(mlpmix, m) {
+  m.def("cross_scale_embed(Tensor x, Tensor weight, Tensor? bias, int[] kernel_sizes) -> Tensor",
+        {at::Tag::pt2_compliant_tag});
+  m.def(
+      "cross_scale_embed_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias, "
+      "int[] kernel_sizes) -> (Tensor, Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
+}
+
+TORCH_LIBRARY_IMPL(mlpmix, Meta, m) {
+  m.impl("cross_scale_embed", &mlpmix::cross_scale_embed_impl::cross_scale_embed_meta);
+  m.impl("cross_scale_embed_backward",
+         &mlpmix::cross_scale_embed_impl::cross_scale_embed_backward_meta);
+}
+
+TORCH_LIBRARY_IMPL(mlpmix, Autograd, m) {
+  m.impl("cross_scale_embed", &mlpmix::cross_scale_embed_impl::cross_scale_embed_autograd);
+  m.impl("cross_scale_embed_backward",
+         &mlpmix::cross_scale_embed_impl::cross_scale_embed_backward_autograd);
+}

@@ -1,0 +1,84 @@
+"""Checks shared by the operator test files. Each op file defines one ``sample_inputs``
+generator of positional argument tuples; these helpers run one sample through one check."""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Callable, Sequence
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+TOLERANCES = {
+    torch.float64: dict(rtol=1e-12, atol=1e-12),
+    torch.float32: dict(rtol=1e-5, atol=1e-5),
+}
+
+
+def differentiable(args: Sequence[object]) -> list[Tensor]:
+    return [a for a in args if isinstance(a, Tensor) and a.requires_grad]
+
+
+def leaf(t: Tensor, requires_grad: bool) -> Tensor:
+    """`t` as a leaf tensor that keeps its strides (views stay views of the same storage)."""
+    return t.detach().requires_grad_(requires_grad)
+
+
+def assert_matches_reference(op: Callable, reference: Callable, args: Sequence[object]) -> None:
+    out, expected = op(*args), reference(*args)
+    torch.testing.assert_close(out, expected, **TOLERANCES[out.dtype])
+    inputs = differentiable(args)
+    if inputs:
+        grad_out = torch.randn_like(out)
+        grads = torch.autograd.grad(out, inputs, grad_out)
+        expected_grads = torch.autograd.grad(expected, inputs, grad_out)
+        for got, want in zip(grads, expected_grads):
+            torch.testing.assert_close(got, want, **TOLERANCES[out.dtype])
+
+
+def assert_rejected(op: Callable, args: Sequence[object], op_name: str, argument: str) -> None:
+    """The op raises RuntimeError whose message starts by naming `argument`."""
+    with pytest.raises(RuntimeError) as error:
+        op(*args)
+    message = str(error.value)
+    assert re.search(rf"mlpmix\.{op_name}: {argument}\b", message), message
+
+
+def assert_no_double_backward(op: Callable, args: Sequence[object], op_name: str) -> None:
+    inputs = differentiable(args)
+    grads = torch.autograd.grad(op(*args).sum(), inputs, create_graph=True)
+    with pytest.raises(RuntimeError, match=rf"mlpmix\.{op_name}: double backward"):
+        sum(g.sum() for g in grads).backward()
+
+
+def assert_script_round_trip(module: nn.Module, x: Tensor) -> None:
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(module), buffer)
+    buffer.seek(0)
+    loaded = torch.jit.load(buffer)
+    torch.testing.assert_close(loaded(x), module(x), rtol=0, atol=0)
+
+
+def assert_compiles(module: nn.Module, x: Tensor) -> None:
+    """torch.compile(fullgraph=True) gives the eager output and input gradient."""
+    eager_x, compiled_x = leaf(x, True), leaf(x.clone(), True)
+    expected = module(eager_x)
+    out = torch.compile(module, fullgraph=True)(compiled_x)
+    torch.testing.assert_close(out, expected, **TOLERANCES[x.dtype])
+    grad_out = torch.randn_like(out)
+    torch.testing.assert_close(
+        torch.autograd.grad(out, compiled_x, grad_out)[0],
+        torch.autograd.grad(expected, eager_x, grad_out)[0],
+        **TOLERANCES[x.dtype],
+    )
+
+
+def assert_exports_with_dynamic_batch(module: nn.Module, x: Tensor, other_batch: Tensor) -> None:
+    batch = torch.export.Dim("batch")
+    exported = torch.export.export(module, (x,), dynamic_shapes=({0: batch},))
+    for sample in (x, other_batch):
+        torch.testing.assert_close(
+            exported.module()(sample), module(sample), **TOLERANCES[x.dtype]
+        )

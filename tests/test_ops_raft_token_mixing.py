@@ -1,0 +1,218 @@
+"""mlpmix.ops.raft_token_mixing against mlpmix.reference (spec 1.1)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from mlpmix import ops, reference
+from op_testing import (
+    assert_compiles,
+    assert_exports_with_dynamic_batch,
+    assert_matches_reference,
+    assert_no_double_backward,
+    assert_rejected,
+    assert_script_round_trip,
+    leaf,
+)
+
+OP = "raft_token_mixing"
+
+
+def make_x(shape: tuple[int, int, int, int], layout: str, dtype: torch.dtype) -> Tensor:
+    """(B, H, W, C) with the given memory layout."""
+    b, h, w, c = shape
+    if layout == "contiguous":
+        return torch.randn(b, h, w, c, dtype=dtype)
+    if layout == "channels_first":  # an NCHW tensor seen channels-last
+        return torch.randn(b, c, h, w, dtype=dtype).permute(0, 2, 3, 1)
+    if layout == "hw_transposed":
+        return torch.randn(b, w, h, c, dtype=dtype).transpose(1, 2)
+    if layout == "sliced":
+        return torch.randn(b, h + 1, 2 * w, c + 2, dtype=dtype)[:, 1:, ::2, 1:-1]
+    raise ValueError(layout)
+
+
+def make_args(shape, raft_size, dim, layout, dtype, requires_grad=False, hidden=None):
+    b, h, w, c = shape
+    features = raft_size * (h if dim % 4 == 1 else w)
+    hidden = hidden or 2 * features
+
+    def param(*size: int) -> Tensor:
+        return leaf(torch.randn(*size, dtype=dtype) / size[-1] ** 0.5, requires_grad)
+
+    x = leaf(make_x(shape, layout, dtype), requires_grad)
+    norm_weight = leaf(1 + 0.1 * torch.randn(c, dtype=dtype), requires_grad)
+    fc2_weight = leaf(torch.randn(hidden, features, dtype=dtype).t() / hidden**0.5, requires_grad)
+    return (
+        x,
+        norm_weight,
+        param(c),
+        param(hidden, features),
+        param(hidden),
+        fc2_weight,  # a transposed view: weights need not be contiguous either
+        param(features),
+        raft_size,
+        dim,
+    )
+
+
+def sample_inputs(dtype: torch.dtype, requires_grad: bool = False):
+    cases = [
+        # shape (B, H, W, C), raft size, dim, layout, hidden width
+        ((2, 3, 4, 6), 2, 1, "contiguous", None),
+        ((2, 3, 4, 6), 3, 2, "channels_first", None),
+        ((1, 4, 2, 4), 1, -3, "sliced", None),  # r = 1
+        ((2, 2, 3, 4), 4, -2, "hw_transposed", None),  # r = C
+        ((1, 3, 3, 6), 2, 2, "sliced", 5),  # any hidden width
+        ((0, 3, 4, 6), 2, 1, "contiguous", None),  # empty batch
+    ]
+    for shape, raft_size, dim, layout, hidden in cases:
+        yield make_args(shape, raft_size, dim, layout, dtype, requires_grad, hidden)
+
+
+DTYPES = [torch.float64, torch.float32]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matches_reference_and_its_gradients(dtype):
+    for args in sample_inputs(dtype, requires_grad=True):
+        assert_matches_reference(ops.raft_token_mixing, reference.raft_token_mixing, args)
+
+
+def test_eps_is_used():
+    args = next(sample_inputs(torch.float64))
+    out = ops.raft_token_mixing(*args, eps=0.5)
+    torch.testing.assert_close(out, reference.raft_token_mixing(*args, eps=0.5))
+    assert not torch.allclose(out, ops.raft_token_mixing(*args))
+
+
+def test_rafts_are_strided_channel_sets():
+    # Swapping two channels of raft j = 1 ({1, 1+o, ...}) in every token keeps each token's
+    # LayerNorm statistics, so with an identity affine only raft 1's rows change: the
+    # output changes in raft 1's channels and nowhere else.
+    x, _, _, *mlp, raft_size, dim = make_args((2, 3, 4, 6), 2, 1, "contiguous", torch.float64)
+    channels = x.shape[-1]
+    rafts = channels // raft_size
+    affine = (torch.ones(channels, dtype=x.dtype), torch.zeros(channels, dtype=x.dtype))
+    swapped = x.clone()
+    swapped[..., [1, 1 + rafts]] = x[..., [1 + rafts, 1]]
+    delta = ops.raft_token_mixing(swapped, *affine, *mlp, raft_size, dim) - ops.raft_token_mixing(
+        x, *affine, *mlp, raft_size, dim
+    )
+    in_raft = torch.arange(channels) % rafts == 1
+    assert delta[..., in_raft].abs().max() > 1e-3
+    assert delta[..., ~in_raft].abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_output_is_contiguous_and_shaped_like_x(dtype):
+    for args in sample_inputs(dtype):
+        out = ops.raft_token_mixing(*args)
+        assert out.shape == args[0].shape and out.is_contiguous() and out.dtype == dtype
+
+
+def test_gradcheck():
+    for args in sample_inputs(torch.float64, requires_grad=True):
+        assert torch.autograd.gradcheck(ops.raft_token_mixing, args, fast_mode=True)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck(requires_grad):
+    for args in sample_inputs(torch.float64, requires_grad):
+        torch.library.opcheck(torch.ops.mlpmix.raft_token_mixing.default, args)
+
+
+def _bad_inputs():
+    """(argument named in the error, position, replacement) on a valid (2, 3, 4, 6) r=2 call."""
+    x, nw, nb, w1, b1, w2, b2, _, _ = make_args((2, 3, 4, 6), 2, 1, "contiguous", torch.float32)
+    return [
+        ("x", 0, x[0]),
+        ("x", 0, x.unsqueeze(0)),
+        ("x", 0, x.to(torch.int32)),
+        ("x", 0, x.to(torch.bool)),
+        ("x", 0, x[:, :0]),
+        ("dim", 8, 0),
+        ("dim", 8, 3),
+        ("dim", 8, -1),
+        ("dim", 8, -4),
+        ("raft_size", 7, 0),
+        ("raft_size", 7, 4),
+        ("norm_weight", 1, nw[:-1]),
+        ("norm_weight", 1, nw.double()),
+        ("norm_weight", 1, nw.to("meta")),
+        ("norm_bias", 2, nb.unsqueeze(1)),
+        ("norm_bias", 2, nb.double()),
+        ("fc1_weight", 3, w1[:, :-1]),
+        ("fc1_weight", 3, w1.unsqueeze(0)),
+        ("fc1_weight", 3, w1.double()),
+        ("fc1_bias", 4, b1[:-1]),
+        ("fc1_bias", 4, b1.to("meta")),
+        ("fc2_weight", 5, w2[:-1]),
+        ("fc2_weight", 5, w2.t()),
+        ("fc2_weight", 5, w2.double()),
+        ("fc2_bias", 6, b2[:-1]),
+        ("fc2_bias", 6, b2.double()),
+    ]
+
+
+@pytest.mark.parametrize("argument, position, replacement", _bad_inputs())
+def test_bad_input_is_rejected_naming_it(argument, position, replacement):
+    args = list(make_args((2, 3, 4, 6), 2, 1, "contiguous", torch.float32))
+    args[position] = replacement
+    assert_rejected(ops.raft_token_mixing, args, OP, argument)
+    if not (isinstance(replacement, Tensor) and replacement.is_meta):
+        # the same checks guard the Meta kernel (torch.compile / export)
+        meta = [a.to("meta") if isinstance(a, Tensor) else a for a in args]
+        assert_rejected(ops.raft_token_mixing, meta, OP, argument)
+
+
+@pytest.mark.parametrize(
+    "grad_out", [torch.zeros(2, 3, 4, 5), torch.zeros(2, 3, 4, 6, dtype=torch.float64)]
+)
+def test_backward_rejects_bad_grad_out(grad_out):
+    args = make_args((2, 3, 4, 6), 2, 1, "contiguous", torch.float32)
+    assert_rejected(
+        torch.ops.mlpmix.raft_token_mixing_backward, (grad_out, *args, 1e-5),
+        "raft_token_mixing_backward", "grad_out",
+    )
+
+
+def test_double_backward_raises():
+    args = next(sample_inputs(torch.float64, requires_grad=True))
+    assert_no_double_backward(ops.raft_token_mixing, args, OP)
+
+
+class RaftTokenMixing(nn.Module):
+    """The op with fixed parameters, for scripting, compiling and exporting."""
+
+    def __init__(self, args):
+        super().__init__()
+        _, *params, self.raft_size, self.dim = args
+        self.params = nn.ParameterList([nn.Parameter(p.detach().clone()) for p in params])
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = self.params
+        return ops.raft_token_mixing(
+            x, p[0], p[1], p[2], p[3], p[4], p[5], self.raft_size, self.dim
+        )
+
+
+def _module_and_input(dim: int = 2):
+    args = make_args((2, 3, 4, 6), 2, dim, "channels_first", torch.float32)
+    return RaftTokenMixing(args), args[0]
+
+
+def test_script_round_trip():
+    assert_script_round_trip(*_module_and_input())
+
+
+def test_torch_compile_fullgraph():
+    assert_compiles(*_module_and_input())
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_export_with_dynamic_batch(dim):
+    module, x = _module_and_input(dim)
+    assert_exports_with_dynamic_batch(module, x, torch.randn(5, *x.shape[1:]))
