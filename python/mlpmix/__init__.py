@@ -33,9 +33,11 @@ def _load_library() -> None:
 
 _load_library()
 
-from . import ops, reference, nn  # noqa: E402
+from . import ops, reference, nn, models  # noqa: E402
+from .models import create_model, list_models  # noqa: E402
 
-__all__ = ["ops", "reference", "nn", "cmake_prefix_path", "library_path", "build_info"]
+__all__ = ["ops", "reference", "nn", "models", "create_model", "list_models",
+           "cmake_prefix_path", "library_path", "build_info"]
 
 
 def build_info() -> dict[str, object]:

@@ -1,0 +1,148 @@
+"""DynaMixer-S/M/L (spec 2.3): configurations and the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..nn import DropPath, DynaMixerBlock, Mlp
+from .init import drop_path_rates, init_weights
+from .registry import register_model
+
+
+@dataclass(frozen=True)
+class DynaMixerConfig:
+    layers: Tuple[int, ...]  # layers per stage
+    dims: Tuple[int, ...]  # channels per stage
+    segments: Tuple[int, ...]  # S per stage
+    reduced_dim: int  # d
+    patch_size: int = 7  # stem convolution kernel and stride
+    img_size: int = 224
+    mlp_ratio: int = 3
+
+
+#: One row per published model (spec 2.3), plus a tiny one for 8x8 digits (the demo).
+DYNAMIXER_CONFIGS = {
+    "dynamixer_s": DynaMixerConfig(layers=(4, 14), dims=(192, 384), segments=(8, 16), reduced_dim=2),
+    "dynamixer_m": DynaMixerConfig(layers=(7, 17), dims=(256, 512), segments=(8, 16), reduced_dim=2),
+    "dynamixer_l": DynaMixerConfig(layers=(8, 28), dims=(256, 512), segments=(8, 16), reduced_dim=8),
+    "dynamixer_tiny": DynaMixerConfig(
+        layers=(2, 2), dims=(32, 64), segments=(4, 8), reduced_dim=2, patch_size=1, img_size=8
+    ),
+}
+
+
+class DynaMixerLayer(nn.Module):
+    """``x + DropPath(token_mixer(norm1(x)))``, then ``x + DropPath(mlp(norm2(x)))``."""
+
+    def __init__(self, dim: int, resolution: int, num_segments: int, reduced_dim: int,
+                 mlp_ratio: int, drop_path: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.token_mixer = DynaMixerBlock(dim, resolution, num_segments, reduced_dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, dim * mlp_ratio)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.drop_path(self.token_mixer(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class DynaMixerStage(nn.Module):
+    """An optional stride-2 downsampling convolution, then the stage's layers (on
+    channels-last tokens; the permutes are views)."""
+
+    def __init__(self, in_dim: int, dim: int, resolution: int, depth: int, num_segments: int,
+                 reduced_dim: int, mlp_ratio: int, drop_paths: Tuple[float, ...]):
+        super().__init__()
+        self.downsample = (
+            nn.Conv2d(in_dim, dim, kernel_size=2, stride=2) if in_dim != dim else nn.Identity()
+        )
+        self.layers = nn.Sequential(*[
+            DynaMixerLayer(dim, resolution, num_segments, reduced_dim, mlp_ratio, drop_paths[i])
+            for i in range(depth)
+        ])
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.downsample(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return self.layers(x)
+
+
+class DynaMixer(nn.Module):
+    """DynaMixer (Wang et al., ICML 2022) on ``torch.ops.mlpmix.dynamixer``.
+
+    Input ``(B, in_chans, img_size, img_size)``; features are channels-last inside.
+    """
+
+    def __init__(self, config: DynaMixerConfig, num_classes: int = 1000, in_chans: int = 3,
+                 drop_path_rate: float = 0.0, drop_rate: float = 0.0):
+        super().__init__()
+        self.config = config
+        self.num_classes = num_classes
+        self.num_features = config.dims[-1]
+        self.stem = nn.Conv2d(in_chans, config.dims[0], config.patch_size, config.patch_size)
+        rates = drop_path_rates(drop_path_rate, sum(config.layers))
+        resolution = config.img_size // config.patch_size
+        stages = []
+        for i, depth in enumerate(config.layers):
+            in_dim = config.dims[max(i - 1, 0)]
+            if in_dim != config.dims[i]:
+                resolution //= 2
+            first = sum(config.layers[:i])
+            stages.append(DynaMixerStage(
+                in_dim, config.dims[i], resolution, depth, config.segments[i], config.reduced_dim,
+                config.mlp_ratio, tuple(rates[first:first + depth])))
+        self.stages = nn.Sequential(*stages)
+        self.norm = nn.LayerNorm(self.num_features)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(init_weights)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Images ``(B, C, H, W)`` -> normalised tokens ``(B, H', W', num_features)``."""
+        x = self.stem(x).permute(0, 2, 3, 1)
+        return self.norm(self.stages(x))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.head_drop(x.mean(dim=(1, 2)))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head.apply(init_weights)
+
+
+def _dynamixer(name: str, img_size: int, **kwargs) -> DynaMixer:
+    return DynaMixer(replace(DYNAMIXER_CONFIGS[name], img_size=img_size), **kwargs)
+
+
+@register_model
+def dynamixer_s(img_size: int = 224, **kwargs) -> DynaMixer:
+    """DynaMixer-S: 26,265,960 parameters at 1000 classes."""
+    return _dynamixer("dynamixer_s", img_size, **kwargs)
+
+
+@register_model
+def dynamixer_m(img_size: int = 224, **kwargs) -> DynaMixer:
+    """DynaMixer-M: 57,128,264 parameters at 1000 classes."""
+    return _dynamixer("dynamixer_m", img_size, **kwargs)
+
+
+@register_model
+def dynamixer_l(img_size: int = 224, **kwargs) -> DynaMixer:
+    """DynaMixer-L: 97,818,088 parameters at 1000 classes."""
+    return _dynamixer("dynamixer_l", img_size, **kwargs)
+
+
+@register_model
+def dynamixer_tiny(img_size: int = 8, **kwargs) -> DynaMixer:
+    """A small DynaMixer for 8x8 images (scikit-learn digits), used by ``mlpmix demo``."""
+    return _dynamixer("dynamixer_tiny", img_size, **kwargs)

@@ -1,0 +1,132 @@
+"""RaftMLP-S/M/L (spec 1.3): configurations and the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..nn import MultiScalePatchEmbedding, RaftBlock
+from .init import drop_path_rates, init_weights
+from .registry import register_model
+
+
+@dataclass(frozen=True)
+class RaftMLPConfig:
+    dims: Tuple[int, ...]  # channels per level
+    depths: Tuple[int, ...]  # blocks per level
+    kernels: Tuple[Tuple[int, ...], ...]  # cross-scale kernels per level; stride = min
+    raft_size: int = 2
+    token_expansion: int = 2
+    channel_expansion: int = 4
+    img_size: int = 224
+
+
+_KERNELS = ((4, 8), (2, 4), (2, 4), (2,))
+
+#: One row per published model (spec 1.3), plus a tiny one for 8x8 digits (the demo).
+RAFTMLP_CONFIGS = {
+    "raftmlp_s": RaftMLPConfig(dims=(64, 128, 256, 512), depths=(2, 2, 6, 2), kernels=_KERNELS),
+    "raftmlp_m": RaftMLPConfig(dims=(96, 192, 384, 768), depths=(2, 2, 6, 2), kernels=_KERNELS),
+    "raftmlp_l": RaftMLPConfig(dims=(128, 192, 512, 1024), depths=(2, 2, 6, 2), kernels=_KERNELS),
+    "raftmlp_tiny": RaftMLPConfig(dims=(32, 64), depths=(2, 2), kernels=((1, 3), (2,)), img_size=8),
+}
+
+
+class RaftLevel(nn.Module):
+    """Cross-scale embedding (the level's only downsampling), then its RaftMLP blocks.
+
+    Takes images or tokens channels-first ``(B, C, H, W)`` and returns tokens
+    ``(B, H/s, W/s, dim)``.
+    """
+
+    def __init__(self, in_dim: int, dim: int, kernels: Tuple[int, ...], resolution: int,
+                 depth: int, config: RaftMLPConfig, drop_paths: Tuple[float, ...]):
+        super().__init__()
+        self.embed = MultiScalePatchEmbedding(in_dim, dim, list(kernels))
+        self.blocks = nn.Sequential(*[
+            RaftBlock(dim, resolution, config.raft_size, config.token_expansion,
+                      config.channel_expansion, drop_paths[i])
+            for i in range(depth)
+        ])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.blocks(self.embed(x))
+
+
+class RaftMLP(nn.Module):
+    """RaftMLP (Tatsunami & Taki, ACCV 2022, hierarchical) on the mlpmix raft ops.
+
+    Token-mixing widths are tied to ``img_size`` (grids img_size/4, /8, /16, /32 for the
+    published configurations); other input sizes must give the same grids.
+    """
+
+    def __init__(self, config: RaftMLPConfig, num_classes: int = 1000, in_chans: int = 3,
+                 drop_path_rate: float = 0.0, drop_rate: float = 0.0):
+        super().__init__()
+        self.config = config
+        self.num_classes = num_classes
+        self.num_features = config.dims[-1]
+        rates = drop_path_rates(drop_path_rate, sum(config.depths))
+        levels = []
+        in_dim, resolution = in_chans, config.img_size
+        for i, (dim, depth, kernels) in enumerate(zip(config.dims, config.depths, config.kernels)):
+            stride = min(kernels)
+            resolution = -(-resolution // stride)  # the embedding resizes up to a multiple
+            first = sum(config.depths[:i])
+            levels.append(RaftLevel(in_dim, dim, kernels, resolution, depth, config,
+                                    tuple(rates[first:first + depth])))
+            in_dim = dim
+        self.levels = nn.ModuleList(levels)
+        self.norm = nn.LayerNorm(self.num_features)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(init_weights)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Images ``(B, C, H, W)`` -> normalised tokens ``(B, H', W', num_features)``."""
+        for level in self.levels:
+            x = level(x).permute(0, 3, 1, 2)  # a view: the next embedding reads any strides
+        return self.norm(x.permute(0, 2, 3, 1))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.head_drop(x.mean(dim=(1, 2)))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head.apply(init_weights)
+
+
+def _raftmlp(name: str, img_size: int, **kwargs) -> RaftMLP:
+    return RaftMLP(replace(RAFTMLP_CONFIGS[name], img_size=img_size), **kwargs)
+
+
+@register_model
+def raftmlp_s(img_size: int = 224, **kwargs) -> RaftMLP:
+    """RaftMLP-S: 9,868,768 parameters at 1000 classes."""
+    return _raftmlp("raftmlp_s", img_size, **kwargs)
+
+
+@register_model
+def raftmlp_m(img_size: int = 224, **kwargs) -> RaftMLP:
+    """RaftMLP-M: 21,413,632 parameters at 1000 classes."""
+    return _raftmlp("raftmlp_m", img_size, **kwargs)
+
+
+@register_model
+def raftmlp_l(img_size: int = 224, **kwargs) -> RaftMLP:
+    """RaftMLP-L: 36,184,672 parameters at 1000 classes."""
+    return _raftmlp("raftmlp_l", img_size, **kwargs)
+
+
+@register_model
+def raftmlp_tiny(img_size: int = 8, **kwargs) -> RaftMLP:
+    """A small RaftMLP for 8x8 images (scikit-learn digits), used by ``mlpmix demo``."""
+    return _raftmlp("raftmlp_tiny", img_size, **kwargs)
