@@ -166,14 +166,15 @@ class DynamixerBackwardFunction
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& grad_out,
                                const at::Tensor& x, const at::Tensor& compress_weight,
-                               const at::Tensor& compress_bias,
+                               const std::optional<at::Tensor>& compress_bias,
                                const at::Tensor& generate_weight,
-                               const at::Tensor& generate_bias, int64_t num_segments,
+                               const std::optional<at::Tensor>& generate_bias,
+                               int64_t num_segments,
                                int64_t dim) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [gx, gcw, gcb, ggw, ggb] = mlpmix::dynamixer_backward(
-        grad_out, x, compress_weight, optional_of(compress_bias), generate_weight,
-        optional_of(generate_bias), num_segments, dim);
+        grad_out, x, compress_weight, compress_bias, generate_weight, generate_bias,
+        num_segments, dim);
     return {gx, gcw, gcb, ggw, ggb};
   }
 
@@ -186,16 +187,17 @@ class DynamixerFunction : public torch::autograd::Function<DynamixerFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x,
                                const at::Tensor& compress_weight,
-                               const at::Tensor& compress_bias,
+                               const std::optional<at::Tensor>& compress_bias,
                                const at::Tensor& generate_weight,
-                               const at::Tensor& generate_bias, int64_t num_segments,
+                               const std::optional<at::Tensor>& generate_bias,
+                               int64_t num_segments,
                                int64_t dim) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto out = mlpmix::dynamixer(x, compress_weight, optional_of(compress_bias),
-                                 generate_weight, optional_of(generate_bias), num_segments,
-                                 dim);
+    auto out = mlpmix::dynamixer(x, compress_weight, compress_bias, generate_weight,
+                                 generate_bias, num_segments, dim);
     // Intermediates (logits, softmax) are recomputed in backward: less memory held.
-    ctx->save_for_backward({x, compress_weight, compress_bias, generate_weight, generate_bias});
+    ctx->save_for_backward({x, compress_weight, compress_bias.value_or(at::Tensor()),
+                            generate_weight, generate_bias.value_or(at::Tensor())});
     ctx->saved_data["num_segments"] = num_segments;
     ctx->saved_data["dim"] = dim;
     return {out};
@@ -204,7 +206,7 @@ class DynamixerFunction : public torch::autograd::Function<DynamixerFunction> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     auto result = DynamixerBackwardFunction::apply(
-        grads[0], saved[0], saved[1], saved[2], saved[3], saved[4],
+        grads[0], saved[0], saved[1], optional_of(saved[2]), saved[3], optional_of(saved[4]),
         ctx->saved_data["num_segments"].toInt(), ctx->saved_data["dim"].toInt());
     return {result[0],
             result[1],
@@ -221,9 +223,8 @@ at::Tensor dynamixer_autograd(const at::Tensor& x, const at::Tensor& compress_we
                               const at::Tensor& generate_weight,
                               const std::optional<at::Tensor>& generate_bias,
                               int64_t num_segments, int64_t dim) {
-  return DynamixerFunction::apply(x, compress_weight, compress_bias.value_or(at::Tensor()),
-                                  generate_weight, generate_bias.value_or(at::Tensor()),
-                                  num_segments, dim)[0];
+  return DynamixerFunction::apply(x, compress_weight, compress_bias, generate_weight,
+                                  generate_bias, num_segments, dim)[0];
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
@@ -234,8 +235,8 @@ dynamixer_backward_autograd(const at::Tensor& grad_out, const at::Tensor& x,
                             const std::optional<at::Tensor>& generate_bias,
                             int64_t num_segments, int64_t dim) {
   auto r = DynamixerBackwardFunction::apply(
-      grad_out, x, compress_weight, compress_bias.value_or(at::Tensor()), generate_weight,
-      generate_bias.value_or(at::Tensor()), num_segments, dim);
+      grad_out, x, compress_weight, compress_bias, generate_weight, generate_bias,
+      num_segments, dim);
   return {r[0], r[1], r[2], r[3], r[4]};
 }
 

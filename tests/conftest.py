@@ -1,0 +1,47 @@
+"""Shared fixtures: the C++ example application built against the installed mlpmix."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+import mlpmix
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cmake_configure_and_build(source: Path, build: Path, *extra: str) -> None:
+    prefix = ";".join([torch.utils.cmake_prefix_path, mlpmix.cmake_prefix_path])
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    subprocess.run(
+        ["cmake", "-S", str(source), "-B", str(build), *generator,
+         f"-DCMAKE_PREFIX_PATH={prefix}", "-DCMAKE_BUILD_TYPE=Release", *extra],
+        check=True, capture_output=True, text=True,
+    )
+    subprocess.run(["cmake", "--build", str(build)], check=True, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="session")
+def example_app(tmp_path_factory) -> Path:
+    """examples/cpp built with find_package(mlpmix) against the installed package."""
+    build = tmp_path_factory.mktemp("example_build")
+    try:
+        cmake_configure_and_build(REPO / "examples" / "cpp", build)
+    except subprocess.CalledProcessError as e:
+        pytest.fail(f"building examples/cpp failed:\n{e.stdout}\n{e.stderr}")
+    return build / "mlpmix_example"
+
+
+def run_example(app: Path, model_path: Path, x: torch.Tensor, tmp_path: Path) -> torch.Tensor:
+    """Runs the C++ example on `x` and returns the output tensor it saved."""
+    torch.save(x, tmp_path / "input.pt")
+    result = subprocess.run(
+        [str(app), str(model_path), str(tmp_path / "input.pt"), str(tmp_path / "output.pt")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return torch.load(tmp_path / "output.pt")

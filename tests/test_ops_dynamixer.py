@@ -1,0 +1,215 @@
+"""torch.ops.mlpmix.dynamixer against mlpmix.reference: values, gradients, opcheck, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+import mlpmix
+from mlpmix import ops, reference
+
+
+def make_args(shape, num_segments, reduced_dim, dim, dtype, requires_grad=False, bias=True,
+              layout=lambda t: t):
+    """Arguments of dynamixer for an x of `shape` (made contiguous, then passed through
+    `layout`, which may return a view with other strides of the same logical shape)."""
+    n, channels = shape[dim], shape[-1]
+    def rand(*size):
+        return torch.randn(*size, dtype=dtype)
+    x = layout(rand(*shape))
+    args = [
+        x,
+        rand(num_segments * reduced_dim, channels) / channels**0.5,
+        rand(num_segments * reduced_dim) if bias else None,
+        rand(n * n, n * reduced_dim) / (n * reduced_dim) ** 0.5,
+        rand(n * n) if bias else None,
+    ]
+    for t in args:
+        if t is not None:
+            t.requires_grad_(requires_grad)
+    return args + [num_segments, dim]
+
+
+def transposed(t):
+    # Same logical shape, axes 1 and 2 swapped in memory.
+    return t.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+def channel_strided(t):
+    # Every second channel of a wider tensor: channel stride 2.
+    wide = torch.cat([t, torch.zeros_like(t)], dim=-1)
+    return wide.view(*t.shape[:-1], t.shape[-1], 2)[..., 0]
+
+
+def sample_inputs(dtype, requires_grad=False):
+    """The shared sample set: plain, 4-D along H and W, negative dims, permuted and
+    channel-strided views, no biases, a 5-D input and an empty batch."""
+    rg = requires_grad
+    yield make_args((2, 5, 12), 3, 2, -2, dtype, rg)
+    yield make_args((2, 4, 6, 8), 4, 1, 1, dtype, rg)
+    yield make_args((2, 4, 6, 8), 4, 1, 2, dtype, rg)
+    yield make_args((2, 4, 6, 8), 2, 3, -3, dtype, rg, layout=transposed)
+    yield make_args((3, 5, 4, 6), 1, 2, 2, dtype, rg, layout=transposed)
+    yield make_args((2, 3, 5, 6), 6, 1, 1, dtype, rg, layout=channel_strided)
+    yield make_args((2, 5, 12), 3, 2, -2, dtype, rg, bias=False)
+    yield make_args((2, 3, 4, 3, 4), 2, 2, 2, dtype, rg)
+    yield make_args((0, 4, 6, 8), 4, 1, 1, dtype, rg)
+
+
+def sample_ids(args):
+    return f"x{tuple(args[0].shape)}-S{args[5]}-dim{args[6]}"
+
+
+TOLERANCES = {torch.float64: dict(rtol=1e-12, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-5)}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_matches_reference(dtype):
+    torch.manual_seed(0)
+    for args in sample_inputs(dtype):
+        out = ops.dynamixer(*args)
+        expected = reference.dynamixer(*args)
+        assert out.shape == args[0].shape, sample_ids(args)
+        assert_close(out, expected, **TOLERANCES[dtype], msg=sample_ids(args))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_gradients_match_reference(dtype):
+    torch.manual_seed(1)
+    for args in sample_inputs(dtype, requires_grad=True):
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        grad_out = torch.randn_like(args[0])
+        got = torch.autograd.grad(ops.dynamixer(*args), tensors, grad_out)
+        want = torch.autograd.grad(reference.dynamixer(*args), tensors, grad_out)
+        for g, w in zip(got, want):
+            assert_close(g, w, **TOLERANCES[dtype], msg=sample_ids(args))
+
+
+def test_gradcheck():
+    torch.manual_seed(2)
+    for args in sample_inputs(torch.float64, requires_grad=True):
+        if args[0].numel() == 0:
+            continue
+        assert torch.autograd.gradcheck(ops.dynamixer, args), sample_ids(args)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck(requires_grad):
+    torch.manual_seed(3)
+    for args in sample_inputs(torch.float32, requires_grad=requires_grad):
+        torch.library.opcheck(torch.ops.mlpmix.dynamixer.default, args)
+
+
+def test_backward_op_opcheck():
+    torch.manual_seed(4)
+    for args in sample_inputs(torch.float64):
+        grad_out = torch.randn_like(args[0])
+        torch.library.opcheck(torch.ops.mlpmix.dynamixer_backward.default, [grad_out, *args])
+
+
+def test_expanded_input_reads_in_place():
+    torch.manual_seed(5)
+    args = make_args((1, 5, 12), 3, 2, 1, torch.float64)
+    args[0] = args[0].expand(4, 5, 12)  # stride 0 over the batch
+    assert_close(ops.dynamixer(*args), reference.dynamixer(*args))
+
+
+def test_output_is_contiguous_and_input_untouched():
+    args = make_args((2, 4, 6, 8), 4, 1, 1, torch.float32, layout=transposed)
+    before = args[0].clone()
+    out = ops.dynamixer(*args)
+    assert out.is_contiguous()
+    assert torch.equal(args[0], before)
+
+
+def test_empty_batch():
+    args = make_args((0, 5, 12), 3, 2, -2, torch.float32, requires_grad=True)
+    out = ops.dynamixer(*args)
+    assert out.shape == (0, 5, 12)
+    out.sum().backward()
+    assert args[1].grad is not None and torch.count_nonzero(args[1].grad) == 0
+
+
+def test_double_backward_raises_clear_error():
+    args = make_args((2, 5, 12), 3, 2, -2, torch.float64, requires_grad=True)
+    (gx,) = torch.autograd.grad(ops.dynamixer(*args).sum(), args[0], create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        gx.sum().backward()
+
+
+def test_multithreaded_result_equals_single_threaded():
+    args = make_args((16, 8, 8, 16), 4, 2, 2, torch.float32)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = ops.dynamixer(*args)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(ops.dynamixer(*args), single)
+
+
+def _bad(**changes):
+    """Valid float32 args for x (2, 4, 6, 8), dim=1, S=4, d=1, with `changes` applied."""
+    args = dict(zip(["x", "compress_weight", "compress_bias", "generate_weight",
+                     "generate_bias", "num_segments", "dim"],
+                    make_args((2, 4, 6, 8), 4, 1, 1, torch.float32)))
+    for key, value in changes.items():
+        args[key] = value(args[key]) if callable(value) else value
+    return args
+
+
+BAD_INPUTS = {
+    "x rank 2": (_bad(x=lambda t: t[0, 0], dim=0), "x"),
+    "x integer": (_bad(x=lambda t: t.to(torch.int32)), "x"),
+    "x bool": (_bad(x=lambda t: t > 0), "x"),
+    "dim is channel axis": (_bad(dim=3), "dim"),
+    "dim is channel axis (-1)": (_bad(dim=-1), "dim"),
+    "dim out of range": (_bad(dim=4), "dim"),
+    "dim out of range (negative)": (_bad(dim=-5), "dim"),
+    "D not divisible by S": (_bad(num_segments=3), "num_segments"),
+    "num_segments zero": (_bad(num_segments=0), "num_segments"),
+    "compress_weight wrong D": (_bad(compress_weight=lambda t: t[:, :6]), "compress_weight"),
+    "compress_weight rank": (_bad(compress_weight=lambda t: t[0]), "compress_weight"),
+    "compress_weight not S*d": (_bad(compress_weight=lambda t: t[:3]), "compress_weight"),
+    "compress_bias wrong size": (_bad(compress_bias=lambda t: t[:2]), "compress_bias"),
+    "generate_weight wrong N": (_bad(generate_weight=lambda t: t[:9]), "generate_weight"),
+    "generate_weight wrong d": (_bad(generate_weight=lambda t: torch.cat([t, t], 1)),
+                                "generate_weight"),
+    "generate_bias wrong size": (_bad(generate_bias=lambda t: t[:5]), "generate_bias"),
+    "mixed dtype": (_bad(generate_weight=lambda t: t.double()), "generate_weight"),
+    "mixed dtype bias": (_bad(compress_bias=lambda t: t.double()), "compress_bias"),
+    "mixed device": (_bad(compress_weight=lambda t: t.to("meta")), "compress_weight"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_raises_naming_the_argument(case):
+    kwargs, name = BAD_INPUTS[case]
+    with pytest.raises(RuntimeError, match=rf"mlpmix\.dynamixer: .*\b{name}\b"):
+        ops.dynamixer(**kwargs)
+
+
+@pytest.mark.parametrize("case", ["compress_weight wrong D", "D not divisible by S", "dim is channel axis"])
+def test_bad_input_raises_on_meta_too(case):
+    kwargs, name = BAD_INPUTS[case]
+    meta = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+    with pytest.raises(RuntimeError, match=name):
+        ops.dynamixer(**meta)
+
+
+def test_backward_rejects_mismatched_grad_out():
+    args = make_args((2, 5, 12), 3, 2, -2, torch.float32)
+    with pytest.raises(RuntimeError, match="grad_out"):
+        torch.ops.mlpmix.dynamixer_backward(torch.randn(2, 5, 11), *args)
+
+
+def test_error_message_shows_expected_and_actual_shape():
+    kwargs, _ = BAD_INPUTS["compress_weight wrong D"]
+    with pytest.raises(RuntimeError, match=r"\(S\*d, D\) = \[4, 8\], got \[4, 6\]"):
+        ops.dynamixer(**kwargs)
+
+
+def test_library_is_registered():
+    assert hasattr(torch.ops.mlpmix, "dynamixer")
+    assert "cpu" in mlpmix.build_info()["backends"]

@@ -1,0 +1,60 @@
+"""The wheel: pinned to the building torch, installable in a fresh venv, op runs there."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+
+import pytest
+import torch
+
+import mlpmix
+from conftest import REPO
+
+SMOKE = """
+import torch, mlpmix
+from mlpmix import ops, reference
+x = torch.randn(2, 4, 6, 8, dtype=torch.float64)
+args = (x, torch.randn(8, 8, dtype=torch.float64), None, torch.randn(16, 8, dtype=torch.float64), None, 4, 1)
+assert torch.allclose(ops.dynamixer(*args), reference.dynamixer(*args))
+print("ok", mlpmix.build_info()["torch_built_against"])
+"""
+
+
+def test_import_refuses_a_different_torch():
+    code = "import torch; torch.__version__ = '0.0.1'; import mlpmix"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "ImportError" in result.stderr
+    assert "0.0.1" in result.stderr and mlpmix.build_info()["torch_built_against"] in result.stderr
+
+
+def test_build_info():
+    info = mlpmix.build_info()
+    assert info["torch_built_against"] == torch.__version__
+    assert info["backends"][0] == "cpu"
+    assert info["compiler"]
+
+
+@pytest.mark.slow
+def test_wheel_installs_into_fresh_venv_and_runs(tmp_path):
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps",
+                    "-q", "-w", str(dist), str(REPO)], check=True)
+    (wheel,) = dist.glob("mlpmix-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        metadata = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert f"Requires-Dist: torch=={torch.__version__}" in metadata
+    for part in ("mlpmix/lib/libmlpmix_ops.so", "mlpmix/include/mlpmix/mlpmix.h",
+                 "mlpmix/share/cmake/mlpmix/mlpmixConfig.cmake"):
+        assert part in names
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], check=True)
+    result = subprocess.run([str(venv / "bin" / "python"), "-c", SMOKE], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["ok", torch.__version__]
