@@ -46,6 +46,17 @@ def assert_rejected(op: Callable, args: Sequence[object], op_name: str, argument
     assert re.search(rf"mlpmix\.{op_name}: {argument}\b", message), message
 
 
+def assert_rejected_by_every_kernel(
+    op: Callable, args: Sequence[object], op_name: str, argument: str
+) -> None:
+    """assert_rejected on the CPU kernel and, unless the bad input is a device mismatch
+    with a meta tensor, on the Meta kernel (torch.compile / export) with the same message."""
+    assert_rejected(op, args, op_name, argument)
+    if not any(isinstance(a, Tensor) and a.is_meta for a in args):
+        meta = [a.to("meta") if isinstance(a, Tensor) else a for a in args]
+        assert_rejected(op, meta, op_name, argument)
+
+
 def assert_no_double_backward(op: Callable, args: Sequence[object], op_name: str) -> None:
     inputs = differentiable(args)
     grads = torch.autograd.grad(op(*args).sum(), inputs, create_graph=True)

@@ -178,10 +178,11 @@ class CrossScaleEmbedBackwardFunction
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& grad_out,
                                const at::Tensor& x, const at::Tensor& weight,
-                               const at::Tensor& bias, at::IntArrayRef kernel_sizes) {
+                               const std::optional<at::Tensor>& bias,
+                               at::IntArrayRef kernel_sizes) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [grad_x, grad_weight, grad_bias] = mlpmix::cross_scale_embed_backward(
-        grad_out, x, weight, optional_of(bias), kernel_sizes);
+    auto [grad_x, grad_weight, grad_bias] =
+        mlpmix::cross_scale_embed_backward(grad_out, x, weight, bias, kernel_sizes);
     return {grad_x, grad_weight, grad_bias};
   }
 
@@ -193,11 +194,12 @@ class CrossScaleEmbedBackwardFunction
 class CrossScaleEmbedFunction : public torch::autograd::Function<CrossScaleEmbedFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x,
-                               const at::Tensor& weight, const at::Tensor& bias,
+                               const at::Tensor& weight,
+                               const std::optional<at::Tensor>& bias,
                                at::IntArrayRef kernel_sizes) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto out = mlpmix::cross_scale_embed(x, weight, optional_of(bias), kernel_sizes);
-    ctx->save_for_backward({x, weight, bias});
+    auto out = mlpmix::cross_scale_embed(x, weight, bias, kernel_sizes);
+    ctx->save_for_backward({x, weight, bias.value_or(at::Tensor())});
     ctx->saved_data["kernel_sizes"] = kernel_sizes.vec();
     return {out};
   }
@@ -205,7 +207,7 @@ class CrossScaleEmbedFunction : public torch::autograd::Function<CrossScaleEmbed
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     auto result = CrossScaleEmbedBackwardFunction::apply(
-        grads[0], saved[0], saved[1], saved[2],
+        grads[0], saved[0], saved[1], optional_of(saved[2]),
         ctx->saved_data["kernel_sizes"].toIntVector());
     return {result[0], result[1], saved[2].defined() ? result[2] : at::Tensor(),
             at::Tensor()};
@@ -215,15 +217,13 @@ class CrossScaleEmbedFunction : public torch::autograd::Function<CrossScaleEmbed
 at::Tensor cross_scale_embed_autograd(const at::Tensor& x, const at::Tensor& weight,
                                       const std::optional<at::Tensor>& bias,
                                       at::IntArrayRef kernel_sizes) {
-  return CrossScaleEmbedFunction::apply(x, weight, bias.value_or(at::Tensor()),
-                                        kernel_sizes)[0];
+  return CrossScaleEmbedFunction::apply(x, weight, bias, kernel_sizes)[0];
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_scale_embed_backward_autograd(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
     const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes) {
-  auto r = CrossScaleEmbedBackwardFunction::apply(grad_out, x, weight,
-                                                  bias.value_or(at::Tensor()), kernel_sizes);
+  auto r = CrossScaleEmbedBackwardFunction::apply(grad_out, x, weight, bias, kernel_sizes);
   return {r[0], r[1], r[2]};
 }
 

@@ -1,0 +1,173 @@
+"""mlpmix.ops.cross_scale_embed against mlpmix.reference (spec 1.2)."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from mlpmix import ops, reference
+from op_testing import (
+    assert_compiles,
+    assert_exports_with_dynamic_batch,
+    assert_matches_reference,
+    assert_no_double_backward,
+    assert_rejected,
+    assert_rejected_by_every_kernel,
+    assert_script_round_trip,
+    leaf,
+)
+
+OP = "cross_scale_embed"
+
+
+def make_x(shape: tuple[int, int, int, int], layout: str, dtype: torch.dtype) -> Tensor:
+    """(B, Cin, H, W) with the given memory layout."""
+    b, c, h, w = shape
+    if layout == "contiguous":
+        return torch.randn(b, c, h, w, dtype=dtype)
+    if layout == "channels_last":
+        return torch.randn(b, c, h, w, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    if layout == "permuted":
+        return torch.randn(w, b, h, c, dtype=dtype).permute(1, 3, 2, 0)
+    if layout == "sliced":
+        return torch.randn(b, c + 1, 2 * h, w + 2, dtype=dtype)[:, 1:, ::2, 1:-1]
+    raise ValueError(layout)
+
+
+def make_args(shape, kernel_sizes, layout, dtype, requires_grad=False, out_channels=5, bias=True):
+    features = shape[1] * sum(k * k for k in kernel_sizes)
+    x = leaf(make_x(shape, layout, dtype), requires_grad)
+    weight = leaf(torch.randn(out_channels, features, dtype=dtype) / features**0.5, requires_grad)
+    b = leaf(torch.randn(out_channels, dtype=dtype), requires_grad) if bias else None
+    return x, weight, b, kernel_sizes
+
+
+def sample_inputs(dtype: torch.dtype, requires_grad: bool = False):
+    cases = [
+        # shape (B, Cin, H, W), kernel sizes, layout, bias
+        ((2, 2, 8, 4), [4, 8], "contiguous", True),
+        ((2, 3, 4, 6), [2, 4], "channels_last", True),
+        ((1, 2, 6, 4), [2], "sliced", False),
+        ((2, 2, 3, 5), [1, 3], "permuted", True),
+        ((1, 1, 4, 8), [2, 6, 4], "sliced", True),
+        ((0, 2, 4, 4), [2, 4], "contiguous", True),  # empty batch
+    ]
+    for shape, kernel_sizes, layout, bias in cases:
+        yield make_args(shape, kernel_sizes, layout, dtype, requires_grad, bias=bias)
+
+
+DTYPES = [torch.float64, torch.float32]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matches_reference_and_its_gradients(dtype):
+    for args in sample_inputs(dtype, requires_grad=True):
+        assert_matches_reference(ops.cross_scale_embed, reference.cross_scale_embed, args)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_output_is_channels_last_tokens(dtype):
+    for x, weight, bias, kernel_sizes in sample_inputs(dtype):
+        s = min(kernel_sizes)
+        out = ops.cross_scale_embed(x, weight, bias, kernel_sizes)
+        b, _, h, w = x.shape
+        assert out.shape == (b, h // s, w // s, weight.shape[0]) and out.is_contiguous()
+
+
+def test_windows_are_centred_on_the_patch():
+    # A weight that reads only the centre pixel of the 3x3 window equals the 1x1 kernel.
+    x = torch.randn(1, 1, 5, 5, dtype=torch.float64)
+    centre = torch.zeros(1, 1 + 9, dtype=torch.float64)
+    centre[0, 1 + 4] = 1.0
+    torch.testing.assert_close(ops.cross_scale_embed(x, centre, None, [1, 3])[0, ..., 0], x[0, 0])
+
+
+def test_gradcheck():
+    for args in sample_inputs(torch.float64, requires_grad=True):
+        assert torch.autograd.gradcheck(ops.cross_scale_embed, args, fast_mode=True)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck(requires_grad):
+    for args in sample_inputs(torch.float64, requires_grad):
+        torch.library.opcheck(torch.ops.mlpmix.cross_scale_embed.default, args)
+
+
+def _bad_inputs():
+    """(argument named in the error, position, replacement) on a valid (2, 3, 4, 8) [2, 4]."""
+    x, weight, bias, _ = make_args((2, 3, 4, 8), [2, 4], "contiguous", torch.float32)
+    return [
+        ("x", 0, x[0]),
+        ("x", 0, x.to(torch.int64)),
+        ("x", 0, x.to(torch.bool)),
+        ("x", 0, x[:, :, :3]),  # H not a multiple of s
+        ("x", 0, x[..., :5]),  # W not a multiple of s
+        ("x", 0, x[:, :0]),
+        ("kernel_sizes", 3, []),
+        ("kernel_sizes", 3, [2, 3]),
+        ("kernel_sizes", 3, [1, 2]),  # k - s odd: window not centred
+        ("kernel_sizes", 3, [0, 2]),
+        ("weight", 1, weight[:, :-1]),
+        ("weight", 1, weight[0]),
+        ("weight", 1, weight.double()),
+        ("weight", 1, weight.to("meta")),
+        ("bias", 2, bias[:-1]),
+        ("bias", 2, bias.double()),
+    ]
+
+
+@pytest.mark.parametrize("argument, position, replacement", _bad_inputs())
+def test_bad_input_is_rejected_naming_it(argument, position, replacement):
+    args = list(make_args((2, 3, 4, 8), [2, 4], "contiguous", torch.float32))
+    args[position] = replacement
+    assert_rejected_by_every_kernel(ops.cross_scale_embed, args, OP, argument)
+
+
+@pytest.mark.parametrize(
+    "grad_out", [torch.zeros(2, 2, 4, 4), torch.zeros(2, 2, 4, 5, dtype=torch.float64)]
+)
+def test_backward_rejects_bad_grad_out(grad_out):
+    x, weight, bias, kernel_sizes = make_args((2, 3, 4, 8), [2, 4], "contiguous", torch.float32)
+    assert_rejected(
+        torch.ops.mlpmix.cross_scale_embed_backward, (grad_out, x, weight, bias, kernel_sizes),
+        "cross_scale_embed_backward", "grad_out",
+    )
+
+
+def test_double_backward_raises():
+    args = next(sample_inputs(torch.float64, requires_grad=True))
+    assert_no_double_backward(ops.cross_scale_embed, args, OP)
+
+
+class CrossScaleEmbed(nn.Module):
+    """The op with fixed parameters, for scripting, compiling and exporting."""
+
+    def __init__(self, weight: Tensor, bias: Optional[Tensor], kernel_sizes: List[int]):
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone())
+        self.bias = nn.Parameter(bias.detach().clone())
+        self.kernel_sizes = kernel_sizes
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.cross_scale_embed(x, self.weight, self.bias, self.kernel_sizes)
+
+
+def _module_and_input():
+    x, *params = make_args((2, 3, 4, 8), [2, 4], "channels_last", torch.float32)
+    return CrossScaleEmbed(*params), x
+
+
+def test_script_round_trip():
+    assert_script_round_trip(*_module_and_input())
+
+
+def test_torch_compile_fullgraph():
+    assert_compiles(*_module_and_input())
+
+
+def test_export_with_dynamic_batch():
+    module, x = _module_and_input()
+    assert_exports_with_dynamic_batch(module, x, torch.randn(5, *x.shape[1:]))
