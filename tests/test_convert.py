@@ -84,5 +84,5 @@ def test_create_model_loads_either_layout(layout, tmp_path):
     loaded = mlpmix.create_model("dynamixer_tiny", num_classes=10, in_chans=1,
                                  checkpoint_path=tmp_path / "ckpt.pth").double().eval()
     x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
-    with torch.no_grad():
-        assert_close(loaded(x), model(x), rtol=1e-12, atol=1e-12)
+    with torch.no_grad():  # create_model loads into float32 parameters
+        assert_close(loaded(x), model(x), rtol=1e-5, atol=1e-5)

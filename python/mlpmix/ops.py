@@ -1,7 +1,9 @@
 """Typed, documented wrappers over the ``torch.ops.mlpmix`` operators.
 
 Each wrapper calls the C++ operator through the dispatcher, so it works with autograd,
-TorchScript, ``torch.compile`` and ``torch.export``. The pure-PyTorch definitions of the same
+TorchScript, ``torch.compile`` and ``torch.export``; under
+``mlpmix.implementation.use("reference")`` (or ``MLPMIX_IMPL=reference``) it runs
+:mod:`mlpmix.reference` instead. The pure-PyTorch definitions of the same
 functions are in :mod:`mlpmix.reference`.
 """
 
@@ -11,6 +13,8 @@ from typing import List, Optional
 
 import torch
 from torch import Tensor
+
+from . import implementation, reference
 
 __all__ = ["dynamixer", "raft_token_mixing", "cross_scale_embed"]
 
@@ -42,6 +46,10 @@ def dynamixer(
         A contiguous tensor shaped like ``x``: every output token is a convex combination
         (softmax over the input tokens) of the input tokens, per segment.
     """
+    if not torch.jit.is_scripting() and implementation.use_reference():
+        return reference.dynamixer(
+            x, compress_weight, compress_bias, generate_weight, generate_bias, num_segments, dim
+        )
     return torch.ops.mlpmix.dynamixer(
         x, compress_weight, compress_bias, generate_weight, generate_bias, num_segments, dim
     )
@@ -79,6 +87,11 @@ def raft_token_mixing(
     Returns:
         The branch, a contiguous tensor shaped like ``x``.
     """
+    if not torch.jit.is_scripting() and implementation.use_reference():
+        return reference.raft_token_mixing(
+            x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, raft_size, dim,
+            eps
+        )
     return torch.ops.mlpmix.raft_token_mixing(
         x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, raft_size, dim, eps
     )
@@ -104,4 +117,6 @@ def cross_scale_embed(
     Returns:
         Channels-last tokens ``(B, H/s, W/s, Cout)``, contiguous.
     """
+    if not torch.jit.is_scripting() and implementation.use_reference():
+        return reference.cross_scale_embed(x, weight, bias, kernel_sizes)
     return torch.ops.mlpmix.cross_scale_embed(x, weight, bias, kernel_sizes)

@@ -17,6 +17,7 @@ from torch import Tensor
 __all__ = ["dynamixer", "raft_token_mixing", "cross_scale_embed"]
 
 
+@torch.jit.unused  # scripted code always runs the fused ops
 def dynamixer(
     x: Tensor,
     compress_weight: Tensor,
@@ -51,6 +52,7 @@ _RAFT_PATTERNS = {
 }
 
 
+@torch.jit.unused  # scripted code always runs the fused ops
 def raft_token_mixing(
     x: Tensor,
     norm_weight: Tensor,
@@ -73,6 +75,7 @@ def raft_token_mixing(
     return rearrange(v, ungroup, r=raft_size)
 
 
+@torch.jit.unused  # scripted code always runs the fused ops
 def cross_scale_embed(
     x: Tensor, weight: Tensor, bias: Optional[Tensor], kernel_sizes: List[int]
 ) -> Tensor:
