@@ -1,23 +1,60 @@
-"""Models scripted in Python run in the C++ example app with the same output."""
+"""Modules and models exported in Python (TorchScript, AOTInductor) run in the C++ example
+app with the same output."""
 
 from __future__ import annotations
 
 import subprocess
 
+import pytest
 import torch
+from torch.testing import assert_close
 
+import mlpmix
 from conftest import run_example
-from mlpmix.nn import DynaMixerBlock
+from mlpmix.nn import DynaMixerBlock, MultiScalePatchEmbedding, RaftBlock
+
+MODULES = {
+    "dynamixer_block": (lambda: DynaMixerBlock(16, (4, 6), num_segments=4), (2, 4, 6, 16)),
+    "raft_block": (lambda: RaftBlock(16, (4, 6), raft_size=2), (2, 4, 6, 16)),
+    "patch_embedding": (lambda: MultiScalePatchEmbedding(3, 16, [2, 4]), (2, 3, 8, 12)),
+}
 
 
-def test_scripted_dynamixer_block_in_cpp(example_app, tmp_path):
+@pytest.mark.parametrize("name", MODULES)
+def test_scripted_module_in_cpp(name, example_app, tmp_path):
     torch.manual_seed(0)
-    block = DynaMixerBlock(16, (4, 6), num_segments=4).eval()
-    torch.jit.script(block).save(str(tmp_path / "block.pt"))
-    x = torch.randn(2, 4, 6, 16)
+    make, shape = MODULES[name]
+    module = make().eval()
+    mlpmix.export.torchscript(module, tmp_path / "module.pt")
+    x = torch.randn(*shape)
     with torch.inference_mode():
-        expected = block(x)
-    assert torch.equal(run_example(example_app, tmp_path / "block.pt", x, tmp_path), expected)
+        expected = module(x)
+    assert torch.equal(run_example(example_app, tmp_path / "module.pt", x, tmp_path), expected)
+
+
+@pytest.mark.parametrize("name", ["raftmlp_tiny", "dynamixer_tiny"])
+def test_scripted_model_in_cpp(name, example_app, tmp_path):
+    torch.manual_seed(0)
+    model = mlpmix.create_model(name, num_classes=10, in_chans=1).eval()
+    mlpmix.export.torchscript(model, tmp_path / "model.pt")
+    x = torch.randn(3, 1, 8, 8)
+    with torch.inference_mode():
+        expected = model(x)
+    assert torch.equal(run_example(example_app, tmp_path / "model.pt", x, tmp_path), expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["raftmlp_tiny", "dynamixer_tiny"])
+def test_aoti_package_in_cpp_with_dynamic_batch(name, example_app, tmp_path):
+    torch.manual_seed(0)
+    model = mlpmix.create_model(name, num_classes=10, in_chans=1).eval()
+    package = mlpmix.export.aoti(model, torch.randn(2, 1, 8, 8), tmp_path / "model.pt2")
+    for batch in (5, 1):
+        x = torch.randn(batch, 1, 8, 8)
+        with torch.inference_mode():
+            expected = model(x)
+        assert_close(run_example(example_app, package, x, tmp_path), expected,
+                     rtol=1e-5, atol=1e-5)
 
 
 def test_example_reports_missing_model(example_app, tmp_path):
