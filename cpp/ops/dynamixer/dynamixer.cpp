@@ -61,8 +61,8 @@ Dims check_inputs(const char* op, const at::Tensor& x, const at::Tensor& compres
   const int64_t D = x.sym_size(-1).guard_int(__FILE__, __LINE__);
   TORCH_CHECK(N >= 1 && D >= 1, "mlpmix.", op, ": x must have at least one token (axis ",
               token_dim, ") and one channel (last axis), got shape ", x.sym_sizes());
-  TORCH_CHECK(D % num_segments == 0, "mlpmix.", op, ": x's channel count D=", D,
-              " must be divisible by num_segments=", num_segments);
+  TORCH_CHECK(D % num_segments == 0, "mlpmix.", op, ": num_segments=", num_segments,
+              " must divide the channel count D=", D, " of x");
 
   checks::same_dtype_device(op, "compress_weight", compress_weight, "x", x);
   checks::rank(op, "compress_weight", compress_weight, 2);

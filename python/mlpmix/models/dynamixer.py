@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Tuple
 
-import torch
 from torch import Tensor, nn
 
 from ..nn import DropPath, DynaMixerBlock, Mlp
+from .classifier import TokenClassifier
 from .init import drop_path_rates, init_weights
 from .registry import register_model
 
@@ -72,7 +72,7 @@ class DynaMixerStage(nn.Module):
         return self.layers(x)
 
 
-class DynaMixer(nn.Module):
+class DynaMixer(TokenClassifier):
     """DynaMixer (Wang et al., ICML 2022) on ``torch.ops.mlpmix.dynamixer``.
 
     Input ``(B, in_chans, img_size, img_size)``; features are channels-last inside.
@@ -80,10 +80,8 @@ class DynaMixer(nn.Module):
 
     def __init__(self, config: DynaMixerConfig, num_classes: int = 1000, in_chans: int = 3,
                  drop_path_rate: float = 0.0, drop_rate: float = 0.0):
-        super().__init__()
+        super().__init__(config.dims[-1], num_classes, drop_rate)
         self.config = config
-        self.num_classes = num_classes
-        self.num_features = config.dims[-1]
         self.stem = nn.Conv2d(in_chans, config.dims[0], config.patch_size, config.patch_size)
         rates = drop_path_rates(drop_path_rate, sum(config.layers))
         resolution = config.img_size // config.patch_size
@@ -97,27 +95,10 @@ class DynaMixer(nn.Module):
                 in_dim, config.dims[i], resolution, depth, config.segments[i], config.reduced_dim,
                 config.mlp_ratio, tuple(rates[first:first + depth])))
         self.stages = nn.Sequential(*stages)
-        self.norm = nn.LayerNorm(self.num_features)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(init_weights)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Images ``(B, C, H, W)`` -> normalised tokens ``(B, H', W', num_features)``."""
-        x = self.stem(x).permute(0, 2, 3, 1)
-        return self.norm(self.stages(x))
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.head_drop(x.mean(dim=(1, 2)))
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.head.apply(init_weights)
+    def forward_tokens(self, x: Tensor) -> Tensor:
+        return self.stages(self.stem(x).permute(0, 2, 3, 1))
 
 
 def _dynamixer(name: str, img_size: int, **kwargs) -> DynaMixer:

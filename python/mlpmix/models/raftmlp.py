@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Tuple
 
-import torch
 from torch import Tensor, nn
 
 from ..nn import MultiScalePatchEmbedding, RaftBlock
+from .classifier import TokenClassifier
 from .init import drop_path_rates, init_weights
 from .registry import register_model
 
@@ -56,7 +56,7 @@ class RaftLevel(nn.Module):
         return self.blocks(self.embed(x))
 
 
-class RaftMLP(nn.Module):
+class RaftMLP(TokenClassifier):
     """RaftMLP (Tatsunami & Taki, ACCV 2022, hierarchical) on the mlpmix raft ops.
 
     Token-mixing widths are tied to ``img_size`` (grids img_size/4, /8, /16, /32 for the
@@ -65,10 +65,8 @@ class RaftMLP(nn.Module):
 
     def __init__(self, config: RaftMLPConfig, num_classes: int = 1000, in_chans: int = 3,
                  drop_path_rate: float = 0.0, drop_rate: float = 0.0):
-        super().__init__()
+        super().__init__(config.dims[-1], num_classes, drop_rate)
         self.config = config
-        self.num_classes = num_classes
-        self.num_features = config.dims[-1]
         rates = drop_path_rates(drop_path_rate, sum(config.depths))
         levels = []
         in_dim, resolution = in_chans, config.img_size
@@ -80,28 +78,12 @@ class RaftMLP(nn.Module):
                                     tuple(rates[first:first + depth])))
             in_dim = dim
         self.levels = nn.ModuleList(levels)
-        self.norm = nn.LayerNorm(self.num_features)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(init_weights)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Images ``(B, C, H, W)`` -> normalised tokens ``(B, H', W', num_features)``."""
+    def forward_tokens(self, x: Tensor) -> Tensor:
         for level in self.levels:
             x = level(x).permute(0, 3, 1, 2)  # a view: the next embedding reads any strides
-        return self.norm(x.permute(0, 2, 3, 1))
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.head_drop(x.mean(dim=(1, 2)))
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.head.apply(init_weights)
+        return x.permute(0, 2, 3, 1)
 
 
 def _raftmlp(name: str, img_size: int, **kwargs) -> RaftMLP:
