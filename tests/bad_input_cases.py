@@ -1,0 +1,151 @@
+"""The table of bad and odd inputs for every op, forward and backward (issue: reliability).
+
+Each case is a function returning (callable, args); `run_case` runs one in a child process
+(so a crash is a failed test, not a dead test run) and reports what happened.
+
+Expectations: ("raises", argument) — a RuntimeError whose message starts by naming the
+argument; ("propagates",) — no error and the non-finite input shows up in the output;
+("ok", shape) — a result of that shape.
+"""
+
+from __future__ import annotations
+
+import traceback
+
+import torch
+
+import mlpmix  # noqa: F401  (registers the ops)
+
+F32 = torch.float32
+ops = torch.ops.mlpmix
+
+
+def _dynamixer(x=None, cw=None, cb=None, gw=None, gb=None, s=4, dim=1, n=4, d=1, dtype=F32):
+    x = torch.randn(2, n, 6, 8, dtype=dtype) if x is None else x
+    return ops.dynamixer, [
+        x,
+        torch.randn(s * d, 8, dtype=dtype) if cw is None else cw,
+        torch.randn(s * d, dtype=dtype) if cb is None else cb,
+        torch.randn(n * n, n * d, dtype=dtype) if gw is None else gw,
+        torch.randn(n * n, dtype=dtype) if gb is None else gb,
+        s, dim]
+
+
+def _raft(x=None, nw=None, nb=None, w1=None, b1=None, w2=None, b2=None, r=2, dim=1, dtype=F32):
+    x = torch.randn(2, 3, 4, 6, dtype=dtype) if x is None else x
+    f = r * 3
+    return ops.raft_token_mixing, [
+        x,
+        torch.randn(6, dtype=dtype) if nw is None else nw,
+        torch.randn(6, dtype=dtype) if nb is None else nb,
+        torch.randn(2 * f, f, dtype=dtype) if w1 is None else w1,
+        torch.randn(2 * f, dtype=dtype) if b1 is None else b1,
+        torch.randn(f, 2 * f, dtype=dtype) if w2 is None else w2,
+        torch.randn(f, dtype=dtype) if b2 is None else b2,
+        r, dim, 1e-5]
+
+
+def _embed(x=None, w=None, b=None, ks=(2, 4), dtype=F32):
+    x = torch.randn(2, 3, 8, 8, dtype=dtype) if x is None else x
+    features = x.shape[1] * sum(k * k for k in ks) if x.dim() == 4 else 60
+    return ops.cross_scale_embed, [
+        x,
+        torch.randn(5, features, dtype=dtype) if w is None else w,
+        torch.randn(5, dtype=dtype) if b is None else b,
+        list(ks)]
+
+
+def _backward(forward_case, grad_out=None):
+    """The op's backward with a grad_out shaped like the forward output (or `grad_out`)."""
+    op, args = forward_case
+    out = op(*args)
+    backward = getattr(ops, op._qualified_op_name.split("::")[1] + "_backward")
+    return backward, [torch.randn_like(out) if grad_out is None else grad_out(out), *args]
+
+
+def _with_nonfinite(case, value):
+    op, args = case
+    args[0] = args[0].clone()
+    args[0].view(-1)[0] = value
+    return op, args
+
+
+def _int(t):
+    return t.to(torch.int32)
+
+
+CASES = {
+    # dynamixer
+    "dynamixer/x rank 2": (lambda: _dynamixer(x=torch.randn(4, 8), dim=0), ("raises", "x")),
+    "dynamixer/x int": (lambda: _dynamixer(x=_int(torch.randn(2, 4, 6, 8))), ("raises", "x")),
+    "dynamixer/x bool": (lambda: _dynamixer(x=torch.ones(2, 4, 6, 8, dtype=torch.bool)), ("raises", "x")),
+    "dynamixer/x complex": (lambda: _dynamixer(x=torch.randn(2, 4, 6, 8, dtype=torch.complex64)), ("raises", "x")),
+    "dynamixer/compress_weight size": (lambda: _dynamixer(cw=torch.randn(4, 7)), ("raises", "compress_weight")),
+    "dynamixer/compress_bias size": (lambda: _dynamixer(cb=torch.randn(3)), ("raises", "compress_bias")),
+    "dynamixer/generate_weight size": (lambda: _dynamixer(gw=torch.randn(15, 4)), ("raises", "generate_weight")),
+    "dynamixer/generate_bias size": (lambda: _dynamixer(gb=torch.randn(15)), ("raises", "generate_bias")),
+    "dynamixer/segments do not divide D": (lambda: _dynamixer(s=3, cw=torch.randn(3, 8), cb=torch.randn(3)), ("raises", "num_segments")),
+    "dynamixer/mixed dtype": (lambda: _dynamixer(gw=torch.randn(16, 4, dtype=torch.float64)), ("raises", "generate_weight")),
+    "dynamixer/mixed device": (lambda: _dynamixer(cw=torch.randn(4, 8, device="meta")), ("raises", "compress_weight")),
+    "dynamixer/dim out of range": (lambda: _dynamixer(dim=4), ("raises", "dim")),
+    "dynamixer/dim is channels": (lambda: _dynamixer(dim=-1), ("raises", "dim")),
+    "dynamixer/zero tokens": (lambda: _dynamixer(x=torch.randn(2, 0, 6, 8), n=0), ("raises", "x")),
+    "dynamixer/empty batch": (lambda: _dynamixer(x=torch.randn(0, 4, 6, 8)), ("ok", (0, 4, 6, 8))),
+    "dynamixer/NaN": (lambda: _with_nonfinite(_dynamixer(), float("nan")), ("propagates",)),
+    "dynamixer/inf": (lambda: _with_nonfinite(_dynamixer(), float("inf")), ("propagates",)),
+    # N*N = 2**32 does not fit 32 bits: the expected shape must still be computed right
+    "dynamixer/N*N past 2**31": (lambda: _dynamixer(x=torch.randn(1, 65536, 8), dim=1, n=1,
+                                                    gw=torch.randn(1, 1), gb=torch.randn(1)),
+                                 ("raises", "generate_weight", "4294967296")),
+    "dynamixer_backward/grad_out shape": (lambda: _backward(_dynamixer(), lambda o: o[:, :-1]), ("raises", "grad_out")),
+    "dynamixer_backward/grad_out dtype": (lambda: _backward(_dynamixer(), lambda o: o.double()), ("raises", "grad_out")),
+    "dynamixer_backward/NaN": (lambda: _with_nonfinite(_backward(_dynamixer()), float("nan")), ("propagates",)),
+    # raft_token_mixing
+    "raft_token_mixing/x rank 3": (lambda: _raft(x=torch.randn(3, 4, 6)), ("raises", "x")),
+    "raft_token_mixing/x int": (lambda: _raft(x=_int(torch.randn(2, 3, 4, 6))), ("raises", "x")),
+    "raft_token_mixing/x complex": (lambda: _raft(x=torch.randn(2, 3, 4, 6, dtype=torch.complex64)), ("raises", "x")),
+    "raft_token_mixing/raft_size does not divide C": (lambda: _raft(r=4), ("raises", "raft_size")),
+    "raft_token_mixing/norm_weight size": (lambda: _raft(nw=torch.randn(5)), ("raises", "norm_weight")),
+    "raft_token_mixing/norm_bias dtype": (lambda: _raft(nb=torch.randn(6, dtype=torch.float64)), ("raises", "norm_bias")),
+    "raft_token_mixing/fc1_weight size": (lambda: _raft(w1=torch.randn(12, 5)), ("raises", "fc1_weight")),
+    "raft_token_mixing/fc1_bias size": (lambda: _raft(b1=torch.randn(11)), ("raises", "fc1_bias")),
+    "raft_token_mixing/fc2_weight size": (lambda: _raft(w2=torch.randn(5, 12)), ("raises", "fc2_weight")),
+    "raft_token_mixing/fc2_bias device": (lambda: _raft(b2=torch.randn(6, device="meta")), ("raises", "fc2_bias")),
+    "raft_token_mixing/dim out of range": (lambda: _raft(dim=5), ("raises", "dim")),
+    "raft_token_mixing/dim is channels": (lambda: _raft(dim=3), ("raises", "dim")),
+    "raft_token_mixing/empty batch": (lambda: _raft(x=torch.randn(0, 3, 4, 6)), ("ok", (0, 3, 4, 6))),
+    "raft_token_mixing/NaN": (lambda: _with_nonfinite(_raft(), float("nan")), ("propagates",)),
+    "raft_token_mixing/inf": (lambda: _with_nonfinite(_raft(), float("inf")), ("propagates",)),
+    "raft_token_mixing_backward/grad_out shape": (lambda: _backward(_raft(), lambda o: o[..., :-1]), ("raises", "grad_out")),
+    "raft_token_mixing_backward/NaN": (lambda: _with_nonfinite(_backward(_raft()), float("nan")), ("propagates",)),
+    # cross_scale_embed
+    "cross_scale_embed/x rank 3": (lambda: _embed(x=torch.randn(3, 8, 8)), ("raises", "x")),
+    "cross_scale_embed/x int": (lambda: _embed(x=_int(torch.randn(2, 3, 8, 8))), ("raises", "x")),
+    "cross_scale_embed/x complex": (lambda: _embed(x=torch.randn(2, 3, 8, 8, dtype=torch.complex64)), ("raises", "x")),
+    "cross_scale_embed/H not a multiple of s": (lambda: _embed(x=torch.randn(2, 3, 7, 8)), ("raises", "x")),
+    "cross_scale_embed/k not a multiple of s": (lambda: _embed(ks=(2, 3)), ("raises", "kernel_sizes")),
+    "cross_scale_embed/k - s odd": (lambda: _embed(ks=(2, 6, 5)), ("raises", "kernel_sizes")),
+    "cross_scale_embed/no kernels": (lambda: _embed(ks=(), w=torch.randn(5, 1)), ("raises", "kernel_sizes")),
+    "cross_scale_embed/zero kernel": (lambda: _embed(ks=(0, 2)), ("raises", "kernel_sizes")),
+    "cross_scale_embed/weight size": (lambda: _embed(w=torch.randn(5, 59)), ("raises", "weight")),
+    "cross_scale_embed/bias size": (lambda: _embed(b=torch.randn(4)), ("raises", "bias")),
+    "cross_scale_embed/mixed dtype": (lambda: _embed(w=torch.randn(5, 60, dtype=torch.float64)), ("raises", "weight")),
+    "cross_scale_embed/mixed device": (lambda: _embed(b=torch.randn(5, device="meta")), ("raises", "bias")),
+    "cross_scale_embed/empty batch": (lambda: _embed(x=torch.randn(0, 3, 8, 8)), ("ok", (0, 4, 4, 5))),
+    "cross_scale_embed/NaN": (lambda: _with_nonfinite(_embed(), float("nan")), ("propagates",)),
+    "cross_scale_embed/inf": (lambda: _with_nonfinite(_embed(), float("inf")), ("propagates",)),
+    "cross_scale_embed_backward/grad_out shape": (lambda: _backward(_embed(), lambda o: o[:, :-1]), ("raises", "grad_out")),
+    "cross_scale_embed_backward/NaN": (lambda: _with_nonfinite(_backward(_embed()), float("nan")), ("propagates",)),
+}
+
+
+def run_case(name: str, results) -> None:
+    """Child process: runs CASES[name] and puts (kind, detail) on `results`."""
+    try:
+        op, args = CASES[name][0]()
+        out = op(*args)
+        outs = out if isinstance(out, tuple) else (out,)
+        finite = all(bool(torch.isfinite(o).all()) for o in outs if o.numel())
+        results.put(("returned", (tuple(outs[0].shape), finite)))
+    except Exception as e:  # noqa: BLE001  (the parent judges the exception)
+        results.put(("raised", (type(e).__name__, str(e).splitlines()[0], traceback.format_exc())))
