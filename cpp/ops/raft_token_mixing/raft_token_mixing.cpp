@@ -153,7 +153,7 @@ mix_rows_backward(const at::Tensor& grad_out, const at::Tensor& normalized_rows,
   // Recompute the forward's row intermediates rather than holding them between passes.
   auto normed = at::addcmul(per_channel_in_rows(norm_bias, dims),
                             rows_5d(normalized_rows, batch, dims), gamma)
-                    .view(shape_2d);
+                    .reshape(shape_2d);  // broadcasting may pick another memory order
   auto hidden = at::linear(normed, fc1_weight, fc1_bias);
   auto activated = at::gelu(hidden);
 

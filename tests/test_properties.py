@@ -1,0 +1,136 @@
+"""Property-based tests: over shapes, strides (permuted, sliced, expanded views), dtypes and
+argument values, every op equals mlpmix.reference forward and backward.
+
+The example budget is small for CI; set MLPMIX_HYPOTHESIS_EXAMPLES for a deeper run.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.testing import assert_close
+
+from mlpmix import ops, reference
+from op_testing import TOLERANCES
+
+EXAMPLES = int(os.environ.get("MLPMIX_HYPOTHESIS_EXAMPLES", "25"))
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize="CI" in os.environ)
+LAYOUTS = ["contiguous", "permuted", "sliced", "expanded"]
+
+
+def view_of(layout, shape):
+    """(leaf shape, view): a leaf of the returned shape seen through `view` has the logical
+    `shape` with the strides of `layout`."""
+    if layout == "permuted":  # reverse the memory order of every axis but the last
+        order = list(range(len(shape) - 1))[::-1] + [len(shape) - 1]
+        inverse = [order.index(i) for i in range(len(shape))]
+        return [shape[i] for i in order], lambda t: t.permute(inverse)
+    if layout == "sliced":  # every second element of the last axis
+        return [*shape[:-1], 2 * shape[-1]], lambda t: t[..., ::2]
+    if layout == "expanded" and shape[0] > 0:  # stride 0 along the first axis
+        return [1, *shape[1:]], lambda t: t.expand(*shape)
+    return list(shape), lambda t: t
+
+
+def param(*shape):
+    return (torch.randn(*shape, dtype=torch.float64) / max(shape[-1], 1) ** 0.5).requires_grad_()
+
+
+def evaluate(fn, leaves, build, grad_out):
+    out = fn(*build(leaves))
+    grads = torch.autograd.grad(out, leaves, grad_out.to(out.dtype), allow_unused=True)
+    return [out, *grads]
+
+
+def check(op, ref, leaves, build, dtype):
+    """`op` against `ref` on float64 leaves (`build` turns leaves into the op's arguments).
+
+    float64 must agree to ~1e-12. float32 is judged as flash-attention does: the op's error
+    against the float64 result at most twice the reference's own float32 error."""
+    truth_out = ref(*build(leaves))
+    grad_out = torch.randn_like(truth_out)
+    truth = evaluate(ref, leaves, build, grad_out)
+    if dtype == torch.float64:
+        for got, want in zip(evaluate(op, leaves, build, grad_out), truth):
+            if want is not None:
+                assert_close(got, want, **TOLERANCES[torch.float64])
+        return
+    low = [leaf.detach().float().requires_grad_() for leaf in leaves]
+    fused, reference_low = evaluate(op, low, build, grad_out), evaluate(ref, low, build, grad_out)
+    for got, baseline, want in zip(fused, reference_low, truth):
+        if want is None or want.numel() == 0:
+            continue
+        error = (got.double() - want).abs().max().item()
+        baseline_error = (baseline.double() - want).abs().max().item()
+        floor = 1e-6 * max(want.abs().max().item(), 1.0)
+        assert error <= 2 * baseline_error + floor, (error, baseline_error)
+
+
+dtypes = st.sampled_from([torch.float32, torch.float64])
+
+
+@SETTINGS
+@given(batch=st.integers(0, 3), height=st.integers(1, 5), width=st.integers(1, 5),
+       segments=st.integers(1, 3), width_per_segment=st.integers(1, 3), reduced=st.integers(1, 3),
+       dim=st.sampled_from([1, 2, -3, -2]), bias=st.booleans(), layout=st.sampled_from(LAYOUTS),
+       dtype=dtypes)
+def test_dynamixer(batch, height, width, segments, width_per_segment, reduced, dim, bias, layout,
+                   dtype):
+    channels = segments * width_per_segment
+    shape = (batch, height, width, channels)
+    n = shape[dim]
+    x_shape, view = view_of(layout, shape)
+    sizes = [x_shape, (segments * reduced, channels), (segments * reduced,), (n * n, n * reduced),
+             (n * n,)]
+    leaves = [param(*size) for size in sizes]
+
+    def build(t):
+        return [view(t[0]), t[1], t[2] if bias else None, t[3], t[4] if bias else None,
+                segments, dim]
+
+    check(ops.dynamixer, reference.dynamixer, leaves, build, dtype)
+
+
+@SETTINGS
+@given(batch=st.integers(0, 3), height=st.integers(1, 5), width=st.integers(1, 5),
+       raft_size=st.integers(1, 3), rafts=st.integers(1, 3), hidden=st.integers(1, 8),
+       dim=st.sampled_from([1, 2, -3, -2]), eps=st.sampled_from([1e-5, 1e-3]),
+       layout=st.sampled_from(LAYOUTS), dtype=dtypes)
+def test_raft_token_mixing(batch, height, width, raft_size, rafts, hidden, dim, eps, layout,
+                           dtype):
+    channels = raft_size * rafts
+    shape = (batch, height, width, channels)
+    features = raft_size * shape[dim]
+    x_shape, view = view_of(layout, shape)
+    sizes = [x_shape, (channels,), (channels,), (hidden, features), (hidden,),
+             (features, hidden), (features,)]
+    leaves = [param(*size) for size in sizes]
+
+    def build(t):
+        return [view(t[0]), 1 + t[1], *t[2:], raft_size, dim, eps]
+
+    check(ops.raft_token_mixing, reference.raft_token_mixing, leaves, build, dtype)
+
+
+@SETTINGS
+@given(batch=st.integers(0, 2), in_channels=st.integers(1, 3), out_channels=st.integers(1, 4),
+       stride=st.integers(1, 3), multiples=st.lists(st.integers(1, 3), min_size=1, max_size=3),
+       grid=st.tuples(st.integers(1, 3), st.integers(1, 3)), bias=st.booleans(),
+       layout=st.sampled_from(LAYOUTS), dtype=dtypes)
+def test_cross_scale_embed(batch, in_channels, out_channels, stride, multiples, grid, bias, layout,
+                           dtype):
+    # every k a multiple of s with k - s even: k = s * (2m - 1) keeps that for any s
+    kernel_sizes = [stride] + [stride * (2 * m - 1) for m in multiples]
+    shape = (batch, in_channels, grid[0] * stride, grid[1] * stride)
+    x_shape, view = view_of(layout, shape)
+    sizes = [x_shape, (out_channels, in_channels * sum(k * k for k in kernel_sizes)),
+             (out_channels,)]
+    leaves = [param(*size) for size in sizes]
+
+    def build(t):
+        return [view(t[0]), t[1], t[2] if bias else None, kernel_sizes]
+
+    check(ops.cross_scale_embed, reference.cross_scale_embed, leaves, build, dtype)
