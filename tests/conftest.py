@@ -45,3 +45,52 @@ def run_example(app: Path, model_path: Path, x: torch.Tensor, tmp_path: Path) ->
     )
     assert result.returncode == 0, result.stderr
     return torch.load(tmp_path / "output.pt")
+
+
+class TinyExports:
+    """The two tiny models (10 classes, 1x8x8 input) and their exported files, made once
+    per test session: TorchScript on first use, AOTInductor (slow to compile) on first use."""
+
+    NAMES = ("raftmlp_tiny", "dynamixer_tiny")
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.models = {}
+        self._files = {}
+
+    def model(self, name: str) -> torch.nn.Module:
+        if name not in self.models:
+            torch.manual_seed(0)
+            self.models[name] = mlpmix.create_model(name, num_classes=10, in_chans=1).eval()
+        return self.models[name]
+
+    def torchscript(self, name: str) -> Path:
+        return self._export(name, "pt", lambda m, p: mlpmix.export.torchscript(m, p))
+
+    def aoti(self, name: str) -> Path:
+        return self._export(name, "pt2",
+                            lambda m, p: mlpmix.export.aoti(m, torch.randn(2, 1, 8, 8), p))
+
+    def _export(self, name, suffix, export):
+        key = (name, suffix)
+        if key not in self._files:
+            path = self.directory / f"{name}.{suffix}"
+            export(self.model(name), path)
+            self._files[key] = path
+        return self._files[key]
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(tmp_path_factory) -> TinyExports:
+    return TinyExports(tmp_path_factory.mktemp("tiny_exports"))
+
+
+@pytest.fixture(scope="session")
+def cpp_tests(tmp_path_factory) -> Path:
+    """tests/cpp built against the installed package; returns its build directory."""
+    build = tmp_path_factory.mktemp("cpp_tests_build")
+    try:
+        cmake_configure_and_build(REPO / "tests" / "cpp", build)
+    except subprocess.CalledProcessError as e:
+        pytest.fail(f"building tests/cpp failed:\n{e.stdout}\n{e.stderr}")
+    return build

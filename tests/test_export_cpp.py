@@ -10,7 +10,7 @@ import torch
 from torch.testing import assert_close
 
 import mlpmix
-from conftest import run_example
+from conftest import TinyExports, run_example
 from mlpmix.nn import DynaMixerBlock, MultiScalePatchEmbedding, RaftBlock
 
 MODULES = {
@@ -32,27 +32,23 @@ def test_scripted_module_in_cpp(name, example_app, tmp_path):
     assert torch.equal(run_example(example_app, tmp_path / "module.pt", x, tmp_path), expected)
 
 
-@pytest.mark.parametrize("name", ["raftmlp_tiny", "dynamixer_tiny"])
-def test_scripted_model_in_cpp(name, example_app, tmp_path):
-    torch.manual_seed(0)
-    model = mlpmix.create_model(name, num_classes=10, in_chans=1).eval()
-    mlpmix.export.torchscript(model, tmp_path / "model.pt")
+@pytest.mark.parametrize("name", TinyExports.NAMES)
+def test_scripted_model_in_cpp(name, example_app, tiny_exports, tmp_path):
     x = torch.randn(3, 1, 8, 8)
     with torch.inference_mode():
-        expected = model(x)
-    assert torch.equal(run_example(example_app, tmp_path / "model.pt", x, tmp_path), expected)
+        expected = tiny_exports.model(name)(x)
+    got = run_example(example_app, tiny_exports.torchscript(name), x, tmp_path)
+    assert torch.equal(got, expected)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["raftmlp_tiny", "dynamixer_tiny"])
-def test_aoti_package_in_cpp_with_dynamic_batch(name, example_app, tmp_path):
-    torch.manual_seed(0)
-    model = mlpmix.create_model(name, num_classes=10, in_chans=1).eval()
-    package = mlpmix.export.aoti(model, torch.randn(2, 1, 8, 8), tmp_path / "model.pt2")
+@pytest.mark.parametrize("name", TinyExports.NAMES)
+def test_aoti_package_in_cpp_with_dynamic_batch(name, example_app, tiny_exports, tmp_path):
+    package = tiny_exports.aoti(name)
     for batch in (5, 1):
         x = torch.randn(batch, 1, 8, 8)
         with torch.inference_mode():
-            expected = model(x)
+            expected = tiny_exports.model(name)(x)
         assert_close(run_example(example_app, package, x, tmp_path), expected,
                      rtol=1e-5, atol=1e-5)
 

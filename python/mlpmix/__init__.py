@@ -6,6 +6,7 @@ built against, then loads libmlpmix_ops, which registers ``torch.ops.mlpmix.*``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -17,8 +18,9 @@ __version__: str = _C.version
 _PACKAGE_DIR = Path(__file__).resolve().parent
 #: Directory to add to CMAKE_PREFIX_PATH so that ``find_package(mlpmix)`` works.
 cmake_prefix_path: str = str(_PACKAGE_DIR / "share" / "cmake")
-#: The operator library (load it in any process that runs mlpmix models).
-library_path: str = str(_PACKAGE_DIR / "lib" / "libmlpmix_ops.so")
+#: The operator library (load it in any process that runs mlpmix models). MLPMIX_OPS_LIBRARY
+#: points at another build of it, e.g. a sanitizer build.
+library_path: str = os.environ.get("MLPMIX_OPS_LIBRARY", str(_PACKAGE_DIR / "lib" / "libmlpmix_ops.so"))
 
 
 def _load_library() -> None:
