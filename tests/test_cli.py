@@ -17,6 +17,7 @@ from mlpmix import export
 
 BIN = Path(sys.executable).parent
 DEMO_EPOCHS = 4
+DEMO_MODEL = "raftmlp_tiny_digits"  # the demo's exported files: DEMO_MODEL + .pt / .pt2
 
 
 def mlpmix_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -75,7 +76,7 @@ def write_png(image: torch.Tensor, path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".pt", ".pt2"])
 def test_predict_classifies_pngs_like_the_model(demo, suffix, tmp_path):
-    (model_file,) = demo.glob(f"*{suffix}")
+    model_file = demo / f"{DEMO_MODEL}{suffix}"
     images = torch.load(demo / "test_images.pt")[:6]
     paths = [tmp_path / f"digit{i}.png" for i in range(len(images))]
     for image, path in zip(images, paths):
@@ -124,7 +125,7 @@ def test_export_rejects_unknown_name():
 
 @pytest.mark.slow
 def test_runner_prints_topk_in_chunks(demo):
-    result = runner(demo / "raftmlp_tiny_digits.pt", demo / "test_images.pt",
+    result = runner(demo / f"{DEMO_MODEL}.pt", demo / "test_images.pt",
                     "--topk", 3, "--batch", 7)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -136,7 +137,7 @@ def test_runner_prints_topk_in_chunks(demo):
 @pytest.mark.parametrize("suffix", [".pt", ".pt2"])
 def test_runner_rejects_wrong_input_shape(demo, suffix, tmp_path):
     torch.save(torch.zeros(2, 1, 9, 9), tmp_path / "wrong.pt")
-    result = runner(demo / f"raftmlp_tiny_digits{suffix}", tmp_path / "wrong.pt")
+    result = runner(demo / f"{DEMO_MODEL}{suffix}", tmp_path / "wrong.pt")
     assert result.returncode == 1
     assert "expects (N, 1, 8, 8), got (2, 1, 9, 9)" in result.stderr
 

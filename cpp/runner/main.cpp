@@ -171,9 +171,10 @@ Model load_model(const std::string& path) {
           extra[kMetadataKey]};
 }
 
+// The batch (first) dimension is checked per chunk: a fixed-batch model runs in chunks.
 void check_input(const at::Tensor& input, const std::vector<int64_t>& expected) {
   bool matches = input.dim() == static_cast<int64_t>(expected.size());
-  for (size_t i = 0; matches && i < expected.size(); ++i) {
+  for (size_t i = 1; matches && i < expected.size(); ++i) {
     matches = expected[i] < 0 || expected[i] == input.size(static_cast<int64_t>(i));
   }
   if (!matches) {
