@@ -21,6 +21,8 @@ cmake_prefix_path: str = str(_PACKAGE_DIR / "share" / "cmake")
 #: The operator library (load it in any process that runs mlpmix models). MLPMIX_OPS_LIBRARY
 #: points at another build of it, e.g. a sanitizer build.
 library_path: str = os.environ.get("MLPMIX_OPS_LIBRARY", str(_PACKAGE_DIR / "lib" / "libmlpmix_ops.so"))
+#: The C++ runner ``mlpmix-run`` (runs exported models on tensor files; see README).
+runner_path: str = str(_PACKAGE_DIR / "bin" / "mlpmix-run")
 
 
 def _load_library() -> None:
@@ -39,7 +41,7 @@ from . import implementation, ops, reference, nn, models, convert, export  # noq
 from .models import create_model, list_models  # noqa: E402
 
 __all__ = ["implementation", "ops", "convert", "export", "reference", "nn", "models", "create_model", "list_models",
-           "cmake_prefix_path", "library_path", "build_info"]
+           "cmake_prefix_path", "library_path", "runner_path", "build_info"]
 
 
 def build_info() -> dict[str, object]:
@@ -53,4 +55,5 @@ def build_info() -> dict[str, object]:
         "build_type": _C.build_type,
         "library": library_path,
         "cmake_prefix_path": cmake_prefix_path,
+        "runner": runner_path,
     }

@@ -1,0 +1,154 @@
+"""The ``mlpmix`` command: info, demo, export, predict, bench (``mlpmix COMMAND --help``)."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+
+import mlpmix
+from . import export
+from .demo import DEMO_MODELS, run_demo
+from .images import Preprocessing
+
+
+def info(args: argparse.Namespace) -> int:
+    build = mlpmix.build_info()
+    rows = {
+        "mlpmix": build["mlpmix"],
+        "torch": f"{build['torch_running']} (built against {build['torch_built_against']})",
+        "backends": ", ".join(build["backends"]),
+        "compiler": f"{build['compiler']} ({build['build_type']})",
+        "threads": torch.get_num_threads(),
+        "cuda available": torch.cuda.is_available(),
+        "ops library": build["library"],
+        "cmake prefix path": build["cmake_prefix_path"],
+        "runner": build["runner"],
+    }
+    for key, value in rows.items():
+        print(f"{key + ':':<19}{value}")
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    run_demo(args.model, args.epochs, Path(args.output), args.seed, args.threads)
+    return 0
+
+
+def export_model(args: argparse.Namespace) -> int:
+    """A model name, or a checkpoint with ``--model`` naming its architecture."""
+    if args.model_or_checkpoint in mlpmix.list_models():
+        name, checkpoint = args.model_or_checkpoint, None
+    elif args.model is None:
+        sys.exit(f"mlpmix export: {args.model_or_checkpoint!r} is not a model name "
+                 f"({', '.join(mlpmix.list_models())}); for a checkpoint, say --model NAME")
+    else:
+        name, checkpoint = args.model, args.model_or_checkpoint
+    options = {"num_classes": args.num_classes, "img_size": args.img_size}
+    model = mlpmix.create_model(name, checkpoint_path=checkpoint, in_chans=args.in_chans,
+                                **{k: v for k, v in options.items() if v is not None})
+    size = model.config.img_size
+    preprocessing = Preprocessing(size=(size, size), channels=args.in_chans,
+                                  invert_light_background=args.invert_light_background)
+    metadata = {"model": name, "num_classes": model.num_classes,
+                "preprocessing": preprocessing.to_dict()}
+    example = torch.randn(args.batch_size, args.in_chans, size, size)
+    path = export.save(model, args.out, args.format, example, args.batch_dynamic, metadata)
+    print(f"wrote {path} ({args.format}, {name}, {args.in_chans}x{size}x{size} images)")
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    model, metadata = export.load(args.model_file)
+    if "preprocessing" not in metadata:
+        sys.exit(f"mlpmix predict: {args.model_file} has no mlpmix preprocessing metadata; "
+                 "export it with `mlpmix export` or mlpmix.export.save")
+    preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
+    images = torch.stack([preprocessing(path) for path in args.images])
+    fixed_batch = metadata["input_shape"][0]
+    if fixed_batch > 0 and len(images) % fixed_batch:
+        sys.exit(f"mlpmix predict: {args.model_file} takes batches of exactly {fixed_batch} "
+                 f"images; got {len(images)}")
+    with torch.inference_mode():
+        chunks = images.split(fixed_batch) if fixed_batch > 0 else [images]
+        probabilities = torch.cat([model(chunk) for chunk in chunks]).softmax(1)
+    scores, classes = probabilities.topk(min(args.topk, probabilities.shape[1]), dim=1)
+    for path, row_scores, row_classes in zip(args.images, scores, classes):
+        best = ", ".join(f"{c} ({s:.3f})" for c, s in zip(row_classes.tolist(), row_scores.tolist()))
+        print(f"{path}: {best}")
+    return 0
+
+
+def find_benchmarks() -> Optional[Path]:
+    """The source checkout holding ``benchmarks/``: the current directory, or the one the
+    package was imported from (``python/mlpmix`` in the checkout)."""
+    for root in (Path.cwd(), Path(mlpmix.__file__).resolve().parents[2]):
+        if (root / "benchmarks" / "run.py").is_file():
+            return root
+    return None
+
+
+def bench(args: argparse.Namespace) -> int:
+    root = find_benchmarks()
+    if root is None:
+        print("mlpmix bench: the benchmark suite is not installed with the package; run it from "
+              "a source checkout of mlpmix (the folder holding benchmarks/run.py)", file=sys.stderr)
+        return 2
+    return subprocess.run([sys.executable, "-m", "benchmarks.run", *args.bench_args], cwd=root).returncode
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlpmix", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mlpmix {mlpmix.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("info", help="versions, backends, threads, paths").set_defaults(run=info)
+
+    p = commands.add_parser("demo", help="train on scikit-learn digits, export, check in C++")
+    p.add_argument("--model", default="raftmlp_tiny", choices=DEMO_MODELS)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--output", default="mlpmix-demo", help="directory for models, summary, plot")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads for training")
+    p.set_defaults(run=demo)
+
+    p = commands.add_parser("export", help="export a model or checkpoint to TorchScript or AOTI")
+    p.add_argument("model_or_checkpoint", metavar="NAME_OR_CHECKPOINT",
+                   help="a model name (mlpmix.list_models()) or a checkpoint file with --model")
+    p.add_argument("--model", help="architecture of the checkpoint")
+    p.add_argument("--format", required=True, choices=tuple(export.FORMATS))
+    p.add_argument("--out", required=True, help="output file (.pt for torchscript, .pt2 for aoti)")
+    p.add_argument("--batch-dynamic", action="store_true",
+                   help="aoti: accept any batch size (torchscript always does)")
+    p.add_argument("--batch-size", type=int, default=1, help="aoti: the fixed batch size")
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--in-chans", type=int, default=3, help="1 for grayscale, 3 for RGB")
+    p.add_argument("--img-size", type=int)
+    p.add_argument("--invert-light-background", action="store_true",
+                   help="predict: invert light-background images (for models trained light on dark)")
+    p.set_defaults(run=export_model)
+
+    p = commands.add_parser("predict", help="classify image files with an exported model")
+    p.add_argument("model_file", metavar="MODEL_FILE", help=".pt (TorchScript) or .pt2 (AOTI)")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="PNG or JPEG files")
+    p.add_argument("--topk", type=int, default=1)
+    p.set_defaults(run=predict)
+
+    # its arguments (--help included) go to benchmarks.run: see main()
+    commands.add_parser("bench", help="run the benchmark suite (benchmarks/ of a checkout)",
+                        add_help=False).set_defaults(run=bench)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.bench_args = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args.run(args)

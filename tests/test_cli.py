@@ -1,0 +1,174 @@
+"""The `mlpmix` command and the C++ runner `mlpmix-run`, run as a user would (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torch.testing import assert_close
+
+import mlpmix
+from mlpmix import export
+
+BIN = Path(sys.executable).parent
+DEMO_EPOCHS = 4
+DEMO_MODEL = "raftmlp_tiny_digits"  # the demo's exported files: DEMO_MODEL + .pt / .pt2
+
+
+def mlpmix_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mlpmix", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True)
+
+
+def runner(*args: object) -> subprocess.CompletedProcess:
+    return subprocess.run([mlpmix.runner_path, *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    """The output folder of one short demo run (models, summary, test images)."""
+    output = tmp_path_factory.mktemp("demo")
+    result = mlpmix_cli("demo", "--model", "raftmlp_tiny", "--epochs", DEMO_EPOCHS,
+                        "--output", output)
+    assert result.returncode == 0, result.stderr
+    return output
+
+
+def test_info_console_script():
+    result = subprocess.run([BIN / "mlpmix", "info"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    for fact in (mlpmix.__version__, torch.__version__, mlpmix.cmake_prefix_path,
+                 mlpmix.runner_path, "cuda available:"):
+        assert fact in result.stdout
+    assert Path(mlpmix.runner_path).is_file()
+
+
+def test_runner_console_script_shows_usage():
+    result = subprocess.run([BIN / "mlpmix-run", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: mlpmix-run MODEL INPUT")
+
+
+@pytest.mark.slow
+def test_demo_trains_exports_and_agrees_in_cpp(demo):
+    summary = json.loads((demo / "summary.json").read_text())
+    assert summary["model"] == "raftmlp_tiny"
+    assert len(summary["history"]) == DEMO_EPOCHS
+    assert summary["test_accuracy"] > 0.9
+    assert summary["train_seconds"] > 0
+    assert summary["torchscript_cpp_agreement"] == 1.0
+    assert summary["aoti_cpp_agreement"] == 1.0
+    assert summary["max_abs_logit_diff"] < 1e-4
+    assert (demo / "training_curves.png").read_bytes().startswith(b"\x89PNG")
+
+
+def write_png(image: torch.Tensor, path: Path) -> None:
+    """A (1, 8, 8) digit in [0, 1], light on dark, as a 64x64 dark-on-light picture."""
+    pixels = ((1 - image[0]) * 255).round().to(torch.uint8).repeat_interleave(8, 0).repeat_interleave(8, 1)
+    Image.frombytes("L", (64, 64), bytes(pixels.flatten().tolist())).save(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", [".pt", ".pt2"])
+def test_predict_classifies_pngs_like_the_model(demo, suffix, tmp_path):
+    model_file = demo / f"{DEMO_MODEL}{suffix}"
+    images = torch.load(demo / "test_images.pt")[:6]
+    paths = [tmp_path / f"digit{i}.png" for i in range(len(images))]
+    for image, path in zip(images, paths):
+        write_png(image, path)
+    model, _ = export.load(model_file)
+    with torch.inference_mode():
+        expected = model(images).argmax(1).tolist()
+
+    result = mlpmix_cli("predict", model_file, *paths)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split(": ")[0] for line in lines] == [str(p) for p in paths]
+    assert [int(line.split(": ")[1].split()[0]) for line in lines] == expected
+
+
+@pytest.mark.slow
+def test_export_checkpoint_both_formats_runs_in_cpp(tmp_path):
+    torch.manual_seed(0)
+    model = mlpmix.create_model("dynamixer_tiny", num_classes=10, in_chans=1).eval()
+    torch.save(model.state_dict(), tmp_path / "checkpoint.pth")
+    x = torch.rand(4, 1, 8, 8)
+    with torch.inference_mode():
+        expected = model(x)
+    torch.save(x, tmp_path / "x.pt")
+    common = ["--model", "dynamixer_tiny", "--num-classes", 10, "--in-chans", 1]
+    for fmt, out, extra in [("torchscript", "m.pt", []), ("aoti", "m.pt2", ["--batch-size", 2])]:
+        result = mlpmix_cli("export", tmp_path / "checkpoint.pth", "--format", fmt,
+                            "--out", tmp_path / out, *common, *extra)
+        assert result.returncode == 0, result.stderr
+        result = runner(tmp_path / out, tmp_path / "x.pt", "--output", tmp_path / "y.pt",
+                        "--threads", 1)
+        assert result.returncode == 0, result.stderr
+        assert_close(torch.load(tmp_path / "y.pt"), expected, rtol=1e-5, atol=1e-5)
+
+    torch.save(x[:3], tmp_path / "x3.pt")
+    result = runner(tmp_path / "m.pt2", tmp_path / "x3.pt")
+    assert result.returncode == 1
+    assert "batches of exactly 2" in result.stderr
+
+
+def test_export_rejects_unknown_name():
+    result = mlpmix_cli("export", "no_such_model", "--format", "torchscript", "--out", "x.pt")
+    assert result.returncode != 0
+    assert "not a model name" in result.stderr
+
+
+@pytest.mark.slow
+def test_runner_prints_topk_in_chunks(demo):
+    result = runner(demo / f"{DEMO_MODEL}.pt", demo / "test_images.pt",
+                    "--topk", 3, "--batch", 7)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(torch.load(demo / "test_images.pt"))
+    assert len(lines[0].split("(")) == 4  # "0: c (s) c (s) c (s)"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", [".pt", ".pt2"])
+def test_runner_rejects_wrong_input_shape(demo, suffix, tmp_path):
+    torch.save(torch.zeros(2, 1, 9, 9), tmp_path / "wrong.pt")
+    result = runner(demo / f"{DEMO_MODEL}{suffix}", tmp_path / "wrong.pt")
+    assert result.returncode == 1
+    assert "expects (N, 1, 8, 8), got (2, 1, 9, 9)" in result.stderr
+
+
+@pytest.mark.parametrize("missing", ["model", "input"])
+def test_runner_reports_missing_files(missing, tmp_path):
+    torch.save(torch.zeros(1, 1, 8, 8), tmp_path / "input.pt")
+    paths = {"model": tmp_path / "model.pt", "input": tmp_path / "input.pt"}
+    paths[missing] = tmp_path / "nope.pt"
+    if missing == "input":
+        export.save(torch.nn.Flatten(), paths["model"], "torchscript", torch.zeros(1, 1, 8, 8))
+    result = runner(paths["model"], paths["input"])
+    assert result.returncode == 1
+    assert f"cannot read {missing} file" in result.stderr and "nope.pt" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["only_model.pt"], ["m.pt", "x.pt", "--topk", "0"],
+                                  ["m.pt", "x.pt", "--frobnicate"]])
+def test_runner_rejects_bad_arguments(args):
+    result = runner(*args)
+    assert result.returncode == 2
+    assert "mlpmix-run:" in result.stderr and "usage:" in result.stderr
+
+
+def test_bench_forwards_to_a_checkout_suite(tmp_path):
+    result = mlpmix_cli("bench", "--quick", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "benchmarks/run.py" in result.stderr
+
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "run.py").write_text("import sys\nprint('suite', sys.argv[1:])\n")
+    result = mlpmix_cli("bench", "--quick", "--op", "dynamixer", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "suite ['--quick', '--op', 'dynamixer']"
