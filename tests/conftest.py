@@ -14,6 +14,16 @@ import mlpmix
 REPO = Path(__file__).resolve().parent.parent
 
 
+def build_against_installed_mlpmix(source: Path, build: Path) -> Path:
+    """Configures and builds the CMake project `source` with find_package(mlpmix) against
+    the installed package; fails the test with the compiler's output if it does not build."""
+    try:
+        cmake_configure_and_build(source, build)
+    except subprocess.CalledProcessError as e:
+        pytest.fail(f"building {source} failed:\n{e.stdout}\n{e.stderr}")
+    return build
+
+
 def cmake_configure_and_build(source: Path, build: Path, *extra: str) -> None:
     prefix = ";".join([torch.utils.cmake_prefix_path, mlpmix.cmake_prefix_path])
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
@@ -29,11 +39,7 @@ def cmake_configure_and_build(source: Path, build: Path, *extra: str) -> None:
 def example_app(tmp_path_factory) -> Path:
     """examples/cpp built with find_package(mlpmix) against the installed package."""
     build = tmp_path_factory.mktemp("example_build")
-    try:
-        cmake_configure_and_build(REPO / "examples" / "cpp", build)
-    except subprocess.CalledProcessError as e:
-        pytest.fail(f"building examples/cpp failed:\n{e.stdout}\n{e.stderr}")
-    return build / "mlpmix_example"
+    return build_against_installed_mlpmix(REPO / "examples" / "cpp", build) / "mlpmix_example"
 
 
 def run_example(app: Path, model_path: Path, x: torch.Tensor, tmp_path: Path) -> torch.Tensor:
@@ -88,9 +94,5 @@ def tiny_exports(tmp_path_factory) -> TinyExports:
 @pytest.fixture(scope="session")
 def cpp_tests(tmp_path_factory) -> Path:
     """tests/cpp built against the installed package; returns its build directory."""
-    build = tmp_path_factory.mktemp("cpp_tests_build")
-    try:
-        cmake_configure_and_build(REPO / "tests" / "cpp", build)
-    except subprocess.CalledProcessError as e:
-        pytest.fail(f"building tests/cpp failed:\n{e.stdout}\n{e.stderr}")
-    return build
+    return build_against_installed_mlpmix(REPO / "tests" / "cpp",
+                                          tmp_path_factory.mktemp("cpp_tests_build"))
