@@ -24,12 +24,12 @@ def build_against_installed_mlpmix(source: Path, build: Path) -> Path:
     return build
 
 
-def cmake_configure_and_build(source: Path, build: Path, *extra: str) -> None:
+def cmake_configure_and_build(source: Path, build: Path) -> None:
     prefix = ";".join([torch.utils.cmake_prefix_path, mlpmix.cmake_prefix_path])
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
     subprocess.run(
         ["cmake", "-S", str(source), "-B", str(build), *generator,
-         f"-DCMAKE_PREFIX_PATH={prefix}", "-DCMAKE_BUILD_TYPE=Release", *extra],
+         f"-DCMAKE_PREFIX_PATH={prefix}", "-DCMAKE_BUILD_TYPE=Release"],
         check=True, capture_output=True, text=True,
     )
     subprocess.run(["cmake", "--build", str(build)], check=True, capture_output=True, text=True)
