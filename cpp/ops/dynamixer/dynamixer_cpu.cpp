@@ -108,10 +108,6 @@ Rows<T> segment_rows(T* base, const SequenceLayout& layout, int64_t sequence, in
   return {base + layout.offsets[sequence] + segment * width, layout.token_stride};
 }
 
-at::Tensor unit_channel_stride(const at::Tensor& t) {
-  return t.stride(-1) == 1 ? t : t.contiguous();
-}
-
 // Work items are (sequence, segment) pairs; aim for ~64k multiply-adds per task.
 int64_t grain_size(const Dims& dims) {
   const int64_t work = dims.N * dims.N * (dims.D / dims.S);
@@ -130,7 +126,7 @@ at::Tensor dynamixer_cpu(const at::Tensor& x_any, const at::Tensor& compress_wei
                          int64_t dim) {
   const auto dims = check_inputs("dynamixer", x_any, compress_weight, compress_bias,
                                  generate_weight, generate_bias, num_segments, dim);
-  const auto x = unit_channel_stride(x_any);
+  const auto x = contiguous_channels(x_any);
   auto weights = mixing_weights(
       std::get<1>(compress_and_generate(x, compress_weight, compress_bias, generate_weight,
                                         generate_bias, dims)),
@@ -165,8 +161,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
   const auto dims = check_inputs("dynamixer_backward", x_any, compress_weight, compress_bias,
                                  generate_weight, generate_bias, num_segments, dim);
   check_grad_out(grad_out_any, x_any);
-  const auto x = unit_channel_stride(x_any);
-  const auto grad_out = unit_channel_stride(grad_out_any);
+  const auto x = contiguous_channels(x_any);
+  const auto grad_out = contiguous_channels(grad_out_any);
   auto [compressed, logits] = compress_and_generate(x, compress_weight, compress_bias,
                                                     generate_weight, generate_bias, dims);
   auto weights = mixing_weights(logits, dims);
