@@ -5,6 +5,7 @@
 // arrays indexed in loops often do not.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -30,5 +31,43 @@ struct Vec {
   static void store(T* p, type v) { std::memcpy(p, &v, sizeof(v)); }
   static type broadcast(T x) { return type{} + x; }
 };
+
+// exp(x) for x <= 0 (softmax after subtracting the maximum), in place over n values.
+// float: range reduction x = k ln2 + r, |r| <= ln2/2, and a degree-7 Taylor polynomial
+// (relative error < 1e-8, below float's resolution); inputs below -87 give exp(-87).
+// double: the C library's exp, exact to the last bit that the tests compare.
+inline void exp_nonpositive(float* values, int64_t n) {
+  using V = Vec<float>;
+  typedef int32_t Int __attribute__((vector_size(32)));
+  int64_t i = 0;
+  for (; i + V::lanes <= n; i += V::lanes) {
+    auto x = V::load(values + i);
+    x = x < -87.0f ? V::broadcast(-87.0f) : x;
+    const Int k = __builtin_convertvector(x * 1.44269504088896341f - 0.5f, Int);
+    const auto kf = __builtin_convertvector(k, V::type);
+    const auto r = x - kf * 0.693145751953125f - kf * 1.428606765330187e-06f;
+    auto poly = V::broadcast(1.0f / 5040);
+    poly = poly * r + 1.0f / 720;
+    poly = poly * r + 1.0f / 120;
+    poly = poly * r + 1.0f / 24;
+    poly = poly * r + 1.0f / 6;
+    poly = poly * r + 0.5f;
+    poly = poly * r + 1.0f;
+    poly = poly * r + 1.0f;
+    const Int bits = (k + 127) << 23;
+    V::type scale;
+    std::memcpy(&scale, &bits, sizeof(scale));
+    V::store(values + i, poly * scale);
+  }
+  for (; i < n; ++i) {
+    values[i] = std::exp(values[i]);
+  }
+}
+
+inline void exp_nonpositive(double* values, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    values[i] = std::exp(values[i]);
+  }
+}
 
 }  // namespace mlpmix::simd

@@ -1,5 +1,5 @@
-// mlpmix::dynamixer CPU kernels. The GEMM steps (compress, generate) and the softmax over
-// input tokens run as whole-tensor ATen ops; the per-segment mixing, Y = P^T X, and its
+// mlpmix::dynamixer CPU kernels. The GEMM steps (compress, generate) run as whole-tensor
+// ATen ops; the softmax over input tokens and the per-segment mixing, Y = P^T X, and their
 // backward run here, one (sequence, segment) pair per work item, reading x and grad_out in
 // place through their token strides (channels must be unit-stride; other layouts are copied
 // once). The inner loops work on blocks of channels and are cloned for AVX2.
@@ -101,6 +101,74 @@ void transpose_into(Rows<const T> src, int64_t N, int64_t width, T* dst) {
   }
 }
 
+// p[i*N + j] = softmax over i of logits[i*N + j]: each output token j's weights over the
+// input tokens i sum to one. `column` holds N scratch values. Loops run along j.
+template <typename T>
+inline void softmax_over_inputs_impl(const T* logits, T* p, T* column, int64_t N) {
+  std::copy(logits, logits + N, column);
+  for (int64_t i = 1; i < N; ++i) {
+    for (int64_t j = 0; j < N; ++j) {
+      column[j] = std::max(column[j], logits[i * N + j]);
+    }
+  }
+  for (int64_t i = 0; i < N; ++i) {
+    for (int64_t j = 0; j < N; ++j) {
+      p[i * N + j] = logits[i * N + j] - column[j];
+    }
+  }
+  simd::exp_nonpositive(p, N * N);
+  std::fill(column, column + N, T(0));
+  for (int64_t i = 0; i < N; ++i) {
+    for (int64_t j = 0; j < N; ++j) {
+      column[j] += p[i * N + j];
+    }
+  }
+  for (int64_t j = 0; j < N; ++j) {
+    column[j] = T(1) / column[j];
+  }
+  for (int64_t i = 0; i < N; ++i) {
+    for (int64_t j = 0; j < N; ++j) {
+      p[i * N + j] *= column[j];
+    }
+  }
+}
+
+// grad_logits[i*N + j] = p[i, j] * (grad_p[i, j] - sum_i' p[i', j] grad_p[i', j]).
+template <typename T>
+inline void softmax_over_inputs_backward_impl(const T* p, const T* grad_p, T* column,
+                                              int64_t N, T* grad_logits) {
+  std::fill(column, column + N, T(0));
+  for (int64_t i = 0; i < N; ++i) {
+    for (int64_t j = 0; j < N; ++j) {
+      column[j] += p[i * N + j] * grad_p[i * N + j];
+    }
+  }
+  for (int64_t i = 0; i < N; ++i) {
+    for (int64_t j = 0; j < N; ++j) {
+      grad_logits[i * N + j] = p[i * N + j] * (grad_p[i * N + j] - column[j]);
+    }
+  }
+}
+
+MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs(const float* logits, float* p, float* column,
+                                               int64_t N) {
+  softmax_over_inputs_impl(logits, p, column, N);
+}
+MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs(const double* logits, double* p,
+                                               double* column, int64_t N) {
+  softmax_over_inputs_impl(logits, p, column, N);
+}
+MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs_backward(const float* p, const float* grad_p,
+                                                        float* column, int64_t N,
+                                                        float* grad_logits) {
+  softmax_over_inputs_backward_impl(p, grad_p, column, N, grad_logits);
+}
+MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs_backward(const double* p, const double* grad_p,
+                                                        double* column, int64_t N,
+                                                        double* grad_logits) {
+  softmax_over_inputs_backward_impl(p, grad_p, column, N, grad_logits);
+}
+
 // Where segment `segment` of sequence `sequence` of a unit-channel-stride tensor starts.
 template <typename T>
 Rows<T> segment_rows(T* base, const SequenceLayout& layout, int64_t sequence, int64_t segment,
@@ -114,11 +182,6 @@ int64_t grain_size(const Dims& dims) {
   return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(work, 1));
 }
 
-// P = softmax over the input tokens i of the logits, (B', S, N, N) with P[..., i, j].
-at::Tensor mixing_weights(const at::Tensor& logits, const Dims& dims) {
-  return at::_softmax(logits.view({logits.size(0), dims.S, dims.N, dims.N}), 2, false);
-}
-
 at::Tensor dynamixer_cpu(const at::Tensor& x_any, const at::Tensor& compress_weight,
                          const std::optional<at::Tensor>& compress_bias,
                          const at::Tensor& generate_weight,
@@ -127,24 +190,24 @@ at::Tensor dynamixer_cpu(const at::Tensor& x_any, const at::Tensor& compress_wei
   const auto dims = check_inputs("dynamixer", x_any, compress_weight, compress_bias,
                                  generate_weight, generate_bias, num_segments, dim);
   const auto x = contiguous_channels(x_any);
-  auto weights = mixing_weights(
-      std::get<1>(compress_and_generate(x, compress_weight, compress_bias, generate_weight,
-                                        generate_bias, dims)),
-      dims);
+  auto logits = std::get<1>(compress_and_generate(x, compress_weight, compress_bias,
+                                                  generate_weight, generate_bias, dims));
   auto out = at::empty(x.sizes(), x.options());
   const auto x_layout = sequence_layout(x, dims.token_dim);
   const auto out_layout = sequence_layout(out, dims.token_dim);
   const int64_t N = dims.N, S = dims.S, width = dims.D / dims.S;
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlpmix_dynamixer_cpu", [&] {
-    const scalar_t* weights_data = weights.const_data_ptr<scalar_t>();
+    const scalar_t* logits_data = logits.const_data_ptr<scalar_t>();
     const scalar_t* x_data = x.const_data_ptr<scalar_t>();
     scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, weights.size(0) * S, grain_size(dims), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, logits.size(0) * S, grain_size(dims), [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> p(N * N), column(N);
       for (int64_t item = begin; item < end; ++item) {
         const int64_t sequence = item / S, segment = item % S;
+        softmax_over_inputs(logits_data + item * N * N, p.data(), column.data(), N);
         // out[j, :] = sum_i P[i, j] x[i, :]
-        combine_rows(Coefficients<scalar_t>{weights_data + item * N * N, N, 1},
+        combine_rows(Coefficients<scalar_t>{p.data(), N, 1},
                      segment_rows(x_data, x_layout, sequence, segment, width),
                      segment_rows(out_data, out_layout, sequence, segment, width), N, N,
                      width);
@@ -165,8 +228,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
   const auto grad_out = contiguous_channels(grad_out_any);
   auto [compressed, logits] = compress_and_generate(x, compress_weight, compress_bias,
                                                     generate_weight, generate_bias, dims);
-  auto weights = mixing_weights(logits, dims);
-  auto grad_weights = at::empty_like(weights);
+  auto grad_logits = at::empty_like(logits);
   auto grad_x = at::empty(x.sizes(), x.options());
   const auto x_layout = sequence_layout(x, dims.token_dim);
   const auto grad_out_layout = sequence_layout(grad_out, dims.token_dim);
@@ -174,31 +236,32 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
   const int64_t N = dims.N, S = dims.S, width = dims.D / dims.S;
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlpmix_dynamixer_backward_cpu", [&] {
-    const scalar_t* weights_data = weights.const_data_ptr<scalar_t>();
+    const scalar_t* logits_data = logits.const_data_ptr<scalar_t>();
     const scalar_t* x_data = x.const_data_ptr<scalar_t>();
     const scalar_t* grad_out_data = grad_out.const_data_ptr<scalar_t>();
-    scalar_t* grad_weights_data = grad_weights.mutable_data_ptr<scalar_t>();
+    scalar_t* grad_logits_data = grad_logits.mutable_data_ptr<scalar_t>();
     scalar_t* grad_x_data = grad_x.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, weights.size(0) * S, grain_size(dims), [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> gy_t(width * N);
+    at::parallel_for(0, logits.size(0) * S, grain_size(dims), [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> p(N * N), grad_p(N * N), column(N), gy_t(width * N);
       for (int64_t item = begin; item < end; ++item) {
         const int64_t sequence = item / S, segment = item % S;
         const auto gy = segment_rows(grad_out_data, grad_out_layout, sequence, segment, width);
         const auto xs = segment_rows(x_data, x_layout, sequence, segment, width);
+        softmax_over_inputs(logits_data + item * N * N, p.data(), column.data(), N);
         // grad_x[i, :] = sum_j P[i, j] gy[j, :]
-        combine_rows(Coefficients<scalar_t>{weights_data + item * N * N, 1, N}, gy,
+        combine_rows(Coefficients<scalar_t>{p.data(), 1, N}, gy,
                      segment_rows(grad_x_data, grad_x_layout, sequence, segment, width), N, N,
                      width);
         // grad_P[i, :] = sum_c x[i, c] gy^T[c, :]
         transpose_into(gy, N, width, gy_t.data());
         combine_rows(Coefficients<scalar_t>{xs.data, 1, xs.stride},
                      Rows<const scalar_t>{gy_t.data(), N},
-                     Rows<scalar_t>{grad_weights_data + item * N * N, N}, N, width, N);
+                     Rows<scalar_t>{grad_p.data(), N}, N, width, N);
+        softmax_over_inputs_backward(p.data(), grad_p.data(), column.data(), N,
+                                     grad_logits_data + item * N * N);
       }
     });
   });
-  auto grad_logits = at::_softmax_backward_data(grad_weights, weights, 2, x.scalar_type())
-                         .view(logits.sizes());
   auto [gcw, gcb, ggw, ggb] = compress_and_generate_backward(
       grad_logits, compressed, x, compress_weight, generate_weight, dims, grad_x);
   return {grad_x, gcw, gcb, ggw, ggb};
