@@ -39,7 +39,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse(argv)
     threads = args.threads or sorted({1, os.cpu_count() or 1})
     min_run_time = args.min_run_time or (0.3 if args.quick else 1.0)
-    cases = all_cases(quick=args.quick and not args.cases)
+    cases = all_cases(quick=args.quick)
     if args.cases:
         cases = [c for c in cases if c.name in args.cases or c.label in args.cases
                  or any(c.name.startswith(p + "/") for p in args.cases)]

@@ -6,12 +6,17 @@ import torch
 from torch.utils.benchmark import Measurement, Timer
 
 from .cases import Case
+from .implementations import compiled
 
 # Calls before timing: the compiled implementations compile (forward, then backward) here.
 WARMUP_CALLS = 2
 
 
 def measure(case: Case, impl: str, threads: int, min_run_time: float) -> Measurement:
+    if compiled(impl):
+        # Thread count and grad mode are guards: without a reset the cases would pile up
+        # recompilations of the same op until dynamo falls back to eager.
+        torch._dynamo.reset()
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
