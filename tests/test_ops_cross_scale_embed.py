@@ -171,3 +171,16 @@ def test_torch_compile_fullgraph():
 def test_export_with_dynamic_batch():
     module, x = _module_and_input()
     assert_exports_with_dynamic_batch(module, x, torch.randn(5, *x.shape[1:]))
+
+
+def test_images_without_gradient_skip_grad_x():
+    """An input that needs no gradient (a model's images) gets none; the weight and bias
+    gradients still match the reference, and the backward op returns an empty grad_x."""
+    torch.manual_seed(0)
+    x, weight, bias, kernel_sizes = make_args((2, 3, 8, 8), [2, 4], "contiguous", torch.float64, True)
+    x = leaf(x, False)
+    assert_matches_reference(ops.cross_scale_embed, reference.cross_scale_embed, (x, weight, bias, kernel_sizes))
+    grad_out = torch.randn(2, 4, 4, 5, dtype=torch.float64)
+    grad_x, _, _ = torch.ops.mlpmix.cross_scale_embed_backward(
+        grad_out, x, weight, bias, kernel_sizes, x_grad=False)
+    assert grad_x.shape == (0,)

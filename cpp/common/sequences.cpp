@@ -45,4 +45,8 @@ std::vector<int64_t> sequence_major_sizes(at::IntArrayRef sizes, int64_t token_d
   return out;
 }
 
+at::Tensor contiguous_channels(const at::Tensor& t) {
+  return t.stride(-1) == 1 ? t : t.contiguous();
+}
+
 }  // namespace mlpmix

@@ -23,4 +23,8 @@ SequenceLayout sequence_layout(const at::Tensor& t, int64_t token_dim);
 // Sizes of `t` with `token_dim` moved next to the channel axis: (sequence axes..., N, C).
 std::vector<int64_t> sequence_major_sizes(at::IntArrayRef sizes, int64_t token_dim);
 
+// `t` itself when its channels (last axis) are unit-stride, else a contiguous copy: the
+// kernels' vector loops read channels contiguously and take any other strides as they are.
+at::Tensor contiguous_channels(const at::Tensor& t);
+
 }  // namespace mlpmix

@@ -60,10 +60,11 @@ at::Tensor cross_scale_embed(const at::Tensor& x, const at::Tensor& weight,
                              at::IntArrayRef kernel_sizes);
 
 // Gradients of cross_scale_embed: (grad_x, grad_weight, grad_bias). The bias gradient is
-// returned even when the bias is absent.
+// returned even when the bias is absent; with x_grad false, grad_x is not computed and an
+// empty (0,) tensor stands in for it (images entering a model need no gradient).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_scale_embed_backward(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
-    const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes);
+    const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes, bool x_grad = true);
 
 }  // namespace mlpmix
 

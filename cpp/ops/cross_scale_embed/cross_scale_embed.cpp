@@ -28,11 +28,11 @@ at::Tensor cross_scale_embed(const at::Tensor& x, const at::Tensor& weight,
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_scale_embed_backward(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
-    const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes) {
+    const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes, bool x_grad) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("mlpmix::cross_scale_embed_backward", "")
                        .typed<decltype(cross_scale_embed_backward)>();
-  return op.call(grad_out, x, weight, bias, kernel_sizes);
+  return op.call(grad_out, x, weight, bias, kernel_sizes, x_grad);
 }
 
 namespace cross_scale_embed_impl {
@@ -129,7 +129,7 @@ at::Tensor embed(const at::Tensor& x, const at::Tensor& weight,
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> embed_backward(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
-    const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes) {
+    const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes, bool x_grad) {
   const auto dims = check_inputs("cross_scale_embed_backward", x, weight, bias, kernel_sizes);
   check_grad_out(grad_out, x, dims);
   const ConvArgs conv(dims);
@@ -137,13 +137,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> embed_backward(
   auto [grad_x, grad_merged, grad_bias] = at::convolution_backward(
       grad_out.permute({0, 3, 1, 2}), x, merged_weight(weight, kernel_sizes, dims),
       bias_sizes, conv.stride, conv.padding, conv.dilation, /*transposed=*/false,
-      conv.output_padding, /*groups=*/1, {true, true, true});
+      conv.output_padding, /*groups=*/1, {x_grad, true, true});
   std::vector<at::Tensor> blocks;
   for (const int64_t k : kernel_sizes) {
     blocks.push_back(centred_window(grad_merged, k, dims)
                          .reshape({dims.out_channels, dims.in_channels * k * k}));
   }
-  return {grad_x.contiguous(), at::cat(blocks, 1), grad_bias};
+  return {x_grad ? grad_x.contiguous() : at::empty({0}, x.options()), at::cat(blocks, 1),
+          grad_bias};
 }
 
 // ---- Meta kernels ------------------------------------------------------------------------
@@ -160,10 +161,10 @@ at::Tensor cross_scale_embed_meta(const at::Tensor& x, const at::Tensor& weight,
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_scale_embed_backward_meta(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
-    const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes) {
+    const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes, bool x_grad) {
   const auto dims = check_inputs("cross_scale_embed_backward", x, weight, bias, kernel_sizes);
   check_grad_out(grad_out, x, dims);
-  return {at::empty_symint(x.sym_sizes(), x.options()),
+  return {x_grad ? at::empty_symint(x.sym_sizes(), x.options()) : at::empty({0}, x.options()),
           at::empty_like(weight, at::MemoryFormat::Contiguous),
           at::empty({dims.out_channels}, x.options())};
 }
@@ -179,10 +180,10 @@ class CrossScaleEmbedBackwardFunction
   static variable_list forward(AutogradContext* ctx, const at::Tensor& grad_out,
                                const at::Tensor& x, const at::Tensor& weight,
                                const std::optional<at::Tensor>& bias,
-                               at::IntArrayRef kernel_sizes) {
+                               at::IntArrayRef kernel_sizes, bool x_grad) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [grad_x, grad_weight, grad_bias] =
-        mlpmix::cross_scale_embed_backward(grad_out, x, weight, bias, kernel_sizes);
+        mlpmix::cross_scale_embed_backward(grad_out, x, weight, bias, kernel_sizes, x_grad);
     return {grad_x, grad_weight, grad_bias};
   }
 
@@ -206,11 +207,12 @@ class CrossScaleEmbedFunction : public torch::autograd::Function<CrossScaleEmbed
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
+    const bool x_grad = ctx->needs_input_grad(0);
     auto result = CrossScaleEmbedBackwardFunction::apply(
         grads[0], saved[0], saved[1], optional_of(saved[2]),
-        ctx->saved_data["kernel_sizes"].toIntVector());
-    return {result[0], result[1], saved[2].defined() ? result[2] : at::Tensor(),
-            at::Tensor()};
+        ctx->saved_data["kernel_sizes"].toIntVector(), x_grad);
+    return {x_grad ? result[0] : at::Tensor(), result[1],
+            saved[2].defined() ? result[2] : at::Tensor(), at::Tensor()};
   }
 };
 
@@ -222,8 +224,9 @@ at::Tensor cross_scale_embed_autograd(const at::Tensor& x, const at::Tensor& wei
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_scale_embed_backward_autograd(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
-    const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes) {
-  auto r = CrossScaleEmbedBackwardFunction::apply(grad_out, x, weight, bias, kernel_sizes);
+    const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes, bool x_grad) {
+  auto r = CrossScaleEmbedBackwardFunction::apply(grad_out, x, weight, bias, kernel_sizes,
+                                                  x_grad);
   return {r[0], r[1], r[2]};
 }
 
@@ -236,7 +239,7 @@ TORCH_LIBRARY_FRAGMENT(mlpmix, m) {
         {at::Tag::pt2_compliant_tag});
   m.def(
       "cross_scale_embed_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias, "
-      "int[] kernel_sizes) -> (Tensor, Tensor, Tensor)",
+      "int[] kernel_sizes, bool x_grad=True) -> (Tensor, Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
 }
 

@@ -38,6 +38,6 @@ at::Tensor embed(const at::Tensor& x, const at::Tensor& weight,
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> embed_backward(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
-    const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes);
+    const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes, bool x_grad);
 
 }  // namespace mlpmix::cross_scale_embed_impl

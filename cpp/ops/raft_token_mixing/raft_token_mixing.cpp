@@ -127,14 +127,10 @@ at::Tensor sum_per_channel(const at::Tensor& rows, int64_t batch, const Dims& d)
 
 }  // namespace
 
-at::Tensor mix_rows(at::Tensor normalized_rows, const at::Tensor& norm_weight,
-                    const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
+at::Tensor mix_rows(const at::Tensor& normed_rows, const at::Tensor& fc1_weight,
                     const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
                     const at::Tensor& fc2_bias, int64_t batch, const Dims& dims) {
-  rows_5d(normalized_rows, batch, dims)
-      .mul_(per_channel_in_rows(norm_weight, dims))
-      .add_(per_channel_in_rows(norm_bias, dims));
-  auto hidden = at::linear(normalized_rows, fc1_weight, fc1_bias);
+  auto hidden = at::linear(normed_rows, fc1_weight, fc1_bias);
   at::gelu_(hidden);
   auto mixed = at::linear(hidden, fc2_weight, fc2_bias);
   auto out = at::empty({batch, dims.H, dims.W, dims.C}, mixed.options());
@@ -144,30 +140,25 @@ at::Tensor mix_rows(at::Tensor normalized_rows, const at::Tensor& norm_weight,
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 mix_rows_backward(const at::Tensor& grad_out, const at::Tensor& normalized_rows,
-                  const at::Tensor& norm_weight, const at::Tensor& norm_bias,
+                  const at::Tensor& normed_rows, const at::Tensor& norm_weight,
                   const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
                   const at::Tensor& fc2_weight, const at::Tensor& fc2_bias, int64_t batch,
                   const Dims& dims) {
-  const auto shape_2d = normalized_rows.sizes();
-  const auto gamma = per_channel_in_rows(norm_weight, dims);
-  // Recompute the forward's row intermediates rather than holding them between passes.
-  auto normed = at::addcmul(per_channel_in_rows(norm_bias, dims),
-                            rows_5d(normalized_rows, batch, dims), gamma)
-                    .reshape(shape_2d);  // broadcasting may pick another memory order
-  auto hidden = at::linear(normed, fc1_weight, fc1_bias);
+  // Recompute the hidden layer rather than holding it between passes.
+  auto hidden = at::linear(normed_rows, fc1_weight, fc1_bias);
   auto activated = at::gelu(hidden);
 
-  auto grad_mixed = at::empty(shape_2d, grad_out.options());
+  auto grad_mixed = at::empty(normed_rows.sizes(), grad_out.options());
   grid_view(grad_mixed, batch, dims).copy_(grad_out.unflatten(3, {dims.r, dims.o}));
   auto grad_fc2_weight = grad_mixed.t().mm(activated);
   auto grad_fc2_bias = grad_mixed.sum(0);
   auto grad_hidden = at::gelu_backward(grad_mixed.mm(fc2_weight), hidden);
-  auto grad_fc1_weight = grad_hidden.t().mm(normed);
+  auto grad_fc1_weight = grad_hidden.t().mm(normed_rows);
   auto grad_fc1_bias = grad_hidden.sum(0);
   auto grad_normed = grad_hidden.mm(fc1_weight);
   auto grad_norm_bias = sum_per_channel(grad_normed, batch, dims);
   auto grad_norm_weight = sum_per_channel(grad_normed * normalized_rows, batch, dims);
-  rows_5d(grad_normed, batch, dims).mul_(gamma);
+  rows_5d(grad_normed, batch, dims).mul_(per_channel_in_rows(norm_weight, dims));
   return {grad_normed,     grad_norm_weight, grad_norm_bias, grad_fc1_weight,
           grad_fc1_bias,   grad_fc2_weight,  grad_fc2_bias};
 }

@@ -34,18 +34,19 @@ Dims check_inputs(const char* op, const at::Tensor& x, const at::Tensor& norm_we
 // The backward also checks grad_out against x.
 void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x);
 
-// Steps 1 (affine part) to 4 of spec 1.1 with ATen ops (any device), given the normalised
-// x (no affine yet) in the rows layout. Returns the branch, contiguous, shaped like x.
-at::Tensor mix_rows(at::Tensor normalized_rows, const at::Tensor& norm_weight,
-                    const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
+// Steps 3-4 of spec 1.1 with ATen ops (any device), given the LayerNorm output (affine
+// applied) in the rows layout. Returns the branch, contiguous, shaped like x.
+at::Tensor mix_rows(const at::Tensor& normed_rows, const at::Tensor& fc1_weight,
                     const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
                     const at::Tensor& fc2_bias, int64_t batch, const Dims& dims);
 
-// Backward of mix_rows: returns the gradient with respect to normalized_rows (rows layout)
-// and the gradients of norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias.
+// Backward of the LayerNorm affine and mix_rows, given the normalised x before (`normalized`)
+// and after (`normed`) the affine, both in the rows layout: returns the gradient with
+// respect to normalized_rows and those of norm_weight, norm_bias, fc1_weight, fc1_bias,
+// fc2_weight, fc2_bias.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 mix_rows_backward(const at::Tensor& grad_out, const at::Tensor& normalized_rows,
-                  const at::Tensor& norm_weight, const at::Tensor& norm_bias,
+                  const at::Tensor& normed_rows, const at::Tensor& norm_weight,
                   const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
                   const at::Tensor& fc2_weight, const at::Tensor& fc2_bias, int64_t batch,
                   const Dims& dims);

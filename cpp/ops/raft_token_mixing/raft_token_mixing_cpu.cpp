@@ -11,6 +11,8 @@
 #include <cmath>
 #include <vector>
 
+#include "common/sequences.h"
+#include "common/simd.h"
 #include "ops/raft_token_mixing/raft_token_mixing.h"
 
 namespace mlpmix::raft_token_mixing_impl {
@@ -56,47 +58,108 @@ int64_t grain_size(const Dims& d) {
   return std::max<int64_t>(1, (int64_t{1} << 15) / (d.N * d.C));
 }
 
-// Returns (x - mean) * rstd in the rows layout, (B*o*M, r*N), and rstd per token, (B*M, N).
-std::tuple<at::Tensor, at::Tensor> normalize_into_rows(const at::Tensor& x, double eps,
-                                                       const Dims& d) {
+// Mean and 1/std over the C unit-stride channels of one token (two passes, like ATen).
+template <typename T>
+inline void token_moments_impl(const T* token, int64_t C, T eps, T* mean, T* rstd) {
+  using V = simd::Vec<T>;
+  auto sum = V::broadcast(0);
+  int64_t c = 0;
+  for (; c + V::lanes <= C; c += V::lanes) {
+    sum += V::load(token + c);
+  }
+  T total = 0;
+  for (; c < C; ++c) {
+    total += token[c];
+  }
+  for (int64_t l = 0; l < V::lanes; ++l) {
+    total += sum[l];
+  }
+  const T mu = total / C;
+  auto squares = V::broadcast(0);
+  const auto mu_v = V::broadcast(mu);
+  for (c = 0; c + V::lanes <= C; c += V::lanes) {
+    const auto centred = V::load(token + c) - mu_v;
+    squares += centred * centred;
+  }
+  T variance = 0;
+  for (; c < C; ++c) {
+    variance += (token[c] - mu) * (token[c] - mu);
+  }
+  for (int64_t l = 0; l < V::lanes; ++l) {
+    variance += squares[l];
+  }
+  *mean = mu;
+  *rstd = T(1) / std::sqrt(variance / C + eps);
+}
+
+// target_clones takes no templates: one overload per dtype.
+MLPMIX_CLONE_FOR_AVX2 void token_moments(const float* token, int64_t C, float eps, float* mean,
+                                         float* rstd) {
+  token_moments_impl(token, C, eps, mean, rstd);
+}
+MLPMIX_CLONE_FOR_AVX2 void token_moments(const double* token, int64_t C, double eps,
+                                         double* mean, double* rstd) {
+  token_moments_impl(token, C, eps, mean, rstd);
+}
+
+// The LayerNorm of x in the rows layout, (B*o*M, r*N): `normed` with the affine applied
+// (the MLP input), optionally `normalized` without it (for the backward), and 1/std per
+// token, (B*M, N).
+struct NormalizedRows {
+  at::Tensor normed, normalized, rstd;
+};
+
+NormalizedRows normalize_into_rows(const at::Tensor& x_any, const at::Tensor& norm_weight,
+                                   const at::Tensor& norm_bias, double eps, const Dims& d,
+                                   bool keep_normalized) {
+  const auto x = contiguous_channels(x_any);
   const int64_t batch = x.size(0);
-  auto rows = at::empty({batch * d.o * d.M, d.r * d.N}, x.options());
-  auto rstd = at::empty({batch * d.M, d.N}, x.options());
+  NormalizedRows result;
+  result.normed = at::empty({batch * d.o * d.M, d.r * d.N}, x.options());
+  if (keep_normalized) {
+    result.normalized = at::empty_like(result.normed);
+  }
+  result.rstd = at::empty({batch * d.M, d.N}, x.options());
+  const auto weight = norm_weight.contiguous();
+  const auto bias = norm_bias.contiguous();
   const TokenGrid grid(x, d);
   const RowsLayout layout(d);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlpmix_raft_normalize_into_rows", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* x_data = x.const_data_ptr<scalar_t>();
-    scalar_t* rows_data = rows.mutable_data_ptr<scalar_t>();
-    scalar_t* rstd_data = rstd.mutable_data_ptr<scalar_t>();
+    const scalar_t* weight_data = weight.const_data_ptr<scalar_t>();
+    const scalar_t* bias_data = bias.const_data_ptr<scalar_t>();
+    scalar_t* normed_data = result.normed.mutable_data_ptr<scalar_t>();
+    scalar_t* normalized_data =
+        keep_normalized ? result.normalized.mutable_data_ptr<scalar_t>() : nullptr;
+    scalar_t* rstd_data = result.rstd.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, batch * d.M, grain_size(d), [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> centred(d.C);
+      std::vector<scalar_t> mean(d.N);
       for (int64_t line = begin; line < end; ++line) {
         const int64_t b = line / d.M, m = line % d.M;
+        const scalar_t* first = x_data + grid.offset(b, m, 0);
+        scalar_t* rstd = rstd_data + line * d.N;
         for (int64_t n = 0; n < d.N; ++n) {
-          const scalar_t* token = x_data + grid.offset(b, m, n);
-          acc_t mean = 0;
-          for (int64_t c = 0; c < d.C; ++c) {
-            centred[c] = static_cast<acc_t>(token[c * grid.channel_stride]);
-            mean += centred[c];
-          }
-          mean /= d.C;
-          acc_t variance = 0;
-          for (int64_t c = 0; c < d.C; ++c) {
-            centred[c] -= mean;
-            variance += centred[c] * centred[c];
-          }
-          const acc_t inv_std = acc_t(1) / std::sqrt(variance / d.C + static_cast<acc_t>(eps));
-          rstd_data[line * d.N + n] = static_cast<scalar_t>(inv_std);
-          scalar_t* row = rows_data + layout.token_offset(b, m, n);
-          for (int64_t c = 0; c < d.C; ++c) {
-            row[layout.channel_offsets[c]] = static_cast<scalar_t>(centred[c] * inv_std);
+          token_moments(first + n * grid.token_stride, d.C, static_cast<scalar_t>(eps),
+                        &mean[n], &rstd[n]);
+        }
+        // Channel by channel, so that the N tokens of a row are written contiguously.
+        const int64_t row0 = layout.token_offset(b, m, 0);
+        for (int64_t c = 0; c < d.C; ++c) {
+          const scalar_t gamma = weight_data[c], beta = bias_data[c];
+          const scalar_t* in = first + c;
+          scalar_t* normed = normed_data + row0 + layout.channel_offsets[c];
+          for (int64_t n = 0; n < d.N; ++n) {
+            const scalar_t value = (in[n * grid.token_stride] - mean[n]) * rstd[n];
+            normed[n] = value * gamma + beta;
+            if (normalized_data != nullptr) {
+              normalized_data[row0 + layout.channel_offsets[c] + n] = value;
+            }
           }
         }
       }
     });
   });
-  return {rows, rstd};
+  return result;
 }
 
 // LayerNorm backward without the affine part: from the gradient of the normalised x in the
@@ -148,9 +211,8 @@ at::Tensor raft_token_mixing_cpu(const at::Tensor& x, const at::Tensor& norm_wei
                                  double eps) {
   const auto dims = check_inputs("raft_token_mixing", x, norm_weight, norm_bias, fc1_weight,
                                  fc1_bias, fc2_weight, fc2_bias, raft_size, dim);
-  auto normalized = std::get<0>(normalize_into_rows(x, eps, dims));
-  return mix_rows(normalized, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
-                  fc2_bias, x.size(0), dims);
+  auto rows = normalize_into_rows(x, norm_weight, norm_bias, eps, dims, false);
+  return mix_rows(rows.normed, fc1_weight, fc1_bias, fc2_weight, fc2_bias, x.size(0), dims);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
@@ -163,11 +225,12 @@ raft_token_mixing_backward_cpu(const at::Tensor& grad_out, const at::Tensor& x,
       check_inputs("raft_token_mixing_backward", x, norm_weight, norm_bias, fc1_weight,
                    fc1_bias, fc2_weight, fc2_bias, raft_size, dim);
   check_grad_out(grad_out, x);
-  auto [normalized, rstd] = normalize_into_rows(x, eps, dims);
+  auto rows = normalize_into_rows(x, norm_weight, norm_bias, eps, dims, true);
   auto [grad_normalized, gnw, gnb, g1w, g1b, g2w, g2b] =
-      mix_rows_backward(grad_out, normalized, norm_weight, norm_bias, fc1_weight, fc1_bias,
-                        fc2_weight, fc2_bias, x.size(0), dims);
-  auto grad_x = normalize_backward_from_rows(grad_normalized, normalized, rstd, x.size(0), dims);
+      mix_rows_backward(grad_out, rows.normalized, rows.normed, norm_weight, fc1_weight,
+                        fc1_bias, fc2_weight, fc2_bias, x.size(0), dims);
+  auto grad_x =
+      normalize_backward_from_rows(grad_normalized, rows.normalized, rows.rstd, x.size(0), dims);
   return {grad_x, gnw, gnb, g1w, g1b, g2w, g2b};
 }
 

@@ -1,0 +1,4 @@
+"""CPU benchmark suite of mlpmix: each op (forward, forward+backward) at the shapes the six
+models use and each model's inference and training step, for the eager reference, its
+``torch.compile``, the fused mlpmix ops and their ``torch.compile``. Run it with
+``python -m benchmarks.run`` (see ``benchmarks/run.py``)."""

@@ -1,0 +1,192 @@
+"""The benchmark cases: each op at the shapes of the six models, and the models themselves.
+
+A case has a label (op or model), a kind (forward, forward+backward, inference, training),
+a sub-label (shape, dtype, device) and a ``build(impl)`` that returns the no-argument
+callable to time. Every case has a unique ``name`` so that a fresh process (the memory
+measurement) can rebuild it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable, List, Sequence
+
+import torch
+import torch.nn.functional as F
+
+import mlpmix
+from mlpmix import ops
+
+from .implementations import prepare
+
+BATCH = 8
+IMAGE = 224
+DTYPE = torch.float32
+
+
+@dataclass
+class Case:
+    name: str
+    label: str
+    kind: str
+    sub_label: str
+    build: Callable[[str], Callable[[], object]] = field(repr=False)
+    images: int = 0  # images per call, for images/s (models only)
+
+
+def _shape_label(shape: Sequence[int], extra: str = "") -> str:
+    dims = "x".join(str(s) for s in shape)
+    return f"({dims}){' ' + extra if extra else ''} f32 cpu"
+
+
+def _op_step(fn: Callable, args: List[object], backward: bool, impl: str) -> Callable[[], object]:
+    run = prepare(fn, impl)
+    if not backward:
+        def forward():
+            with torch.no_grad():
+                return run(*args)
+        return forward
+    inputs = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+
+    def forward_backward():
+        out = run(*args)
+        return torch.autograd.grad(out, inputs, torch.ones_like(out))
+    return forward_backward
+
+
+def _op_cases(op: str, key: str, make_args: Callable[[bool], List[object]],
+              static: dict, sub_label: str) -> List[Case]:
+    fn = partial(getattr(ops, op), **static)
+    cases = []
+    for kind, backward in (("forward", False), ("forward+backward", True)):
+        cases.append(Case(
+            name=f"{op}/{key}/{kind}", label=op, kind=kind, sub_label=sub_label,
+            build=lambda impl, backward=backward: _op_step(fn, make_args(backward), backward, impl),
+        ))
+    return cases
+
+
+def _randn(*shape: int, scale: float = 1.0, grad: bool = False) -> torch.Tensor:
+    return (torch.randn(*shape, dtype=DTYPE) * scale).requires_grad_(grad)
+
+
+def dynamixer_cases(key: str, resolution: int, dim: int, segments: int, axis: int,
+                    reduced: int = 2) -> List[Case]:
+    n = resolution
+
+    def make_args(grad: bool) -> List[object]:
+        torch.manual_seed(0)
+        return [
+            _randn(BATCH, n, n, dim, grad=grad),
+            _randn(segments * reduced, dim, scale=0.05, grad=grad), _randn(segments * reduced, grad=grad),
+            _randn(n * n, n * reduced, scale=0.05, grad=grad), _randn(n * n, grad=grad),
+        ]
+
+    axis_name = "H" if axis == 1 else "W"
+    return _op_cases("dynamixer", key, make_args, dict(num_segments=segments, dim=axis),
+                     _shape_label((BATCH, n, n, dim), f"S={segments} d={reduced} along {axis_name}"))
+
+
+def raft_cases(key: str, resolution: int, channels: int, axis: int, raft: int = 2) -> List[Case]:
+    features = raft * resolution
+
+    def make_args(grad: bool) -> List[object]:
+        torch.manual_seed(0)
+        return [
+            _randn(BATCH, resolution, resolution, channels, grad=grad),
+            _randn(channels, grad=grad), _randn(channels, grad=grad),
+            _randn(2 * features, features, scale=0.05, grad=grad), _randn(2 * features, grad=grad),
+            _randn(features, 2 * features, scale=0.05, grad=grad), _randn(features, grad=grad),
+        ]
+
+    axis_name = "H" if axis == 1 else "W"
+    return _op_cases("raft_token_mixing", key, make_args, dict(raft_size=raft, dim=axis),
+                     _shape_label((BATCH, resolution, resolution, channels), f"r={raft} along {axis_name}"))
+
+
+def embed_cases(key: str, in_channels: int, size: int, kernels: List[int], out_channels: int,
+                image_input: bool) -> List[Case]:
+    window = in_channels * sum(k * k for k in kernels)
+
+    def make_args(grad: bool) -> List[object]:
+        torch.manual_seed(0)
+        # The images entering level 1 need no gradient; deeper levels' inputs do.
+        return [
+            _randn(BATCH, in_channels, size, size, grad=grad and not image_input),
+            _randn(out_channels, window, scale=window ** -0.5, grad=grad),
+            _randn(out_channels, grad=grad),
+        ]
+
+    return _op_cases("cross_scale_embed", key, make_args, dict(kernel_sizes=kernels),
+                     _shape_label((BATCH, in_channels, size, size), f"k={kernels} -> {out_channels}"))
+
+
+def op_cases(quick: bool) -> List[Case]:
+    cases = dynamixer_cases("dynamixer_s_stage_a_h", 32, 192, 8, axis=1)
+    cases += raft_cases("raftmlp_s_level_1_h", 56, 64, axis=1)
+    cases += embed_cases("raftmlp_s_level_1", 3, IMAGE, [4, 8], 64, image_input=True)
+    if quick:
+        return cases
+    cases += dynamixer_cases("dynamixer_s_stage_a_w", 32, 192, 8, axis=2)
+    cases += dynamixer_cases("dynamixer_s_stage_b_h", 16, 384, 16, axis=1)
+    cases += dynamixer_cases("dynamixer_s_stage_b_w", 16, 384, 16, axis=2)
+    cases += dynamixer_cases("dynamixer_l_stage_b_h", 16, 512, 16, axis=1, reduced=8)
+    cases += raft_cases("raftmlp_s_level_1_w", 56, 64, axis=2)
+    cases += raft_cases("raftmlp_s_level_2_h", 28, 128, axis=1)
+    cases += raft_cases("raftmlp_s_level_3_w", 14, 256, axis=2)
+    cases += embed_cases("raftmlp_s_level_2", 64, 56, [2, 4], 128, image_input=False)
+    return cases
+
+
+def _model_step(name: str, training: bool, impl: str) -> Callable[[], object]:
+    torch.manual_seed(0)
+    model = mlpmix.create_model(name).train(training)
+    images = torch.randn(BATCH, 3, IMAGE, IMAGE, dtype=DTYPE)
+    if not training:
+        run = prepare(model, impl)
+
+        def inference():
+            with torch.no_grad():
+                return run(images)
+        return inference
+
+    labels = torch.randint(0, 1000, (BATCH,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
+    loss_of = prepare(lambda x, y: F.cross_entropy(model(x), y), impl)
+
+    def training_step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_of(images, labels)
+        loss.backward()
+        optimizer.step()
+        return loss
+    return training_step
+
+
+MODELS = ("raftmlp_s", "raftmlp_m", "raftmlp_l", "dynamixer_s", "dynamixer_m", "dynamixer_l")
+QUICK_MODELS = ("raftmlp_s", "dynamixer_s")
+
+
+def model_cases(quick: bool) -> List[Case]:
+    cases = []
+    for name in QUICK_MODELS if quick else MODELS:
+        for kind, training in (("inference", False), ("training", True)):
+            cases.append(Case(
+                name=f"{name}/{kind}", label=name, kind=kind,
+                sub_label=_shape_label((BATCH, 3, IMAGE, IMAGE)),
+                build=lambda impl, name=name, training=training: _model_step(name, training, impl),
+                images=BATCH,
+            ))
+    return cases
+
+
+def all_cases(quick: bool = False) -> List[Case]:
+    return op_cases(quick) + model_cases(quick)
+
+
+def find(name: str) -> Case:
+    for case in all_cases():
+        if case.name == name:
+            return case
+    raise KeyError(f"no benchmark case named {name!r}")

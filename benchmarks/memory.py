@@ -1,0 +1,66 @@
+"""Peak memory of one case: the growth of the peak RSS over the resident size before one
+call, measured in a fresh process per (case, implementation) so cases do not share
+allocator state.
+
+glibc's malloc is told to serve every allocation above 64 KiB with its own mapping, so
+freed tensors leave the resident set at once and the peak counts live memory only. The
+kernel's peak-RSS counter is reset (``/proc/self/clear_refs``) after a warm-up call.
+
+Usage: ``python -m benchmarks.memory CASE_NAME IMPLEMENTATION THREADS`` prints bytes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import subprocess
+import sys
+from typing import Optional
+
+import torch
+
+from .cases import find
+
+_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 * 1024)}
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def peak_growth_bytes(case_name: str, impl: str, threads: int) -> int:
+    """In this process: warm up, then the peak RSS growth of one call."""
+    torch.set_num_threads(threads)
+    step = find(case_name).build(impl)
+    step()
+    step()
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    before = _status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")  # resets VmHWM to the current RSS
+    step()
+    return (_status_kib("VmHWM") - before) * 1024
+
+
+def measure(case_name: str, impl: str, threads: int) -> Optional[int]:
+    """Peak RSS growth in a fresh process, or None where Linux cannot report it."""
+    if not os.path.exists("/proc/self/clear_refs"):
+        return None
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.memory", case_name, impl, str(threads)],
+        capture_output=True, text=True, env={**os.environ, **_ENV},
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"memory measurement of {case_name} ({impl}) failed:\n{result.stderr}")
+    return int(result.stdout.split()[-1])
+
+
+if __name__ == "__main__":
+    print(peak_growth_bytes(sys.argv[1], sys.argv[2], int(sys.argv[3])))

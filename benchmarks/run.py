@@ -1,0 +1,69 @@
+"""``python -m benchmarks.run [--quick] [--threads N ...] [--out DIR]``: times every case for
+every implementation, measures peak memory of the eager ones, and writes
+``results.md``, ``results.json`` and ``results.png`` into DIR (default benchmarks/results)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from . import machine, memory, report, timing
+from .cases import all_cases
+from .implementations import IMPLEMENTATIONS, compiled
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+
+
+def parse(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="the S models and one shape per op (CI, `mlpmix bench`)")
+    parser.add_argument("--threads", type=int, nargs="+", default=None,
+                        help="thread counts (default: 1 and all cores)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
+    parser.add_argument("--cases", nargs="+", default=None,
+                        help="only these case names or labels (e.g. dynamixer, raftmlp_s/training)")
+    parser.add_argument("--implementations", nargs="+", default=list(IMPLEMENTATIONS),
+                        choices=IMPLEMENTATIONS)
+    parser.add_argument("--min-run-time", type=float, default=None,
+                        help="seconds of timing per measurement (default 1.0, --quick 0.3)")
+    parser.add_argument("--no-memory", action="store_true", help="skip peak memory")
+    parser.add_argument("--name", default="results", help="file name stem of the report")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse(argv)
+    threads = args.threads or sorted({1, os.cpu_count() or 1})
+    min_run_time = args.min_run_time or (0.3 if args.quick else 1.0)
+    cases = all_cases(quick=args.quick)
+    if args.cases:
+        cases = [c for c in cases if c.name in args.cases or c.label in args.cases
+                 or any(c.name.startswith(p + "/") for p in args.cases)]
+        if not cases:
+            print(f"no case matches {args.cases}", file=sys.stderr)
+            return 2
+    load_before = machine.load_average()
+    results = []
+    for case in cases:
+        for n in threads:
+            for impl in args.implementations:
+                measurement = timing.measure(case, impl, n, min_run_time)
+                peak = None
+                if not args.no_memory and not compiled(impl) and case.kind in ("forward+backward", "training"):
+                    peak = memory.measure(case.name, impl, n)
+                results.append(report.Result(case, impl, n, measurement, peak))
+                print(f"{case.name:55s} {n:2d} threads {impl:18s} {measurement.median * 1e3:9.2f} ms",
+                      flush=True)
+    paths = report.write(results, args.out, machine.describe(), threads, load_before,
+                         machine.load_average(), args.name)
+    for path in paths.values():
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+// Portable short vectors for the hot loops (GCC/Clang vector extensions) and their AVX2
+// clones: a function marked MLPMIX_CLONE_FOR_AVX2 is built for the baseline x86-64 and for
+// x86-64-v3 (AVX2 + FMA), and the loader picks what the CPU supports; the library itself
+// keeps the baseline ISA. Accumulators held in Vec variables stay in registers, which
+// arrays indexed in loops often do not.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MLPMIX_CLONE_FOR_AVX2 __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define MLPMIX_CLONE_FOR_AVX2
+#endif
+
+namespace mlpmix::simd {
+
+// 32 bytes of T: one AVX2 register (two SSE registers in the baseline build).
+template <typename T>
+struct Vec {
+  typedef T type __attribute__((vector_size(32)));
+  static constexpr int64_t lanes = 32 / sizeof(T);
+
+  static type load(const T* p) {
+    type v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  }
+  static void store(T* p, type v) { std::memcpy(p, &v, sizeof(v)); }
+  static type broadcast(T x) { return type{} + x; }
+};
+
+// exp(x) for x <= 0 (softmax after subtracting the maximum), in place over n values.
+// float: range reduction x = k ln2 + r, |r| <= ln2/2, and a degree-7 Taylor polynomial
+// (relative error < 1e-8, below float's resolution); inputs below -87 give exp(-87).
+// double: the C library's exp, exact to the last bit that the tests compare.
+inline void exp_nonpositive(float* values, int64_t n) {
+  using V = Vec<float>;
+  typedef int32_t Int __attribute__((vector_size(32)));
+  int64_t i = 0;
+  for (; i + V::lanes <= n; i += V::lanes) {
+    auto x = V::load(values + i);
+    x = x < -87.0f ? V::broadcast(-87.0f) : x;
+    const Int k = __builtin_convertvector(x * 1.44269504088896341f - 0.5f, Int);
+    const auto kf = __builtin_convertvector(k, V::type);
+    const auto r = x - kf * 0.693145751953125f - kf * 1.428606765330187e-06f;
+    auto poly = V::broadcast(1.0f / 5040);
+    poly = poly * r + 1.0f / 720;
+    poly = poly * r + 1.0f / 120;
+    poly = poly * r + 1.0f / 24;
+    poly = poly * r + 1.0f / 6;
+    poly = poly * r + 0.5f;
+    poly = poly * r + 1.0f;
+    poly = poly * r + 1.0f;
+    const Int bits = (k + 127) << 23;
+    V::type scale;
+    std::memcpy(&scale, &bits, sizeof(scale));
+    V::store(values + i, poly * scale);
+  }
+  for (; i < n; ++i) {
+    values[i] = std::exp(values[i]);
+  }
+}
+
+inline void exp_nonpositive(double* values, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    values[i] = std::exp(values[i]);
+  }
+}
+
+}  // namespace mlpmix::simd
