@@ -17,7 +17,9 @@ from mlpmix import ops, reference
 from op_testing import TOLERANCES
 
 EXAMPLES = int(os.environ.get("MLPMIX_HYPOTHESIS_EXAMPLES", "25"))
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize="CI" in os.environ)
+# Fixed examples by default (a stable CI); a deeper run with MLPMIX_HYPOTHESIS_EXAMPLES explores anew.
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None,
+                    derandomize="MLPMIX_HYPOTHESIS_EXAMPLES" not in os.environ)
 LAYOUTS = ["contiguous", "permuted", "sliced", "expanded"]
 
 
