@@ -59,3 +59,23 @@ def test_example_reports_missing_model(example_app, tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 1
     assert "error" in result.stderr
+
+
+@pytest.mark.parametrize("name", TinyExports.NAMES)
+def test_cpp_app_trains_a_scripted_model(name, cpp_tests, tmp_path):
+    """Gradients through the ops' C++ autograd in a process without Python equal Python's."""
+    torch.manual_seed(0)
+    model = mlpmix.create_model(name, num_classes=10, in_chans=1).train()
+    torch.jit.script(model).save(str(tmp_path / "model.pt"))
+    x = torch.randn(3, 1, 8, 8)
+    torch.save(x, tmp_path / "input.pt")
+    model(x).sum().backward()
+    result = subprocess.run([str(cpp_tests / "train_step"), str(tmp_path / "model.pt"),
+                             str(tmp_path / "input.pt"), str(tmp_path / "grads.pt")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    grads = torch.load(tmp_path / "grads.pt")
+    params = list(model.parameters())
+    assert len(grads) == len(params)
+    for got, param in zip(grads, params):
+        assert_close(got, param.grad, rtol=1e-5, atol=1e-6)
