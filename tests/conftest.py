@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,10 @@ import torch
 import mlpmix
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Tests run as `.venv/bin/python -m pytest` without activating the venv: put its bin first
+# on PATH so that subprocesses find its cmake (>= 3.26), ninja and console scripts.
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
 
 
 def build_against_installed_mlpmix(source: Path, build: Path) -> Path:
