@@ -1,4 +1,4 @@
-// Launch helpers shared by the CUDA kernels (compiled only in CUDA builds).
+// Host-side launch helpers shared by the CUDA kernels (compiled only in CUDA builds).
 #pragma once
 
 #include <ATen/cuda/CUDAContext.h>
@@ -7,10 +7,9 @@
 #include <algorithm>
 #include <cstdint>
 
-namespace mlpmix::cuda {
+#include "common/cuda_device.cuh"
 
-constexpr int kThreads = 256;  // threads per block of every mlpmix kernel
-constexpr int kWarpSize = 32;
+namespace mlpmix::cuda {
 
 // Blocks for `items` work items of one block each; kernels loop over the rest
 // (item += gridDim.x), so any 64-bit count is covered.
@@ -31,16 +30,6 @@ bool fits_shared_memory(Kernel kernel, int64_t bytes) {
                                         static_cast<int>(bytes)));
   }
   return true;
-}
-
-// Sum over the 32 lanes of a warp, the same tree for every call: deterministic. Every lane
-// must call it; every lane gets the sum.
-template <typename T>
-__device__ inline T warp_sum(T value) {
-  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-    value += __shfl_xor_sync(0xffffffffu, value, offset);
-  }
-  return value;
 }
 
 }  // namespace mlpmix::cuda
