@@ -17,6 +17,18 @@ TOLERANCES = {
 }
 
 
+def assert_low_precision_accuracy(got: Tensor, baseline: Tensor, truth: Tensor) -> None:
+    """Flash-attention's rule for a low-precision result: its largest error against the
+    float64 `truth` is at most twice that of `baseline` (the reference computed in the same
+    low precision), plus a floor of a couple of units in the last place of that precision."""
+    if truth.numel() == 0:
+        return
+    error = (got.double() - truth).abs().max().item()
+    baseline_error = (baseline.double() - truth).abs().max().item()
+    floor = max(1e-6, 2 * torch.finfo(got.dtype).eps) * max(truth.abs().max().item(), 1.0)
+    assert error <= 2 * baseline_error + floor, (error, baseline_error, floor)
+
+
 def differentiable(args: Sequence[object]) -> list[Tensor]:
     return [a for a in args if isinstance(a, Tensor) and a.requires_grad]
 
