@@ -38,6 +38,19 @@ def leaf(t: Tensor, requires_grad: bool) -> Tensor:
     return t.detach().requires_grad_(requires_grad)
 
 
+def on_device(args: Sequence[object], device, dtype: torch.dtype | None = None) -> list[object]:
+    """`args` with every tensor copied to `device` (and `dtype`) keeping its exact strides and
+    storage offset (permuted, sliced and expanded views stay such views), as leaves that
+    require grad where the originals did."""
+    def move(t: Tensor) -> Tensor:
+        with torch.no_grad():
+            extent = t.untyped_storage().nbytes() // t.element_size()
+            storage = t.as_strided((extent,), (1,), 0).to(device=device, dtype=dtype or t.dtype)
+            moved = storage.as_strided(t.shape, t.stride(), t.storage_offset())
+        return leaf(moved, t.requires_grad)
+    return [move(a) if isinstance(a, Tensor) else a for a in args]
+
+
 def assert_matches_reference(op: Callable, reference: Callable, args: Sequence[object]) -> None:
     out, expected = op(*args), reference(*args)
     torch.testing.assert_close(out, expected, **TOLERANCES[out.dtype])
