@@ -17,14 +17,14 @@ if(DEFINED MLPMIX_CUDA)
 else()
   set(_mlpmix_cuda_request "$ENV{MLPMIX_CUDA}")
 endif()
-string(TOUPPER "${_mlpmix_cuda_request}" _mlpmix_cuda_request)
+string(TOUPPER "${_mlpmix_cuda_request}" _mlpmix_cuda_mode)
 set(_mlpmix_yes 1 ON YES TRUE)
 set(_mlpmix_no 0 OFF NO FALSE)
-if(_mlpmix_cuda_request STREQUAL "" OR _mlpmix_cuda_request STREQUAL "AUTO")
+if(_mlpmix_cuda_mode STREQUAL "" OR _mlpmix_cuda_mode STREQUAL "AUTO")
   set(_mlpmix_cuda_mode AUTO)
-elseif(_mlpmix_cuda_request IN_LIST _mlpmix_yes)
+elseif(_mlpmix_cuda_mode IN_LIST _mlpmix_yes)
   set(_mlpmix_cuda_mode ON)
-elseif(_mlpmix_cuda_request IN_LIST _mlpmix_no)
+elseif(_mlpmix_cuda_mode IN_LIST _mlpmix_no)
   set(_mlpmix_cuda_mode OFF)
 else()
   message(FATAL_ERROR "mlpmix: MLPMIX_CUDA must be 0, 1 or AUTO, got '${_mlpmix_cuda_request}'")
@@ -42,6 +42,20 @@ if(NOT _mlpmix_torch_cuda STREQUAL "none")
       set(TORCH_CUDA_ARCH_LIST "$ENV{TORCH_CUDA_ARCH_LIST}")
     endif()
   endif()
+  # A CUDA torch's CMake package needs the toolkit even for CPU kernels only. It looks for
+  # nvcc on PATH, where a wrapper script (/usr/local/bin/nvcc) would make it take the wrong
+  # toolkit root: name the root of the compiler CMake finds.
+  if("$ENV{CUDACXX}" STREQUAL "" AND EXISTS "$ENV{CUDA_HOME}/bin/nvcc")
+    set(ENV{CUDACXX} "$ENV{CUDA_HOME}/bin/nvcc")
+  endif()
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    enable_language(CUDA)
+    if(NOT DEFINED CUDA_TOOLKIT_ROOT_DIR AND CMAKE_CUDA_COMPILER_TOOLKIT_ROOT)
+      set(CUDA_TOOLKIT_ROOT_DIR "${CMAKE_CUDA_COMPILER_TOOLKIT_ROOT}")
+    endif()
+  endif()
 endif()
 
 if(_mlpmix_cuda_mode STREQUAL "OFF")
@@ -54,38 +68,22 @@ elseif(_mlpmix_torch_cuda STREQUAL "none")
       "MLPMIX_CUDA=0.")
   endif()
   message(STATUS "mlpmix: CUDA kernels off (torch ${MLPMIX_TORCH_VERSION} is a CPU build)")
-else()
-  if("$ENV{CUDACXX}" STREQUAL "" AND EXISTS "$ENV{CUDA_HOME}/bin/nvcc")
-    set(ENV{CUDACXX} "$ENV{CUDA_HOME}/bin/nvcc")
-  endif()
-  include(CheckLanguage)
-  check_language(CUDA)
-  if(CMAKE_CUDA_COMPILER)
-    set(MLPMIX_WITH_CUDA ON)
-  elseif(_mlpmix_cuda_mode STREQUAL "ON")
-    message(FATAL_ERROR
-      "mlpmix: MLPMIX_CUDA=1 asks for the CUDA kernels, but no CUDA compiler (nvcc) was "
-      "found. Set CUDA_HOME to the CUDA ${_mlpmix_torch_cuda} toolkit (e.g. "
-      "/usr/local/cuda-${_mlpmix_cuda_major}.0) or CUDACXX to its nvcc, or set MLPMIX_CUDA=0.")
-  else()
-    message(WARNING
-      "mlpmix: torch ${MLPMIX_TORCH_VERSION} is a CUDA ${_mlpmix_torch_cuda} build but no nvcc "
-      "was found, so the CUDA kernels are not built (torch's CMake package may still need the "
-      "CUDA toolkit). Set CUDA_HOME or CUDACXX to build them.")
-  endif()
-endif()
-
-if(MLPMIX_WITH_CUDA)
-  enable_language(CUDA)
-  # torch's FindCUDA looks for nvcc on PATH; a wrapper script there (/usr/local/bin/nvcc)
-  # would make it take the wrong toolkit root. Name the compiler's own.
-  if(NOT DEFINED CUDA_TOOLKIT_ROOT_DIR AND CMAKE_CUDA_COMPILER_TOOLKIT_ROOT)
-    set(CUDA_TOOLKIT_ROOT_DIR "${CMAKE_CUDA_COMPILER_TOOLKIT_ROOT}")
-  endif()
+elseif(CMAKE_CUDA_COMPILER)
+  set(MLPMIX_WITH_CUDA ON)
   set(CMAKE_CUDA_STANDARD 20)
   set(CMAKE_CUDA_STANDARD_REQUIRED ON)
   message(STATUS "mlpmix: CUDA kernels on (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, "
                  "architectures ${TORCH_CUDA_ARCH_LIST})")
+elseif(_mlpmix_cuda_mode STREQUAL "ON")
+  message(FATAL_ERROR
+    "mlpmix: MLPMIX_CUDA=1 asks for the CUDA kernels, but no CUDA compiler (nvcc) was found. "
+    "Set CUDA_HOME to the CUDA ${_mlpmix_torch_cuda} toolkit (e.g. "
+    "/usr/local/cuda-${_mlpmix_cuda_major}.0) or CUDACXX to its nvcc, or set MLPMIX_CUDA=0.")
+else()
+  message(WARNING
+    "mlpmix: torch ${MLPMIX_TORCH_VERSION} is a CUDA ${_mlpmix_torch_cuda} build but no nvcc "
+    "was found, so the CUDA kernels are not built (and torch's CMake package, which needs the "
+    "CUDA toolkit, may fail next). Set CUDA_HOME or CUDACXX.")
 endif()
 
 function(mlpmix_add_cuda_kernels target)
