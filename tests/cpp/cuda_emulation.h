@@ -77,7 +77,8 @@ T __shfl_xor_sync(unsigned int /*mask*/, T value, int lane_mask) {
   const unsigned int t = thread_index.x, warp = t / kWarpSize;
   warp_buffer[t] = static_cast<double>(value);
   warp_barriers[warp]->arrive_and_wait();
-  const T other = static_cast<T>(warp_buffer[(t & ~(kWarpSize - 1u)) | ((t % kWarpSize) ^ lane_mask)]);
+  const unsigned int partner = t - t % kWarpSize + ((t % kWarpSize) ^ lane_mask);
+  const T other = static_cast<T>(warp_buffer[partner]);
   warp_barriers[warp]->arrive_and_wait();
   return other;
 }

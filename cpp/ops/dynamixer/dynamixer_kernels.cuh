@@ -130,7 +130,8 @@ inline at::Tensor as_segments(const at::Tensor& t, const Dims& dims, int64_t seq
 }
 
 // Writes (B', S, N, D/S) segments into `dst`, shaped like x.
-inline void copy_from_segments(at::Tensor& dst, const at::Tensor& segments, const Dims& dims) {
+inline void copy_from_segments(at::Tensor& dst, const at::Tensor& segments,
+                               const Dims& dims) {
   dst.copy_(segments.transpose(1, 2)
                 .reshape(sequence_major_sizes(dst.sizes(), dims.token_dim))
                 .movedim(-2, dims.token_dim));
@@ -144,15 +145,15 @@ inline at::Tensor softmax_over_inputs_aten(const at::Tensor& logits, const Dims&
 }
 
 inline void mix_aten(const at::Tensor& logits, const at::Tensor& x, at::Tensor& out,
-              const Dims& dims) {
+                     const Dims& dims) {
   const auto p = softmax_over_inputs_aten(logits, dims);
   const auto xs = as_segments(x, dims, logits.size(0)).to(p.scalar_type());
   copy_from_segments(out, at::matmul(p.transpose(2, 3), xs), dims);
 }
 
 inline void mix_backward_aten(const at::Tensor& logits, const at::Tensor& x,
-                       const at::Tensor& grad_out, at::Tensor& grad_x, at::Tensor& grad_logits,
-                       const Dims& dims) {
+                              const at::Tensor& grad_out, at::Tensor& grad_x,
+                              at::Tensor& grad_logits, const Dims& dims) {
   const auto p = softmax_over_inputs_aten(logits, dims);
   const auto xs = as_segments(x, dims, logits.size(0)).to(p.scalar_type());
   const auto gy = as_segments(grad_out, dims, logits.size(0)).to(p.scalar_type());
