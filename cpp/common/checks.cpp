@@ -10,7 +10,8 @@ void floating(const char* op, const char* name, const at::Tensor& t) {
               dtype);
   TORCH_CHECK(!low_precision || t.is_cuda() || t.is_meta(), "mlpmix.", op, ": ", name,
               " is ", dtype, " on ", t.device(), ", but the ",
-              c10::DeviceTypeName(t.device().type()), " kernels support float32 and float64 only (float16 and bfloat16 run on CUDA)");
+              c10::DeviceTypeName(t.device().type()),
+              " kernels support float32 and float64 only (float16 and bfloat16 run on CUDA)");
 }
 
 void rank(const char* op, const char* name, const at::Tensor& t, int64_t ndim,
