@@ -301,7 +301,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
   const auto grad_out = contiguous_channels(grad_out_any);
   auto [compressed, logits] = compress_and_generate(x, compress_weight, compress_bias,
                                                     generate_weight, generate_bias, dims);
-  auto grad_logits = at::empty_like(logits);
+  // Each item's logits are read once, before its gradient overwrites them.
+  auto grad_logits = logits;
   auto grad_x = at::empty(x.sizes(), x.options());
   const auto x_layout = sequence_layout(x, dims.token_dim);
   const auto grad_out_layout = sequence_layout(grad_out, dims.token_dim);
@@ -309,8 +310,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
   const int64_t N = dims.N, D = dims.D, S = dims.S, width = D / S;
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlpmix_dynamixer_backward_cpu", [&] {
-    const scalar_t* logits_data = logits.const_data_ptr<scalar_t>();
-    scalar_t* grad_logits_data = grad_logits.mutable_data_ptr<scalar_t>();
+    scalar_t* logits_data = logits.mutable_data_ptr<scalar_t>();
+    scalar_t* grad_logits_data = logits_data;
     at::parallel_for(0, logits.size(0), grain_size(dims), [&](int64_t begin, int64_t end) {
       SequenceRows<const scalar_t> x_rows(x.const_data_ptr<scalar_t>(), x_layout, N, D);
       SequenceRows<const scalar_t> gy_rows(grad_out.const_data_ptr<scalar_t>(),
