@@ -125,7 +125,7 @@ def chart(table: List[Dict[str, object]], path: Path) -> None:
             ax.bar([i + k * width for i in range(len(cases))], values, width, label=impl)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xticks([i + width * (len(impls) - 1) / 2 for i in range(len(cases))])
-        ax.set_xticklabels([f"{c}\n{k}\n{s.split(' f32')[0]}" for c, k, s in cases], fontsize=6, rotation=60, ha="right")
+        ax.set_xticklabels([f"{c}\n{k}\n{s.split(' f32')[0].split(' bf16')[0]}" for c, k, s in cases], fontsize=6, rotation=60, ha="right")
         ax.set_ylabel("speedup vs eager reference")
         ax.set_title(f"{threads} thread(s)")
         ax.legend(fontsize=7)
@@ -139,17 +139,31 @@ def write(results: Sequence[Result], out: Path, machine: Dict[str, str], threads
     out.mkdir(parents=True, exist_ok=True)
     table = rows(results)
     paths = {"markdown": out / f"{name}.md", "json": out / f"{name}.json", "png": out / f"{name}.png"}
+    cuda = machine.get("device") == "cuda"
+    if cuda:
+        setting = [
+            f"- GPU: {machine['gpu']}; host: {machine['cpu']}",
+            f"- torch {machine['torch']}, Python {machine['python']}; ops float32 at batch 64, "
+            "models batch 64 under bfloat16 autocast (dtype and batch in each shape column)",
+            "- peak memory: torch.cuda.max_memory_allocated over one call, less the memory "
+            "allocated before it (eager implementations only)",
+            "", "## Targets", "", "- issue 7's targets are CPU targets; see the CPU results",
+        ]
+    else:
+        setting = [
+            f"- machine: {machine['cpu']}",
+            f"- torch {machine['torch']}, Python {machine['python']}, float32, batch 8",
+            "- peak memory: growth of the peak RSS over one call in a fresh process (eager "
+            "implementations only; compilation would dominate the compiled ones)",
+            "", f"## Targets ({max(threads)} threads)", "",
+            *(targets(table, max(threads)) or ["- no case of a target in this run"]),
+        ]
     header = [
-        f"# mlpmix CPU benchmarks ({name})", "",
-        f"- machine: {machine['cpu']}",
-        f"- torch {machine['torch']}, Python {machine['python']}, float32, batch 8",
+        f"# mlpmix {'CUDA' if cuda else 'CPU'} benchmarks ({name})", "",
+        f"- date: {machine['date']}",
         f"- threads: {', '.join(str(t) for t in threads)}",
         f"- load average (1, 5, 15 min) before: {load_before}; after: {load_after}",
-        f"- date: {machine['date']}",
-        "- peak memory: growth of the peak RSS over one call in a fresh process (eager "
-        "implementations only; compilation would dominate the compiled ones)",
-        "", f"## Targets ({max(threads)} threads)", "",
-        *(targets(table, max(threads)) or ["- no case of a target in this run"]),
+        *setting,
         "", "## Results", "", markdown_table(table), "",
         "## torch.utils.benchmark.Compare", "", "```",
         str(Compare([r.measurement for r in results])), "```", "",
