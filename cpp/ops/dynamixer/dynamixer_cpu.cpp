@@ -127,19 +127,28 @@ void transpose_into(Rows<const T> src, int64_t rows, int64_t width, T* dst) {
   }
 }
 
-// p[i*N + j] = softmax over i of logits[i*N + j]: each output token j's weights over the
-// input tokens i sum to one. `column` holds N scratch values. Loops run along j.
+// p[i*N + j] = softmax over i of logits[i*N + j] + bias[i*N + j] (bias may be null): each
+// output token j's weights over the input tokens i sum to one. `column` holds N scratch
+// values. Loops run along j.
 template <typename T>
-MLPMIX_INLINE void softmax_over_inputs_impl(const T* logits, T* p, T* column, int64_t N) {
-  std::copy(logits, logits + N, column);
+MLPMIX_INLINE void softmax_over_inputs_impl(const T* logits, const T* bias, T* p, T* column,
+                                            int64_t N) {
+  if (bias != nullptr) {
+    for (int64_t k = 0; k < N * N; ++k) {
+      p[k] = logits[k] + bias[k];
+    }
+  } else {
+    std::copy(logits, logits + N * N, p);
+  }
+  std::copy(p, p + N, column);
   for (int64_t i = 1; i < N; ++i) {
     for (int64_t j = 0; j < N; ++j) {
-      column[j] = std::max(column[j], logits[i * N + j]);
+      column[j] = std::max(column[j], p[i * N + j]);
     }
   }
   for (int64_t i = 0; i < N; ++i) {
     for (int64_t j = 0; j < N; ++j) {
-      p[i * N + j] = logits[i * N + j] - column[j];
+      p[i * N + j] -= column[j];
     }
   }
   simd::exp_nonpositive(p, N * N);
@@ -176,13 +185,13 @@ MLPMIX_INLINE void softmax_over_inputs_backward_impl(const T* p, const T* grad_p
   }
 }
 
-MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs(const float* logits, float* p, float* column,
-                                               int64_t N) {
-  softmax_over_inputs_impl(logits, p, column, N);
+MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs(const float* logits, const float* bias,
+                                               float* p, float* column, int64_t N) {
+  softmax_over_inputs_impl(logits, bias, p, column, N);
 }
-MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs(const double* logits, double* p,
-                                               double* column, int64_t N) {
-  softmax_over_inputs_impl(logits, p, column, N);
+MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs(const double* logits, const double* bias,
+                                               double* p, double* column, int64_t N) {
+  softmax_over_inputs_impl(logits, bias, p, column, N);
 }
 MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs_backward(const float* p, const float* grad_p,
                                                         float* column, int64_t N,
@@ -244,6 +253,10 @@ class SequenceRows {
   std::vector<std::remove_const_t<T>> scratch_;
 };
 
+at::Tensor contiguous_or_undefined(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? t->contiguous() : at::Tensor();
+}
+
 // Work items are sequences; aim for ~64k multiply-adds per task.
 int64_t grain_size(const Dims& dims) {
   const int64_t work = dims.N * dims.N * dims.D;
@@ -258,8 +271,10 @@ at::Tensor dynamixer_cpu(const at::Tensor& x_any, const at::Tensor& compress_wei
   const auto dims = check_inputs("dynamixer", x_any, compress_weight, compress_bias,
                                  generate_weight, generate_bias, num_segments, dim);
   const auto x = contiguous_channels(x_any);
+  // The generate bias joins in the softmax: no broadcast copy of it into the logits.
   auto logits = std::get<1>(compress_and_generate(x, compress_weight, compress_bias,
-                                                  generate_weight, generate_bias, dims));
+                                                  generate_weight, std::nullopt, dims));
+  const auto bias = contiguous_or_undefined(generate_bias);
   auto out = at::empty(x.sizes(), x.options());
   const auto x_layout = sequence_layout(x, dims.token_dim);
   const auto out_layout = sequence_layout(out, dims.token_dim);
@@ -267,6 +282,7 @@ at::Tensor dynamixer_cpu(const at::Tensor& x_any, const at::Tensor& compress_wei
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlpmix_dynamixer_cpu", [&] {
     const scalar_t* logits_data = logits.const_data_ptr<scalar_t>();
+    const scalar_t* bias_data = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, logits.size(0), grain_size(dims), [&](int64_t begin, int64_t end) {
       SequenceRows<const scalar_t> x_rows(x.const_data_ptr<scalar_t>(), x_layout, N, D);
       SequenceRows<scalar_t> out_rows(out.mutable_data_ptr<scalar_t>(), out_layout, N, D);
@@ -275,8 +291,8 @@ at::Tensor dynamixer_cpu(const at::Tensor& x_any, const at::Tensor& compress_wei
         const auto xs = x_rows.load(sequence, /*read=*/true);
         const auto ys = out_rows.load(sequence, /*read=*/false);
         for (int64_t segment = 0; segment < S; ++segment) {
-          softmax_over_inputs(logits_data + (sequence * S + segment) * N * N, p.data(),
-                              column.data(), N);
+          softmax_over_inputs(logits_data + (sequence * S + segment) * N * N, bias_data,
+                              p.data(), column.data(), N);
           const int64_t c0 = segment * width;
           // y[j, :] = sum_i P[i, j] x[i, :]
           combine_rows(Rows<const scalar_t>{p.data(), N},
@@ -300,7 +316,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
   const auto x = contiguous_channels(x_any);
   const auto grad_out = contiguous_channels(grad_out_any);
   auto [compressed, logits] = compress_and_generate(x, compress_weight, compress_bias,
-                                                    generate_weight, generate_bias, dims);
+                                                    generate_weight, std::nullopt, dims);
+  const auto bias = contiguous_or_undefined(generate_bias);
   // Each item's logits are read once, before its gradient overwrites them.
   auto grad_logits = logits;
   auto grad_x = at::empty(x.sizes(), x.options());
@@ -312,6 +329,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlpmix_dynamixer_backward_cpu", [&] {
     scalar_t* logits_data = logits.mutable_data_ptr<scalar_t>();
     scalar_t* grad_logits_data = logits_data;
+    const scalar_t* bias_data = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, logits.size(0), grain_size(dims), [&](int64_t begin, int64_t end) {
       SequenceRows<const scalar_t> x_rows(x.const_data_ptr<scalar_t>(), x_layout, N, D);
       SequenceRows<const scalar_t> gy_rows(grad_out.const_data_ptr<scalar_t>(),
@@ -327,7 +345,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
         for (int64_t segment = 0; segment < S; ++segment) {
           const int64_t item = sequence * S + segment, c0 = segment * width;
           const Rows<const scalar_t> x_segment{xs.data + c0, D}, gy_segment{gys.data + c0, D};
-          softmax_over_inputs(logits_data + item * N * N, p.data(), column.data(), N);
+          softmax_over_inputs(logits_data + item * N * N, bias_data, p.data(), column.data(), N);
           // grad_x[i, :] = sum_j P[i, j] gy[j, :]
           transpose_into(Rows<const scalar_t>{p.data(), N}, N, N, p_t.data());
           combine_rows(Rows<const scalar_t>{p_t.data(), N}, gy_segment,
