@@ -51,7 +51,7 @@ def rows(results: Sequence[Result]) -> List[Dict[str, object]]:
     return out
 
 
-def _cell(value: object) -> str:
+def cell(value: object) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
@@ -61,7 +61,7 @@ def _cell(value: object) -> str:
 
 def markdown_table(table: List[Dict[str, object]]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cell(row[c]) for c in COLUMNS) + " |" for row in table]
+    lines += ["| " + " | ".join(cell(row[c]) for c in COLUMNS) + " |" for row in table]
     return "\n".join(lines)
 
 
@@ -91,7 +91,7 @@ def targets(table: List[Dict[str, object]], threads: int) -> List[str]:
             vs_compiled = compiled["median ms"] / row["median ms"] if compiled else None
             ok = speedup >= 2.0 and (vs_compiled is None or vs_compiled >= 1.0)
             lines.append(f"- {row['case']} forward+backward {row['shape']}: {speedup:.2f}x the eager "
-                         f"reference (target >= 2.0x), {_cell(vs_compiled)}x its torch.compile "
+                         f"reference (target >= 2.0x), {cell(vs_compiled)}x its torch.compile "
                          f"(target >= 1.0x): {verdict(ok)}")
         elif row["kind"] == "inference" and row["case"] in ("dynamixer_s", "raftmlp_s"):
             lines.append(f"- {row['case']} inference: {speedup:.2f}x (target >= 1.3x): "
@@ -100,7 +100,7 @@ def targets(table: List[Dict[str, object]], threads: int) -> List[str]:
             memory = row["memory vs reference"]
             ok = speedup >= 1.25 and memory is not None and memory <= 0.8
             lines.append(f"- {row['case']} training step: {speedup:.2f}x (target >= 1.25x), peak "
-                         f"memory {_cell(memory)}x the reference (target <= 0.8x): {verdict(ok)}")
+                         f"memory {cell(memory)}x the reference (target <= 0.8x): {verdict(ok)}")
     return lines
 
 
