@@ -30,14 +30,25 @@ struct Rows {
   MLPMIX_INLINE T* row(int64_t i) const { return data + i * stride; }
 };
 
+// Coefficients c(k, m) = data[k * sum_stride + m * out_stride] of a linear combination of
+// rows: either stride may be the unit one, so a matrix serves transposed or not.
+template <typename T>
+struct Coefficients {
+  const T* data;
+  int64_t sum_stride, out_stride;
+  MLPMIX_INLINE T operator()(int64_t k, int64_t m) const {
+    return data[k * sum_stride + m * out_stride];
+  }
+};
+
 // Output rows and vectors of columns computed together: R*NV accumulators that stay in
 // registers and share each load of `in` and each broadcast coefficient.
 constexpr int64_t kTileRows = 4;
 
-// out[m0 + r, c0 : c0 + NV*lanes] = sum_k a[k, m0 + r] * in[k, c0 : ...], r < R.
+// out[m0 + r, c0 : c0 + NV*lanes] = sum_k a(k, m0 + r) * in[k, c0 : ...], r < R.
 template <int64_t R, int64_t NV, typename T>
-MLPMIX_INLINE void combine_tile(Rows<const T> a, Rows<const T> in, Rows<T> out, int64_t m0, int64_t K,
-                         int64_t c0) {
+MLPMIX_INLINE void combine_tile(Coefficients<T> a, Rows<const T> in, Rows<T> out, int64_t m0,
+                                int64_t K, int64_t c0) {
   using V = simd::Vec<T>;
   typename V::type acc[R][NV] = {};
   for (int64_t k = 0; k < K; ++k) {
@@ -46,10 +57,9 @@ MLPMIX_INLINE void combine_tile(Rows<const T> a, Rows<const T> in, Rows<T> out, 
     for (int64_t v = 0; v < NV; ++v) {
       in_block[v] = V::load(in.row(k) + c0 + v * V::lanes);
     }
-    const T* coefficients = a.row(k) + m0;
 #pragma GCC unroll 4
     for (int64_t r = 0; r < R; ++r) {
-      const auto coefficient = V::broadcast(coefficients[r]);
+      const auto coefficient = V::broadcast(a(k, m0 + r));
 #pragma GCC unroll 4
       for (int64_t v = 0; v < NV; ++v) {
         acc[r][v] += coefficient * in_block[v];
@@ -65,9 +75,9 @@ MLPMIX_INLINE void combine_tile(Rows<const T> a, Rows<const T> in, Rows<T> out, 
   }
 }
 
-// Rows m0 .. m0+R-1 of out = a^T in over all `width` columns.
+// Rows m0 .. m0+R-1 of out over all `width` columns.
 template <int64_t R, typename T>
-MLPMIX_INLINE void combine_row_block(Rows<const T> a, Rows<const T> in, Rows<T> out, int64_t m0,
+MLPMIX_INLINE void combine_row_block(Coefficients<T> a, Rows<const T> in, Rows<T> out, int64_t m0,
                               int64_t K, int64_t width) {
   constexpr int64_t L = simd::Vec<T>::lanes;
   int64_t c0 = 0;
@@ -86,16 +96,16 @@ MLPMIX_INLINE void combine_row_block(Rows<const T> a, Rows<const T> in, Rows<T> 
     for (int64_t r = 0; r < R; ++r) {
       T acc = 0;
       for (int64_t k = 0; k < K; ++k) {
-        acc += a.row(k)[m0 + r] * in.row(k)[c0];
+        acc += a(k, m0 + r) * in.row(k)[c0];
       }
       out.row(m0 + r)[c0] = acc;
     }
   }
 }
 
-// out (M, width) = a^T in for a (K, M) and in (K, width): out[m, :] = sum_k a[k, m] in[k, :].
+// out (M, width) from in (K, width): out[m, :] = sum_k a(k, m) in[k, :], a small GEMM.
 template <typename T>
-MLPMIX_INLINE void combine_rows_impl(Rows<const T> a, Rows<const T> in, Rows<T> out, int64_t M,
+MLPMIX_INLINE void combine_rows_impl(Coefficients<T> a, Rows<const T> in, Rows<T> out, int64_t M,
                               int64_t K, int64_t width) {
   int64_t m0 = 0;
   for (; m0 + kTileRows <= M; m0 += kTileRows) {
@@ -107,11 +117,11 @@ MLPMIX_INLINE void combine_rows_impl(Rows<const T> a, Rows<const T> in, Rows<T> 
 }
 
 // target_clones takes no templates: one overload per dtype.
-MLPMIX_CLONE_FOR_AVX2 void combine_rows(Rows<const float> a, Rows<const float> in,
+MLPMIX_CLONE_FOR_AVX2 void combine_rows(Coefficients<float> a, Rows<const float> in,
                                         Rows<float> out, int64_t M, int64_t K, int64_t width) {
   combine_rows_impl(a, in, out, M, K, width);
 }
-MLPMIX_CLONE_FOR_AVX2 void combine_rows(Rows<const double> a, Rows<const double> in,
+MLPMIX_CLONE_FOR_AVX2 void combine_rows(Coefficients<double> a, Rows<const double> in,
                                         Rows<double> out, int64_t M, int64_t K,
                                         int64_t width) {
   combine_rows_impl(a, in, out, M, K, width);
@@ -295,7 +305,7 @@ at::Tensor dynamixer_cpu(const at::Tensor& x_any, const at::Tensor& compress_wei
                               p.data(), column.data(), N);
           const int64_t c0 = segment * width;
           // y[j, :] = sum_i P[i, j] x[i, :]
-          combine_rows(Rows<const scalar_t>{p.data(), N},
+          combine_rows(Coefficients<scalar_t>{p.data(), N, 1},
                        Rows<const scalar_t>{xs.data + c0, D}, Rows<scalar_t>{ys.data + c0, D},
                        N, N, width);
         }
@@ -336,8 +346,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
                                            grad_out_layout, N, D);
       SequenceRows<scalar_t> gx_rows(grad_x.mutable_data_ptr<scalar_t>(), grad_x_layout, N,
                                      D);
-      std::vector<scalar_t> p(N * N), p_t(N * N), grad_p(N * N), column(N);
-      std::vector<scalar_t> x_t(width * N), gy_t(width * N);
+      std::vector<scalar_t> p(N * N), grad_p(N * N), column(N), gy_t(width * N);
       for (int64_t sequence = begin; sequence < end; ++sequence) {
         const auto xs = x_rows.load(sequence, /*read=*/true);
         const auto gys = gy_rows.load(sequence, /*read=*/true);
@@ -347,14 +356,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
           const Rows<const scalar_t> x_segment{xs.data + c0, D}, gy_segment{gys.data + c0, D};
           softmax_over_inputs(logits_data + item * N * N, bias_data, p.data(), column.data(), N);
           // grad_x[i, :] = sum_j P[i, j] gy[j, :]
-          transpose_into(Rows<const scalar_t>{p.data(), N}, N, N, p_t.data());
-          combine_rows(Rows<const scalar_t>{p_t.data(), N}, gy_segment,
+          combine_rows(Coefficients<scalar_t>{p.data(), 1, N}, gy_segment,
                        Rows<scalar_t>{gxs.data + c0, D}, N, N, width);
-          // grad_P[i, j] = sum_c x[i, c] gy[j, c]
-          transpose_into(x_segment, N, width, x_t.data());
+          // grad_P[i, :] = sum_c x[i, c] gy^T[c, :]
           transpose_into(gy_segment, N, width, gy_t.data());
-          combine_rows(Rows<const scalar_t>{x_t.data(), N}, Rows<const scalar_t>{gy_t.data(), N},
-                       Rows<scalar_t>{grad_p.data(), N}, N, width, N);
+          combine_rows(Coefficients<scalar_t>{x_segment.data, 1, D},
+                       Rows<const scalar_t>{gy_t.data(), N}, Rows<scalar_t>{grad_p.data(), N}, N,
+                       width, N);
           softmax_over_inputs_backward(p.data(), grad_p.data(), column.data(), N,
                                        grad_logits_data + item * N * N);
         }
