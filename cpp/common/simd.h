@@ -37,12 +37,16 @@ struct Vec {
     return v;
   }
   MLPMIX_INLINE static void store(T* p, type v) { std::memcpy(p, &v, sizeof(v)); }
+  // A shuffle of lane 0: GCC makes it one vbroadcastss/sd in the AVX2 clones (filling the
+  // lanes by a loop or an initialiser list became chains of inserts, `type{} + x` an add).
   MLPMIX_INLINE static type broadcast(T x) {
-    type v;
-    for (int64_t l = 0; l < lanes; ++l) {
-      v[l] = x;
+    const type first = {x};
+    if constexpr (lanes == 8) {
+      return __builtin_shufflevector(first, first, 0, 0, 0, 0, 0, 0, 0, 0);
+    } else {
+      static_assert(lanes == 4, "Vec holds 32 bytes of float or double");
+      return __builtin_shufflevector(first, first, 0, 0, 0, 0);
     }
-    return v;
   }
 };
 
