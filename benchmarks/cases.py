@@ -4,13 +4,16 @@ A case has a label (op or model), a kind (forward, forward+backward, inference, 
 a sub-label (shape, dtype, device) and a ``build(impl)`` that returns the no-argument
 callable to time. Every case has a unique ``name`` so that a fresh process (the memory
 measurement) can rebuild it.
+
+On CPU everything runs in float32 at batch 8. On CUDA the ops run in float32 and the
+models at batch 64 under bfloat16 autocast, as they are trained on GPUs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,9 +23,26 @@ from mlpmix import ops
 
 from .implementations import prepare
 
-BATCH = 8
 IMAGE = 224
 DTYPE = torch.float32
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Where and how the cases run."""
+    device: str = "cpu"
+
+    @property
+    def batch(self) -> int:
+        return 64 if self.device == "cuda" else 8
+
+    @property
+    def model_autocast(self) -> Optional[torch.dtype]:
+        return torch.bfloat16 if self.device == "cuda" else None
+
+    def label(self, autocast: bool = False) -> str:
+        dtype = "bf16 autocast" if autocast and self.model_autocast else "f32"
+        return f"{dtype} {self.device}"
 
 
 @dataclass
@@ -35,9 +55,10 @@ class Case:
     images: int = 0  # images per call, for images/s (models only)
 
 
-def _shape_label(shape: Sequence[int], extra: str = "") -> str:
+def _shape_label(setting: Setting, shape: Sequence[int], extra: str = "",
+                 autocast: bool = False) -> str:
     dims = "x".join(str(s) for s in shape)
-    return f"({dims}){' ' + extra if extra else ''} f32 cpu"
+    return f"({dims}){' ' + extra if extra else ''} {setting.label(autocast)}"
 
 
 def _op_step(fn: Callable, args: List[object], backward: bool, impl: str) -> Callable[[], object]:
@@ -67,97 +88,105 @@ def _op_cases(op: str, key: str, make_args: Callable[[bool], List[object]],
     return cases
 
 
-def _randn(*shape: int, scale: float = 1.0, grad: bool = False) -> torch.Tensor:
-    return (torch.randn(*shape, dtype=DTYPE) * scale).requires_grad_(grad)
+def _randn(setting: Setting, *shape: int, scale: float = 1.0, grad: bool = False) -> torch.Tensor:
+    return (torch.randn(*shape, dtype=DTYPE, device=setting.device) * scale).requires_grad_(grad)
 
 
-def dynamixer_cases(key: str, resolution: int, dim: int, segments: int, axis: int,
-                    reduced: int = 2) -> List[Case]:
-    n = resolution
+def dynamixer_cases(setting: Setting, key: str, resolution: int, dim: int, segments: int,
+                    axis: int, reduced: int = 2) -> List[Case]:
+    n, batch = resolution, setting.batch
+    randn = partial(_randn, setting)
 
     def make_args(grad: bool) -> List[object]:
         torch.manual_seed(0)
         return [
-            _randn(BATCH, n, n, dim, grad=grad),
-            _randn(segments * reduced, dim, scale=0.05, grad=grad), _randn(segments * reduced, grad=grad),
-            _randn(n * n, n * reduced, scale=0.05, grad=grad), _randn(n * n, grad=grad),
+            randn(batch, n, n, dim, grad=grad),
+            randn(segments * reduced, dim, scale=0.05, grad=grad), randn(segments * reduced, grad=grad),
+            randn(n * n, n * reduced, scale=0.05, grad=grad), randn(n * n, grad=grad),
         ]
 
     axis_name = "H" if axis == 1 else "W"
     return _op_cases("dynamixer", key, make_args, dict(num_segments=segments, dim=axis),
-                     _shape_label((BATCH, n, n, dim), f"S={segments} d={reduced} along {axis_name}"))
+                     _shape_label(setting, (batch, n, n, dim), f"S={segments} d={reduced} along {axis_name}"))
 
 
-def raft_cases(key: str, resolution: int, channels: int, axis: int, raft: int = 2) -> List[Case]:
-    features = raft * resolution
+def raft_cases(setting: Setting, key: str, resolution: int, channels: int, axis: int,
+               raft: int = 2) -> List[Case]:
+    features, batch = raft * resolution, setting.batch
+    randn = partial(_randn, setting)
 
     def make_args(grad: bool) -> List[object]:
         torch.manual_seed(0)
         return [
-            _randn(BATCH, resolution, resolution, channels, grad=grad),
-            _randn(channels, grad=grad), _randn(channels, grad=grad),
-            _randn(2 * features, features, scale=0.05, grad=grad), _randn(2 * features, grad=grad),
-            _randn(features, 2 * features, scale=0.05, grad=grad), _randn(features, grad=grad),
+            randn(batch, resolution, resolution, channels, grad=grad),
+            randn(channels, grad=grad), randn(channels, grad=grad),
+            randn(2 * features, features, scale=0.05, grad=grad), randn(2 * features, grad=grad),
+            randn(features, 2 * features, scale=0.05, grad=grad), randn(features, grad=grad),
         ]
 
     axis_name = "H" if axis == 1 else "W"
     return _op_cases("raft_token_mixing", key, make_args, dict(raft_size=raft, dim=axis),
-                     _shape_label((BATCH, resolution, resolution, channels), f"r={raft} along {axis_name}"))
+                     _shape_label(setting, (batch, resolution, resolution, channels),
+                                  f"r={raft} along {axis_name}"))
 
 
-def embed_cases(key: str, in_channels: int, size: int, kernels: List[int], out_channels: int,
-                image_input: bool) -> List[Case]:
-    window = in_channels * sum(k * k for k in kernels)
+def embed_cases(setting: Setting, key: str, in_channels: int, size: int, kernels: List[int],
+                out_channels: int, image_input: bool) -> List[Case]:
+    window, batch = in_channels * sum(k * k for k in kernels), setting.batch
+    randn = partial(_randn, setting)
 
     def make_args(grad: bool) -> List[object]:
         torch.manual_seed(0)
         # The images entering level 1 need no gradient; deeper levels' inputs do.
         return [
-            _randn(BATCH, in_channels, size, size, grad=grad and not image_input),
-            _randn(out_channels, window, scale=window ** -0.5, grad=grad),
-            _randn(out_channels, grad=grad),
+            randn(batch, in_channels, size, size, grad=grad and not image_input),
+            randn(out_channels, window, scale=window ** -0.5, grad=grad),
+            randn(out_channels, grad=grad),
         ]
 
     return _op_cases("cross_scale_embed", key, make_args, dict(kernel_sizes=kernels),
-                     _shape_label((BATCH, in_channels, size, size), f"k={kernels} -> {out_channels}"))
+                     _shape_label(setting, (batch, in_channels, size, size), f"k={kernels} -> {out_channels}"))
 
 
-def op_cases(quick: bool) -> List[Case]:
-    cases = dynamixer_cases("dynamixer_s_stage_a_h", 32, 192, 8, axis=1)
-    cases += raft_cases("raftmlp_s_level_1_h", 56, 64, axis=1)
-    cases += embed_cases("raftmlp_s_level_1", 3, IMAGE, [4, 8], 64, image_input=True)
+def op_cases(setting: Setting, quick: bool) -> List[Case]:
+    cases = dynamixer_cases(setting, "dynamixer_s_stage_a_h", 32, 192, 8, axis=1)
+    cases += raft_cases(setting, "raftmlp_s_level_1_h", 56, 64, axis=1)
+    cases += embed_cases(setting, "raftmlp_s_level_1", 3, IMAGE, [4, 8], 64, image_input=True)
     if quick:
         return cases
-    cases += dynamixer_cases("dynamixer_s_stage_a_w", 32, 192, 8, axis=2)
-    cases += dynamixer_cases("dynamixer_s_stage_b_h", 16, 384, 16, axis=1)
-    cases += dynamixer_cases("dynamixer_s_stage_b_w", 16, 384, 16, axis=2)
-    cases += dynamixer_cases("dynamixer_l_stage_b_h", 16, 512, 16, axis=1, reduced=8)
-    cases += raft_cases("raftmlp_s_level_1_w", 56, 64, axis=2)
-    cases += raft_cases("raftmlp_s_level_2_h", 28, 128, axis=1)
-    cases += raft_cases("raftmlp_s_level_3_w", 14, 256, axis=2)
-    cases += embed_cases("raftmlp_s_level_2", 64, 56, [2, 4], 128, image_input=False)
+    cases += dynamixer_cases(setting, "dynamixer_s_stage_a_w", 32, 192, 8, axis=2)
+    cases += dynamixer_cases(setting, "dynamixer_s_stage_b_h", 16, 384, 16, axis=1)
+    cases += dynamixer_cases(setting, "dynamixer_s_stage_b_w", 16, 384, 16, axis=2)
+    cases += dynamixer_cases(setting, "dynamixer_l_stage_b_h", 16, 512, 16, axis=1, reduced=8)
+    cases += raft_cases(setting, "raftmlp_s_level_1_w", 56, 64, axis=2)
+    cases += raft_cases(setting, "raftmlp_s_level_2_h", 28, 128, axis=1)
+    cases += raft_cases(setting, "raftmlp_s_level_3_w", 14, 256, axis=2)
+    cases += embed_cases(setting, "raftmlp_s_level_2", 64, 56, [2, 4], 128, image_input=False)
     return cases
 
 
-def _model_step(name: str, training: bool, impl: str) -> Callable[[], object]:
+def _model_step(setting: Setting, name: str, training: bool, impl: str) -> Callable[[], object]:
     torch.manual_seed(0)
-    model = mlpmix.create_model(name).train(training)
-    images = torch.randn(BATCH, 3, IMAGE, IMAGE, dtype=DTYPE)
+    model = mlpmix.create_model(name).train(training).to(setting.device)
+    images = torch.randn(setting.batch, 3, IMAGE, IMAGE, dtype=DTYPE, device=setting.device)
+    autocast = torch.autocast(setting.device, setting.model_autocast,
+                              enabled=setting.model_autocast is not None)
     if not training:
         run = prepare(model, impl)
 
         def inference():
-            with torch.no_grad():
+            with torch.no_grad(), autocast:
                 return run(images)
         return inference
 
-    labels = torch.randint(0, 1000, (BATCH,))
+    labels = torch.randint(0, 1000, (setting.batch,), device=setting.device)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
     loss_of = prepare(lambda x, y: F.cross_entropy(model(x), y), impl)
 
     def training_step():
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_of(images, labels)
+        with autocast:
+            loss = loss_of(images, labels)
         loss.backward()
         optimizer.step()
         return loss
@@ -168,25 +197,26 @@ MODELS = ("raftmlp_s", "raftmlp_m", "raftmlp_l", "dynamixer_s", "dynamixer_m", "
 QUICK_MODELS = ("raftmlp_s", "dynamixer_s")
 
 
-def model_cases(quick: bool) -> List[Case]:
+def model_cases(setting: Setting, quick: bool) -> List[Case]:
     cases = []
     for name in QUICK_MODELS if quick else MODELS:
         for kind, training in (("inference", False), ("training", True)):
             cases.append(Case(
                 name=f"{name}/{kind}", label=name, kind=kind,
-                sub_label=_shape_label((BATCH, 3, IMAGE, IMAGE)),
-                build=lambda impl, name=name, training=training: _model_step(name, training, impl),
-                images=BATCH,
+                sub_label=_shape_label(setting, (setting.batch, 3, IMAGE, IMAGE), autocast=True),
+                build=lambda impl, name=name, training=training: _model_step(setting, name, training, impl),
+                images=setting.batch,
             ))
     return cases
 
 
-def all_cases(quick: bool = False) -> List[Case]:
-    return op_cases(quick) + model_cases(quick)
+def all_cases(quick: bool = False, device: str = "cpu") -> List[Case]:
+    setting = Setting(device)
+    return op_cases(setting, quick) + model_cases(setting, quick)
 
 
-def find(name: str) -> Case:
-    for case in all_cases():
+def find(name: str, device: str = "cpu") -> Case:
+    for case in all_cases(device=device):
         if case.name == name:
             return case
     raise KeyError(f"no benchmark case named {name!r}")

@@ -28,10 +28,14 @@ def load_average() -> str:
         return "unknown"
 
 
-def describe() -> Dict[str, str]:
-    return {
+def describe(device: str = "cpu") -> Dict[str, str]:
+    facts = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "device": device,
         "cpu": f"{cpu_model()}, {os.cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()}",
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
+    if device == "cuda":
+        facts["gpu"] = f"{torch.cuda.get_device_name()}, CUDA {torch.version.cuda}"
+    return facts

@@ -1,6 +1,7 @@
-"""Peak memory of one case: the growth of the peak RSS over the resident size before one
-call, measured in a fresh process per (case, implementation) so cases do not share
-allocator state.
+"""Peak memory of one case. On CPU: the growth of the peak RSS over the resident size before
+one call, measured in a fresh process per (case, implementation) so cases do not share
+allocator state. On CUDA: ``torch.cuda.max_memory_allocated`` over one call, less what was
+allocated before it, in this process.
 
 glibc's malloc is told to serve every allocation above 64 KiB with its own mapping, so
 freed tensors leave the resident set at once and the peak counts live memory only. The
@@ -33,6 +34,18 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
+def cuda_peak_growth_bytes(case_name: str, impl: str) -> int:
+    step = find(case_name, "cuda").build(impl)
+    step()
+    step()
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before
+
+
 def peak_growth_bytes(case_name: str, impl: str, threads: int) -> int:
     """In this process: warm up, then the peak RSS growth of one call."""
     torch.set_num_threads(threads)
@@ -48,8 +61,11 @@ def peak_growth_bytes(case_name: str, impl: str, threads: int) -> int:
     return (_status_kib("VmHWM") - before) * 1024
 
 
-def measure(case_name: str, impl: str, threads: int) -> Optional[int]:
-    """Peak RSS growth in a fresh process, or None where Linux cannot report it."""
+def measure(case_name: str, impl: str, threads: int, device: str = "cpu") -> Optional[int]:
+    """Peak memory growth of one call (see the module docstring), or None where Linux cannot
+    report it."""
+    if device == "cuda":
+        return cuda_peak_growth_bytes(case_name, impl)
     if not os.path.exists("/proc/self/clear_refs"):
         return None
     result = subprocess.run(

@@ -51,7 +51,7 @@ def rows(results: Sequence[Result]) -> List[Dict[str, object]]:
     return out
 
 
-def _cell(value: object) -> str:
+def cell(value: object) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
@@ -61,7 +61,7 @@ def _cell(value: object) -> str:
 
 def markdown_table(table: List[Dict[str, object]]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cell(row[c]) for c in COLUMNS) + " |" for row in table]
+    lines += ["| " + " | ".join(cell(row[c]) for c in COLUMNS) + " |" for row in table]
     return "\n".join(lines)
 
 
@@ -91,7 +91,7 @@ def targets(table: List[Dict[str, object]], threads: int) -> List[str]:
             vs_compiled = compiled["median ms"] / row["median ms"] if compiled else None
             ok = speedup >= 2.0 and (vs_compiled is None or vs_compiled >= 1.0)
             lines.append(f"- {row['case']} forward+backward {row['shape']}: {speedup:.2f}x the eager "
-                         f"reference (target >= 2.0x), {_cell(vs_compiled)}x its torch.compile "
+                         f"reference (target >= 2.0x), {cell(vs_compiled)}x its torch.compile "
                          f"(target >= 1.0x): {verdict(ok)}")
         elif row["kind"] == "inference" and row["case"] in ("dynamixer_s", "raftmlp_s"):
             lines.append(f"- {row['case']} inference: {speedup:.2f}x (target >= 1.3x): "
@@ -100,7 +100,7 @@ def targets(table: List[Dict[str, object]], threads: int) -> List[str]:
             memory = row["memory vs reference"]
             ok = speedup >= 1.25 and memory is not None and memory <= 0.8
             lines.append(f"- {row['case']} training step: {speedup:.2f}x (target >= 1.25x), peak "
-                         f"memory {_cell(memory)}x the reference (target <= 0.8x): {verdict(ok)}")
+                         f"memory {cell(memory)}x the reference (target <= 0.8x): {verdict(ok)}")
     return lines
 
 
@@ -125,7 +125,7 @@ def chart(table: List[Dict[str, object]], path: Path) -> None:
             ax.bar([i + k * width for i in range(len(cases))], values, width, label=impl)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xticks([i + width * (len(impls) - 1) / 2 for i in range(len(cases))])
-        ax.set_xticklabels([f"{c}\n{k}\n{s.split(' f32')[0]}" for c, k, s in cases], fontsize=6, rotation=60, ha="right")
+        ax.set_xticklabels([f"{c}\n{k}\n{s.split(' f32')[0].split(' bf16')[0]}" for c, k, s in cases], fontsize=6, rotation=60, ha="right")
         ax.set_ylabel("speedup vs eager reference")
         ax.set_title(f"{threads} thread(s)")
         ax.legend(fontsize=7)
@@ -139,17 +139,31 @@ def write(results: Sequence[Result], out: Path, machine: Dict[str, str], threads
     out.mkdir(parents=True, exist_ok=True)
     table = rows(results)
     paths = {"markdown": out / f"{name}.md", "json": out / f"{name}.json", "png": out / f"{name}.png"}
+    cuda = machine.get("device") == "cuda"
+    if cuda:
+        setting = [
+            f"- GPU: {machine['gpu']}; host: {machine['cpu']}",
+            f"- torch {machine['torch']}, Python {machine['python']}; ops float32 at batch 64, "
+            "models batch 64 under bfloat16 autocast (dtype and batch in each shape column)",
+            "- peak memory: torch.cuda.max_memory_allocated over one call, less the memory "
+            "allocated before it (eager implementations only)",
+            "", "## Targets", "", "- issue 7's targets are CPU targets; see the CPU results",
+        ]
+    else:
+        setting = [
+            f"- machine: {machine['cpu']}",
+            f"- torch {machine['torch']}, Python {machine['python']}, float32, batch 8",
+            "- peak memory: growth of the peak RSS over one call in a fresh process (eager "
+            "implementations only; compilation would dominate the compiled ones)",
+            "", f"## Targets ({max(threads)} threads)", "",
+            *(targets(table, max(threads)) or ["- no case of a target in this run"]),
+        ]
     header = [
-        f"# mlpmix CPU benchmarks ({name})", "",
-        f"- machine: {machine['cpu']}",
-        f"- torch {machine['torch']}, Python {machine['python']}, float32, batch 8",
+        f"# mlpmix {'CUDA' if cuda else 'CPU'} benchmarks ({name})", "",
+        f"- date: {machine['date']}",
         f"- threads: {', '.join(str(t) for t in threads)}",
         f"- load average (1, 5, 15 min) before: {load_before}; after: {load_after}",
-        f"- date: {machine['date']}",
-        "- peak memory: growth of the peak RSS over one call in a fresh process (eager "
-        "implementations only; compilation would dominate the compiled ones)",
-        "", f"## Targets ({max(threads)} threads)", "",
-        *(targets(table, max(threads)) or ["- no case of a target in this run"]),
+        *setting,
         "", "## Results", "", markdown_table(table), "",
         "## torch.utils.benchmark.Compare", "", "```",
         str(Compare([r.measurement for r in results])), "```", "",

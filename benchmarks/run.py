@@ -1,6 +1,7 @@
-"""``python -m benchmarks.run [--quick] [--threads N ...] [--out DIR]``: times every case for
-every implementation, measures peak memory of the eager ones, and writes
-``results.md``, ``results.json`` and ``results.png`` into DIR (default benchmarks/results)."""
+"""``python -m benchmarks.run [--quick] [--device cpu|cuda] [--threads N ...] [--out DIR]``:
+times every case for every implementation, measures peak memory of the eager ones, and
+writes ``results.md``, ``results.json`` and ``results.png`` into DIR (default
+benchmarks/results)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 from typing import List, Optional
+
+import torch
 
 from . import machine, memory, report, timing
 from .cases import all_cases
@@ -21,8 +24,10 @@ def parse(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="the S models and one shape per op (CI, `mlpmix bench`)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: ops in float32, models at batch 64 under bfloat16 autocast")
     parser.add_argument("--threads", type=int, nargs="+", default=None,
-                        help="thread counts (default: 1 and all cores)")
+                        help="CPU thread counts (default: 1 and all cores on cpu, all cores on cuda)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
     parser.add_argument("--cases", nargs="+", default=None,
                         help="only these case names or labels (e.g. dynamixer, raftmlp_s/training)")
@@ -37,9 +42,13 @@ def parse(argv: Optional[List[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse(argv)
-    threads = args.threads or sorted({1, os.cpu_count() or 1})
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("--device cuda: torch sees no CUDA device", file=sys.stderr)
+        return 2
+    all_cores = os.cpu_count() or 1
+    threads = args.threads or (sorted({1, all_cores}) if args.device == "cpu" else [all_cores])
     min_run_time = args.min_run_time or (0.3 if args.quick else 1.0)
-    cases = all_cases(quick=args.quick)
+    cases = all_cases(quick=args.quick, device=args.device)
     if args.cases:
         cases = [c for c in cases if c.name in args.cases or c.label in args.cases
                  or any(c.name.startswith(p + "/") for p in args.cases)]
@@ -54,11 +63,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                 measurement = timing.measure(case, impl, n, min_run_time)
                 peak = None
                 if not args.no_memory and not compiled(impl) and case.kind in ("forward+backward", "training"):
-                    peak = memory.measure(case.name, impl, n)
+                    peak = memory.measure(case.name, impl, n, args.device)
                 results.append(report.Result(case, impl, n, measurement, peak))
                 print(f"{case.name:55s} {n:2d} threads {impl:18s} {measurement.median * 1e3:9.2f} ms",
                       flush=True)
-    paths = report.write(results, args.out, machine.describe(), threads, load_before,
+    paths = report.write(results, args.out, machine.describe(args.device), threads, load_before,
                          machine.load_average(), args.name)
     for path in paths.values():
         print(f"wrote {path}")

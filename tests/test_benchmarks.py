@@ -34,3 +34,32 @@ def test_one_case_writes_the_report(tmp_path, monkeypatch):
     assert rows[0]["speedup vs eager reference"] == 1.0
     assert all(r["peak memory MiB"] is not None for r in rows)
     assert (tmp_path / "smoke.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_cuda_setting_runs_models_at_gpu_batch_under_bf16_autocast():
+    from benchmarks.cases import all_cases
+
+    cases = {c.name: c for c in all_cases(quick=True, device="cuda")}
+    model = cases["dynamixer_s/training"]
+    assert model.images == 64 and model.sub_label == "(64x3x224x224) bf16 autocast cuda"
+    assert cases["dynamixer/dynamixer_s_stage_a_h/forward"].sub_label.endswith("f32 cuda")
+    assert all_cases(quick=True)[0].sub_label.endswith("f32 cpu")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_device_without_a_gpu_is_refused(capsys):
+    assert run.main(["--device", "cuda", "--cases", "dynamixer"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_gemm_floor_splits_a_case_into_matrix_products_and_the_rest(tmp_path):
+    from benchmarks import gemm_floor
+
+    assert gemm_floor.main(["--cases", "dynamixer/dynamixer_s_stage_b_w/forward",
+                            "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "gemm_floor.json").read_text())["rows"]
+    assert [r["implementation"] for r in rows] == ["reference", "mlpmix"]
+    for row in rows:
+        assert 0 < row["GEMM ms"] <= row["total ms"] and row["GEMM GFLOP/s"] > 0
+    assert rows[0]["bound"] is None and rows[1]["bound"] > 0
+    assert "| bound |" in (tmp_path / "gemm_floor.md").read_text()

@@ -61,6 +61,10 @@ def sample_inputs(dtype, requires_grad=False):
     yield make_args((2, 5, 12), 3, 2, -2, dtype, rg, bias=False)
     yield make_args((2, 3, 4, 3, 4), 2, 2, 2, dtype, rg)
     yield make_args((0, 4, 6, 8), 4, 1, 1, dtype, rg)
+    # Segments wide enough for the kernels' vector tiles (and their remainders), N not a
+    # multiple of the tile rows, rows copied to scratch (along H) and read in place (W).
+    yield make_args((2, 7, 3, 80), 2, 2, 1, dtype, rg)
+    yield make_args((2, 3, 7, 54), 2, 1, 2, dtype, rg, layout=transposed)
 
 
 def sample_ids(args):

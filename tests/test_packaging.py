@@ -48,3 +48,14 @@ def test_wheel_installs_into_fresh_venv_and_runs(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["ok", torch.__version__]
+
+
+def test_kernels_run_on_torchs_threads():
+    # at::parallel_for runs serially in a library compiled without OpenMP (it is a header
+    # template keyed on _OPENMP); with a torch built on OpenMP the kernels must use it too,
+    # through the one OpenMP runtime torch loaded.
+    expected = "openmp" if "OpenMP" in torch.__config__.parallel_info() else "serial"
+    assert mlpmix.build_info()["parallel"] == expected
+    with open("/proc/self/maps") as maps:
+        runtimes = {line.split()[-1] for line in maps if "libgomp" in line}
+    assert len(runtimes) <= 1, runtimes

@@ -15,6 +15,14 @@
 #define MLPMIX_CLONE_FOR_AVX2
 #endif
 
+// For the helpers of a cloned function: they must be inlined into each clone to be built
+// for its instruction set (an out-of-line copy would be baseline code).
+#if defined(__GNUC__)
+#define MLPMIX_INLINE inline __attribute__((always_inline))
+#else
+#define MLPMIX_INLINE inline
+#endif
+
 namespace mlpmix::simd {
 
 // 32 bytes of T: one AVX2 register (two SSE registers in the baseline build).
@@ -23,20 +31,30 @@ struct Vec {
   typedef T type __attribute__((vector_size(32)));
   static constexpr int64_t lanes = 32 / sizeof(T);
 
-  static type load(const T* p) {
+  MLPMIX_INLINE static type load(const T* p) {
     type v;
     std::memcpy(&v, p, sizeof(v));
     return v;
   }
-  static void store(T* p, type v) { std::memcpy(p, &v, sizeof(v)); }
-  static type broadcast(T x) { return type{} + x; }
+  MLPMIX_INLINE static void store(T* p, type v) { std::memcpy(p, &v, sizeof(v)); }
+  // A shuffle of lane 0: GCC makes it one vbroadcastss/sd in the AVX2 clones (filling the
+  // lanes by a loop or an initialiser list became chains of inserts, `type{} + x` an add).
+  MLPMIX_INLINE static type broadcast(T x) {
+    const type first = {x};
+    if constexpr (lanes == 8) {
+      return __builtin_shufflevector(first, first, 0, 0, 0, 0, 0, 0, 0, 0);
+    } else {
+      static_assert(lanes == 4, "Vec holds 32 bytes of float or double");
+      return __builtin_shufflevector(first, first, 0, 0, 0, 0);
+    }
+  }
 };
 
 // exp(x) for x <= 0 (softmax after subtracting the maximum), in place over n values.
 // float: range reduction x = k ln2 + r, |r| <= ln2/2, and a degree-7 Taylor polynomial
 // (relative error < 1e-8, below float's resolution); inputs below -87 give exp(-87).
 // double: the C library's exp, exact to the last bit that the tests compare.
-inline void exp_nonpositive(float* values, int64_t n) {
+MLPMIX_INLINE void exp_nonpositive(float* values, int64_t n) {
   using V = Vec<float>;
   typedef int32_t Int __attribute__((vector_size(32)));
   int64_t i = 0;
@@ -64,7 +82,7 @@ inline void exp_nonpositive(float* values, int64_t n) {
   }
 }
 
-inline void exp_nonpositive(double* values, int64_t n) {
+MLPMIX_INLINE void exp_nonpositive(double* values, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     values[i] = std::exp(values[i]);
   }

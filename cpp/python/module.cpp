@@ -33,6 +33,7 @@ PYBIND11_MODULE(_C, m) {
   m.attr("version") = MLPMIX_VERSION;
   m.attr("torch_version") = MLPMIX_TORCH_VERSION;
   m.attr("backends") = pybind11::tuple(pybind11::cast(split_backends(MLPMIX_BACKENDS)));
+  m.attr("parallel") = MLPMIX_PARALLEL;
   m.attr("compiler") = MLPMIX_COMPILER;
   m.attr("build_type") = MLPMIX_BUILD_TYPE;
 }

@@ -45,12 +45,14 @@ __all__ = ["implementation", "ops", "convert", "export", "reference", "nn", "mod
 
 
 def build_info() -> dict[str, object]:
-    """How this mlpmix was built: versions, backends and compiler."""
+    """How this mlpmix was built: versions, backends, the kernels' intra-op parallelism
+    (``"openmp"``, torch's threads, when torch uses OpenMP) and compiler."""
     return {
         "mlpmix": _C.version,
         "torch_built_against": _C.torch_version,
         "torch_running": torch.__version__,
         "backends": list(_C.backends),
+        "parallel": _C.parallel,
         "compiler": _C.compiler,
         "build_type": _C.build_type,
         "library": library_path,

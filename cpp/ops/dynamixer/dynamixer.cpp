@@ -88,18 +88,40 @@ void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x) {
 
 // ---- the GEMM steps (device-agnostic ATen) ---------------------------------------------
 
+at::Tensor compress(const at::Tensor& x, const at::Tensor& compress_weight,
+                    const std::optional<at::Tensor>& compress_bias, const Dims& dims) {
+  const auto [token_dim, N, D, S, d] = dims;
+  const int64_t sequences = x.numel() / (N * D);
+  // Z is only S*d wide, so regrouping it (unlike x) is a cheap copy.
+  return at::linear(x, compress_weight, compress_bias)
+      .movedim(token_dim, -2)
+      .reshape({sequences, N, S, d})
+      .permute({0, 2, 1, 3})
+      .reshape({sequences, S, N * d})
+      .contiguous();
+}
+
+std::tuple<at::Tensor, at::Tensor> compress_backward(const at::Tensor& grad_compressed,
+                                                     const at::Tensor& x,
+                                                     const at::Tensor& compress_weight,
+                                                     const Dims& dims, at::Tensor& grad_x) {
+  const auto [token_dim, N, D, S, d] = dims;
+  auto sizes = sequence_major_sizes(x.sizes(), token_dim);
+  sizes.back() = S * d;
+  auto grad_tokens = grad_compressed.view({grad_compressed.size(0), S, N, d})
+                         .permute({0, 2, 1, 3})
+                         .reshape(sizes)
+                         .movedim(-2, token_dim)
+                         .reshape({x.numel() / D, S * d});
+  grad_x.view({-1, D}).addmm_(grad_tokens, compress_weight);
+  return {grad_tokens.t().mm(x.reshape({-1, D})), grad_tokens.sum(0)};
+}
+
 std::tuple<at::Tensor, at::Tensor> compress_and_generate(
     const at::Tensor& x, const at::Tensor& compress_weight,
     const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
     const std::optional<at::Tensor>& generate_bias, const Dims& dims) {
-  const auto [token_dim, N, D, S, d] = dims;
-  const int64_t sequences = x.numel() / (N * D);
-  // Z is only S*d wide, so regrouping it (unlike x) is a cheap copy.
-  auto compressed = at::linear(x, compress_weight, compress_bias)
-                        .movedim(token_dim, -2)
-                        .reshape({sequences, N, S, d})
-                        .permute({0, 2, 1, 3})
-                        .reshape({sequences, S, N * d});
+  auto compressed = compress(x, compress_weight, compress_bias, dims);
   auto logits = at::linear(compressed, generate_weight, generate_bias);
   return {compressed, logits};
 }
@@ -113,18 +135,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> compress_and_generate
   auto grad_logits_2d = grad_logits.reshape({rows, N * N});
   auto grad_generate_weight = grad_logits_2d.t().mm(compressed.reshape({rows, N * d}));
   auto grad_generate_bias = grad_logits_2d.sum(0);
-
-  auto sizes = sequence_major_sizes(x.sizes(), token_dim);
-  sizes.back() = S * d;
-  auto grad_compressed = at::matmul(grad_logits, generate_weight)
-                             .view({grad_logits.size(0), S, N, d})
-                             .permute({0, 2, 1, 3})
-                             .reshape(sizes)
-                             .movedim(-2, token_dim)
-                             .reshape({x.numel() / D, S * d});
-  grad_x.view({-1, D}).addmm_(grad_compressed, compress_weight);
-  auto grad_compress_weight = grad_compressed.t().mm(x.reshape({-1, D}));
-  auto grad_compress_bias = grad_compressed.sum(0);
+  auto [grad_compress_weight, grad_compress_bias] = compress_backward(
+      at::matmul(grad_logits, generate_weight), x, compress_weight, dims, grad_x);
   return {grad_compress_weight, grad_compress_bias, grad_generate_weight, grad_generate_bias};
 }
 

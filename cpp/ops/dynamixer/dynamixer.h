@@ -27,6 +27,18 @@ Dims check_inputs(const char* op, const at::Tensor& x, const at::Tensor& compres
 // The backward also checks grad_out against x.
 void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x);
 
+// Step 1 of spec 2.1 with an ATen GEMM (any device): Z, the compressed input regrouped per
+// segment, (B', S, N*d), contiguous.
+at::Tensor compress(const at::Tensor& x, const at::Tensor& compress_weight,
+                    const std::optional<at::Tensor>& compress_bias, const Dims& dims);
+
+// Backward of compress given grad_compressed (B', S, N*d): adds the gradient of x into
+// grad_x (contiguous, shaped like x) and returns (grad_compress_weight, grad_compress_bias).
+std::tuple<at::Tensor, at::Tensor> compress_backward(const at::Tensor& grad_compressed,
+                                                     const at::Tensor& x,
+                                                     const at::Tensor& compress_weight,
+                                                     const Dims& dims, at::Tensor& grad_x);
+
 // Steps 1-2 of spec 2.1 with ATen GEMMs (any device): returns (Z, G) where
 // Z is the compressed input regrouped per segment, (B', S, N*d), and G the mixing logits,
 // (B', S, N*N) with flat index i*N + j (i input token, j output token).

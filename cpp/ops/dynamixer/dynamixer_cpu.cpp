@@ -1,14 +1,20 @@
-// mlpmix::dynamixer CPU kernels. The GEMM steps (compress, generate) run as whole-tensor
-// ATen ops; the softmax over input tokens and the per-segment mixing, Y = P^T X, and their
-// backward run here, one (sequence, segment) pair per work item, reading x and grad_out in
-// place through their token strides (channels must be unit-stride; other layouts are copied
-// once). The inner loops work on blocks of channels and are cloned for AVX2.
+// mlpmix::dynamixer CPU kernels. The compression and the weight gradients are whole-tensor
+// ATen GEMMs. The generation runs per chunk of sequences (one GEMM each, its logits kept in
+// the L2 cache), followed by the softmax over input tokens and the per-segment mixing,
+// Y = P^T X (backward: their gradients and the chunk's compressed-input gradient), one
+// sequence (all its segments) at a time. A sequence's N token rows are copied into a
+// contiguous scratch block when they are not already adjacent in memory: rows a
+// power-of-two stride apart (mixing along H) share one L1 cache set, and reading them in
+// place thrashed it. Inner loops are register-blocked small GEMMs cloned for AVX2.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/mm_cpu_dispatch.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "common/sequences.h"
@@ -18,102 +24,143 @@
 namespace mlpmix::dynamixer_impl {
 namespace {
 
-// Output rows computed together: independent accumulator chains that share each load.
-constexpr int64_t kOutRows = 4;
-
 // A (rows, columns) matrix with unit column stride: row i starts at data + i * stride.
 template <typename T>
 struct Rows {
   T* data;
   int64_t stride;
+  MLPMIX_INLINE T* row(int64_t i) const { return data + i * stride; }
 };
 
-// Coefficients c(k, m) = data[k * sum_stride + m * out_stride] of a linear combination.
+// Coefficients c(k, m) = data[k * sum_stride + m * out_stride] of a linear combination of
+// rows: either stride may be the unit one, so a matrix serves transposed or not.
 template <typename T>
 struct Coefficients {
   const T* data;
   int64_t sum_stride, out_stride;
-  T operator()(int64_t k, int64_t m) const { return data[k * sum_stride + m * out_stride]; }
+  MLPMIX_INLINE T operator()(int64_t k, int64_t m) const {
+    return data[k * sum_stride + m * out_stride];
+  }
 };
 
-// Rows m0 .. m0+R-1 of out = sum_k c(k, m) * in[k, :].
-template <int64_t R, typename T>
-inline void combine_block(Coefficients<T> c, Rows<const T> in, Rows<T> out, int64_t m0,
-                          int64_t K, int64_t width) {
+// Output rows and vectors of columns computed together: R*NV accumulators that stay in
+// registers and share each load of `in` and each broadcast coefficient.
+constexpr int64_t kTileRows = 4;
+
+// out[m0 + r, c0 : c0 + NV*lanes] = sum_k a(k, m0 + r) * in[k, c0 : ...], r < R.
+template <int64_t R, int64_t NV, typename T>
+MLPMIX_INLINE void combine_tile(Coefficients<T> a, Rows<const T> in, Rows<T> out, int64_t m0,
+                                int64_t K, int64_t c0) {
   using V = simd::Vec<T>;
-  int64_t c0 = 0;
-  for (; c0 + V::lanes <= width; c0 += V::lanes) {
-    typename V::type acc[R] = {};
-    for (int64_t k = 0; k < K; ++k) {
-      const auto in_block = V::load(in.data + k * in.stride + c0);
-#pragma GCC unroll 8
-      for (int64_t r = 0; r < R; ++r) {
-        acc[r] += V::broadcast(c(k, m0 + r)) * in_block;
+  typename V::type acc[R][NV] = {};
+  for (int64_t k = 0; k < K; ++k) {
+    typename V::type in_block[NV];
+#pragma GCC unroll 4
+    for (int64_t v = 0; v < NV; ++v) {
+      in_block[v] = V::load(in.row(k) + c0 + v * V::lanes);
+    }
+#pragma GCC unroll 4
+    for (int64_t r = 0; r < R; ++r) {
+      const auto coefficient = V::broadcast(a(k, m0 + r));
+#pragma GCC unroll 4
+      for (int64_t v = 0; v < NV; ++v) {
+        acc[r][v] += coefficient * in_block[v];
       }
     }
-#pragma GCC unroll 8
-    for (int64_t r = 0; r < R; ++r) {
-      V::store(out.data + (m0 + r) * out.stride + c0, acc[r]);
+  }
+#pragma GCC unroll 4
+  for (int64_t r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+    for (int64_t v = 0; v < NV; ++v) {
+      V::store(out.row(m0 + r) + c0 + v * V::lanes, acc[r][v]);
     }
+  }
+}
+
+// Rows m0 .. m0+R-1 of out over all `width` columns.
+template <int64_t R, typename T>
+MLPMIX_INLINE void combine_row_block(Coefficients<T> a, Rows<const T> in, Rows<T> out, int64_t m0,
+                              int64_t K, int64_t width) {
+  constexpr int64_t L = simd::Vec<T>::lanes;
+  int64_t c0 = 0;
+  for (; c0 + 3 * L <= width; c0 += 3 * L) {
+    combine_tile<R, 3>(a, in, out, m0, K, c0);
+  }
+  if (c0 + 2 * L <= width) {
+    combine_tile<R, 2>(a, in, out, m0, K, c0);
+    c0 += 2 * L;
+  }
+  if (c0 + L <= width) {
+    combine_tile<R, 1>(a, in, out, m0, K, c0);
+    c0 += L;
   }
   for (; c0 < width; ++c0) {
     for (int64_t r = 0; r < R; ++r) {
       T acc = 0;
       for (int64_t k = 0; k < K; ++k) {
-        acc += c(k, m0 + r) * in.data[k * in.stride + c0];
+        acc += a(k, m0 + r) * in.row(k)[c0];
       }
-      out.data[(m0 + r) * out.stride + c0] = acc;
+      out.row(m0 + r)[c0] = acc;
     }
   }
 }
 
-// out[m, :] = sum_k c(k, m) * in[k, :] for M output rows and K input rows: a small GEMM.
+// out (M, width) from in (K, width): out[m, :] = sum_k a(k, m) in[k, :], a small GEMM.
 template <typename T>
-inline void combine_rows_impl(Coefficients<T> c, Rows<const T> in, Rows<T> out, int64_t M,
+MLPMIX_INLINE void combine_rows_impl(Coefficients<T> a, Rows<const T> in, Rows<T> out, int64_t M,
                               int64_t K, int64_t width) {
   int64_t m0 = 0;
-  for (; m0 + kOutRows <= M; m0 += kOutRows) {
-    combine_block<kOutRows>(c, in, out, m0, K, width);
+  for (; m0 + kTileRows <= M; m0 += kTileRows) {
+    combine_row_block<kTileRows>(a, in, out, m0, K, width);
   }
   for (; m0 < M; ++m0) {
-    combine_block<1>(c, in, out, m0, K, width);
+    combine_row_block<1>(a, in, out, m0, K, width);
   }
 }
 
 // target_clones takes no templates: one overload per dtype.
-MLPMIX_CLONE_FOR_AVX2 void combine_rows(Coefficients<float> c, Rows<const float> in,
+MLPMIX_CLONE_FOR_AVX2 void combine_rows(Coefficients<float> a, Rows<const float> in,
                                         Rows<float> out, int64_t M, int64_t K, int64_t width) {
-  combine_rows_impl(c, in, out, M, K, width);
+  combine_rows_impl(a, in, out, M, K, width);
 }
-MLPMIX_CLONE_FOR_AVX2 void combine_rows(Coefficients<double> c, Rows<const double> in,
+MLPMIX_CLONE_FOR_AVX2 void combine_rows(Coefficients<double> a, Rows<const double> in,
                                         Rows<double> out, int64_t M, int64_t K,
                                         int64_t width) {
-  combine_rows_impl(c, in, out, M, K, width);
+  combine_rows_impl(a, in, out, M, K, width);
 }
 
-// dst (width, N) = src (N, width) transposed.
+// dst (width, rows) = src (rows, width) transposed.
 template <typename T>
-void transpose_into(Rows<const T> src, int64_t N, int64_t width, T* dst) {
-  for (int64_t i = 0; i < N; ++i) {
+void transpose_into(Rows<const T> src, int64_t rows, int64_t width, T* dst) {
+  for (int64_t i = 0; i < rows; ++i) {
     for (int64_t c = 0; c < width; ++c) {
-      dst[c * N + i] = src.data[i * src.stride + c];
+      dst[c * rows + i] = src.row(i)[c];
     }
   }
 }
 
-// p[i*N + j] = softmax over i of logits[i*N + j]: each output token j's weights over the
-// input tokens i sum to one. `column` holds N scratch values. Loops run along j.
+// p[i*N + j] = softmax over i of logits[i*N + j] + bias[i*N + j] (bias may be null): each
+// output token j's weights over the input tokens i sum to one. `column` holds N scratch
+// values. Loops run along j.
 template <typename T>
-inline void softmax_over_inputs_impl(const T* logits, T* p, T* column, int64_t N) {
-  std::copy(logits, logits + N, column);
+MLPMIX_INLINE void softmax_over_inputs_impl(const T* logits, const T* bias, T* p, T* column,
+                                            int64_t N) {
+  if (bias != nullptr) {
+    for (int64_t k = 0; k < N * N; ++k) {
+      p[k] = logits[k] + bias[k];
+    }
+  } else {
+    std::copy(logits, logits + N * N, p);
+  }
+  std::copy(p, p + N, column);
   for (int64_t i = 1; i < N; ++i) {
     for (int64_t j = 0; j < N; ++j) {
-      column[j] = std::max(column[j], logits[i * N + j]);
+      column[j] = std::max(column[j], p[i * N + j]);
     }
   }
   for (int64_t i = 0; i < N; ++i) {
     for (int64_t j = 0; j < N; ++j) {
-      p[i * N + j] = logits[i * N + j] - column[j];
+      p[i * N + j] -= column[j];
     }
   }
   simd::exp_nonpositive(p, N * N);
@@ -135,7 +182,7 @@ inline void softmax_over_inputs_impl(const T* logits, T* p, T* column, int64_t N
 
 // grad_logits[i*N + j] = p[i, j] * (grad_p[i, j] - sum_i' p[i', j] grad_p[i', j]).
 template <typename T>
-inline void softmax_over_inputs_backward_impl(const T* p, const T* grad_p, T* column,
+MLPMIX_INLINE void softmax_over_inputs_backward_impl(const T* p, const T* grad_p, T* column,
                                               int64_t N, T* grad_logits) {
   std::fill(column, column + N, T(0));
   for (int64_t i = 0; i < N; ++i) {
@@ -150,13 +197,13 @@ inline void softmax_over_inputs_backward_impl(const T* p, const T* grad_p, T* co
   }
 }
 
-MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs(const float* logits, float* p, float* column,
-                                               int64_t N) {
-  softmax_over_inputs_impl(logits, p, column, N);
+MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs(const float* logits, const float* bias,
+                                               float* p, float* column, int64_t N) {
+  softmax_over_inputs_impl(logits, bias, p, column, N);
 }
-MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs(const double* logits, double* p,
-                                               double* column, int64_t N) {
-  softmax_over_inputs_impl(logits, p, column, N);
+MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs(const double* logits, const double* bias,
+                                               double* p, double* column, int64_t N) {
+  softmax_over_inputs_impl(logits, bias, p, column, N);
 }
 MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs_backward(const float* p, const float* grad_p,
                                                         float* column, int64_t N,
@@ -169,17 +216,90 @@ MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs_backward(const double* p, const d
   softmax_over_inputs_backward_impl(p, grad_p, column, N, grad_logits);
 }
 
-// Where segment `segment` of sequence `sequence` of a unit-channel-stride tensor starts.
+// The N token rows (D channels, unit stride) of one sequence of a tensor, either read in
+// place (rows already D apart) or through a contiguous scratch copy.
 template <typename T>
-Rows<T> segment_rows(T* base, const SequenceLayout& layout, int64_t sequence, int64_t segment,
-                     int64_t width) {
-  return {base + layout.offsets[sequence] + segment * width, layout.token_stride};
+class SequenceRows {
+ public:
+  SequenceRows(T* base, const SequenceLayout& layout, int64_t N, int64_t D)
+      : base_(base), layout_(layout), N_(N), D_(D),
+        in_place_(layout.token_stride == D) {
+    if (!in_place_) {
+      scratch_.resize(N * D);
+    }
+  }
+
+  // Rows of `sequence`, copied into the scratch block first when `read`.
+  Rows<T> load(int64_t sequence, bool read) {
+    T* first = base_ + layout_.offsets[sequence];
+    if (in_place_) {
+      return {first, D_};
+    }
+    current_ = first;
+    if (read) {
+      for (int64_t n = 0; n < N_; ++n) {
+        std::memcpy(scratch_.data() + n * D_, first + n * layout_.token_stride,
+                    D_ * sizeof(T));
+      }
+    }
+    return {scratch_.data(), D_};
+  }
+
+  // Writes the scratch block back into the rows of the last `load` (no-op in place).
+  void store() {
+    if (in_place_) {
+      return;
+    }
+    for (int64_t n = 0; n < N_; ++n) {
+      std::memcpy(current_ + n * layout_.token_stride, scratch_.data() + n * D_,
+                  D_ * sizeof(T));
+    }
+  }
+
+ private:
+  T* base_;
+  const SequenceLayout& layout_;
+  int64_t N_, D_;
+  bool in_place_;
+  T* current_ = nullptr;
+  std::vector<std::remove_const_t<T>> scratch_;
+};
+
+at::Tensor contiguous_or_undefined(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? t->contiguous() : at::Tensor();
 }
 
-// Work items are (sequence, segment) pairs; aim for ~64k multiply-adds per task.
-int64_t grain_size(const Dims& dims) {
-  const int64_t work = dims.N * dims.N * (dims.D / dims.S);
-  return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(work, 1));
+// Sequences whose logits are generated by one GEMM: >= 128 rows, while the chunk's logits
+// (<= 512 KiB) stay in the L2 cache for the softmax that reads them. Set by the sizes alone,
+// so that the results do not depend on the thread count.
+int64_t sequences_per_chunk(const Dims& dims, int64_t element_size) {
+  const int64_t sequence_bytes = dims.S * dims.N * dims.N * element_size;
+  const int64_t for_rows = (128 + dims.S - 1) / dims.S;
+  const int64_t for_cache = (int64_t{512} << 10) / sequence_bytes;
+  return std::max<int64_t>(1, std::min(for_rows, for_cache));
+}
+
+// Runs body(first, count, logits) for each chunk of sequences in parallel, where `logits`
+// (count*S, N*N) holds the chunk's generated logits Z Wg^T without the bias (which joins in
+// the softmax: no broadcast copy of it).
+template <typename Body>
+void for_each_chunk(const at::Tensor& compressed, const at::Tensor& generate_weight,
+                    const Dims& dims, const Body& body) {
+  const int64_t sequences = compressed.size(0);
+  const int64_t chunk = sequences_per_chunk(dims, compressed.element_size());
+  const auto z = compressed.view({sequences * dims.S, dims.N * dims.d});
+  const auto generate_t = generate_weight.detach().t();
+  at::parallel_for(0, (sequences + chunk - 1) / chunk, 1, [&](int64_t begin, int64_t end) {
+    auto logits = at::empty({chunk * dims.S, dims.N * dims.N}, compressed.options());
+    for (int64_t c = begin; c < end; ++c) {
+      const int64_t first = c * chunk, count = std::min(chunk, sequences - first);
+      auto chunk_logits = logits.narrow(0, 0, count * dims.S);
+      // at::cpu:: runs the CPU kernel directly: worker threads do not carry the caller's
+      // below-autograd dispatch state.
+      at::cpu::mm_out(chunk_logits, z.narrow(0, first * dims.S, count * dims.S), generate_t);
+      body(first, count, chunk_logits);
+    }
+  });
 }
 
 at::Tensor dynamixer_cpu(const at::Tensor& x_any, const at::Tensor& compress_weight,
@@ -190,27 +310,34 @@ at::Tensor dynamixer_cpu(const at::Tensor& x_any, const at::Tensor& compress_wei
   const auto dims = check_inputs("dynamixer", x_any, compress_weight, compress_bias,
                                  generate_weight, generate_bias, num_segments, dim);
   const auto x = contiguous_channels(x_any);
-  auto logits = std::get<1>(compress_and_generate(x, compress_weight, compress_bias,
-                                                  generate_weight, generate_bias, dims));
+  const auto compressed = compress(x, compress_weight, compress_bias, dims);
+  const auto bias = contiguous_or_undefined(generate_bias);
   auto out = at::empty(x.sizes(), x.options());
   const auto x_layout = sequence_layout(x, dims.token_dim);
   const auto out_layout = sequence_layout(out, dims.token_dim);
-  const int64_t N = dims.N, S = dims.S, width = dims.D / dims.S;
+  const int64_t N = dims.N, D = dims.D, S = dims.S, width = D / S;
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlpmix_dynamixer_cpu", [&] {
-    const scalar_t* logits_data = logits.const_data_ptr<scalar_t>();
-    const scalar_t* x_data = x.const_data_ptr<scalar_t>();
-    scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, logits.size(0) * S, grain_size(dims), [&](int64_t begin, int64_t end) {
+    const scalar_t* bias_data = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
+    for_each_chunk(compressed, generate_weight, dims,
+                   [&](int64_t first, int64_t count, const at::Tensor& logits) {
+      SequenceRows<const scalar_t> x_rows(x.const_data_ptr<scalar_t>(), x_layout, N, D);
+      SequenceRows<scalar_t> out_rows(out.mutable_data_ptr<scalar_t>(), out_layout, N, D);
       std::vector<scalar_t> p(N * N), column(N);
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t sequence = item / S, segment = item % S;
-        softmax_over_inputs(logits_data + item * N * N, p.data(), column.data(), N);
-        // out[j, :] = sum_i P[i, j] x[i, :]
-        combine_rows(Coefficients<scalar_t>{p.data(), N, 1},
-                     segment_rows(x_data, x_layout, sequence, segment, width),
-                     segment_rows(out_data, out_layout, sequence, segment, width), N, N,
-                     width);
+      const scalar_t* logits_data = logits.const_data_ptr<scalar_t>();
+      for (int64_t k = 0; k < count; ++k) {
+        const auto xs = x_rows.load(first + k, /*read=*/true);
+        const auto ys = out_rows.load(first + k, /*read=*/false);
+        for (int64_t segment = 0; segment < S; ++segment) {
+          softmax_over_inputs(logits_data + (k * S + segment) * N * N, bias_data, p.data(),
+                              column.data(), N);
+          const int64_t c0 = segment * width;
+          // y[j, :] = sum_i P[i, j] x[i, :]
+          combine_rows(Coefficients<scalar_t>{p.data(), N, 1},
+                       Rows<const scalar_t>{xs.data + c0, D}, Rows<scalar_t>{ys.data + c0, D},
+                       N, N, width);
+        }
+        out_rows.store();
       }
     });
   });
@@ -226,45 +353,63 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
   check_grad_out(grad_out_any, x_any);
   const auto x = contiguous_channels(x_any);
   const auto grad_out = contiguous_channels(grad_out_any);
-  auto [compressed, logits] = compress_and_generate(x, compress_weight, compress_bias,
-                                                    generate_weight, generate_bias, dims);
-  auto grad_logits = at::empty_like(logits);
+  const auto compressed = compress(x, compress_weight, compress_bias, dims);
+  const auto bias = contiguous_or_undefined(generate_bias);
+  const int64_t N = dims.N, D = dims.D, S = dims.S, width = D / S;
+  const int64_t rows = compressed.size(0) * S;
+  auto grad_logits = at::empty({rows, N * N}, x.options());
+  auto grad_compressed = at::empty({compressed.size(0), S, N * dims.d}, x.options());
   auto grad_x = at::empty(x.sizes(), x.options());
   const auto x_layout = sequence_layout(x, dims.token_dim);
   const auto grad_out_layout = sequence_layout(grad_out, dims.token_dim);
   const auto grad_x_layout = sequence_layout(grad_x, dims.token_dim);
-  const int64_t N = dims.N, S = dims.S, width = dims.D / dims.S;
+  const auto generate = generate_weight.detach().contiguous();
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlpmix_dynamixer_backward_cpu", [&] {
-    const scalar_t* logits_data = logits.const_data_ptr<scalar_t>();
-    const scalar_t* x_data = x.const_data_ptr<scalar_t>();
-    const scalar_t* grad_out_data = grad_out.const_data_ptr<scalar_t>();
-    scalar_t* grad_logits_data = grad_logits.mutable_data_ptr<scalar_t>();
-    scalar_t* grad_x_data = grad_x.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, logits.size(0) * S, grain_size(dims), [&](int64_t begin, int64_t end) {
+    const scalar_t* bias_data = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
+    for_each_chunk(compressed, generate_weight, dims,
+                   [&](int64_t first, int64_t count, const at::Tensor& logits) {
+      SequenceRows<const scalar_t> x_rows(x.const_data_ptr<scalar_t>(), x_layout, N, D);
+      SequenceRows<const scalar_t> gy_rows(grad_out.const_data_ptr<scalar_t>(),
+                                           grad_out_layout, N, D);
+      SequenceRows<scalar_t> gx_rows(grad_x.mutable_data_ptr<scalar_t>(), grad_x_layout, N,
+                                     D);
       std::vector<scalar_t> p(N * N), grad_p(N * N), column(N), gy_t(width * N);
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t sequence = item / S, segment = item % S;
-        const auto gy = segment_rows(grad_out_data, grad_out_layout, sequence, segment, width);
-        const auto xs = segment_rows(x_data, x_layout, sequence, segment, width);
-        softmax_over_inputs(logits_data + item * N * N, p.data(), column.data(), N);
-        // grad_x[i, :] = sum_j P[i, j] gy[j, :]
-        combine_rows(Coefficients<scalar_t>{p.data(), 1, N}, gy,
-                     segment_rows(grad_x_data, grad_x_layout, sequence, segment, width), N, N,
-                     width);
-        // grad_P[i, :] = sum_c x[i, c] gy^T[c, :]
-        transpose_into(gy, N, width, gy_t.data());
-        combine_rows(Coefficients<scalar_t>{xs.data, 1, xs.stride},
-                     Rows<const scalar_t>{gy_t.data(), N},
-                     Rows<scalar_t>{grad_p.data(), N}, N, width, N);
-        softmax_over_inputs_backward(p.data(), grad_p.data(), column.data(), N,
-                                     grad_logits_data + item * N * N);
+      const scalar_t* logits_data = logits.const_data_ptr<scalar_t>();
+      scalar_t* grad_logits_data = grad_logits.mutable_data_ptr<scalar_t>() + first * S * N * N;
+      for (int64_t k = 0; k < count; ++k) {
+        const auto xs = x_rows.load(first + k, /*read=*/true);
+        const auto gys = gy_rows.load(first + k, /*read=*/true);
+        const auto gxs = gx_rows.load(first + k, /*read=*/false);
+        for (int64_t segment = 0; segment < S; ++segment) {
+          const int64_t item = k * S + segment, c0 = segment * width;
+          const Rows<const scalar_t> x_segment{xs.data + c0, D}, gy_segment{gys.data + c0, D};
+          softmax_over_inputs(logits_data + item * N * N, bias_data, p.data(), column.data(), N);
+          // grad_x[i, :] = sum_j P[i, j] gy[j, :]
+          combine_rows(Coefficients<scalar_t>{p.data(), 1, N}, gy_segment,
+                       Rows<scalar_t>{gxs.data + c0, D}, N, N, width);
+          // grad_P[i, :] = sum_c x[i, c] gy^T[c, :]
+          transpose_into(gy_segment, N, width, gy_t.data());
+          combine_rows(Coefficients<scalar_t>{x_segment.data, 1, D},
+                       Rows<const scalar_t>{gy_t.data(), N}, Rows<scalar_t>{grad_p.data(), N}, N,
+                       width, N);
+          softmax_over_inputs_backward(p.data(), grad_p.data(), column.data(), N,
+                                       grad_logits_data + item * N * N);
+        }
+        gx_rows.store();
       }
+      // grad_Z of the chunk while its logits gradient is in cache.
+      auto chunk_grad_compressed = grad_compressed.view({rows, N * dims.d})
+                                       .narrow(0, first * S, count * S);
+      at::cpu::mm_out(chunk_grad_compressed, grad_logits.narrow(0, first * S, count * S),
+                      generate);
     });
   });
-  auto [gcw, gcb, ggw, ggb] = compress_and_generate_backward(
-      grad_logits, compressed, x, compress_weight, generate_weight, dims, grad_x);
-  return {grad_x, gcw, gcb, ggw, ggb};
+  // The weight gradients sum over every chunk: whole-tensor GEMMs, in a fixed order.
+  auto grad_generate_weight = grad_logits.t().mm(compressed.view({rows, N * dims.d}));
+  auto grad_generate_bias = grad_logits.sum(0);
+  auto [gcw, gcb] = compress_backward(grad_compressed, x, compress_weight, dims, grad_x);
+  return {grad_x, gcw, gcb, grad_generate_weight, grad_generate_bias};
 }
 
 }  // namespace
