@@ -20,6 +20,33 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
 
 
+# Run in a fresh venv with mlpmix installed: every op equals the reference on CPU.
+OP_SMOKE_TEST = """
+import torch, mlpmix
+from mlpmix import ops, reference
+def randn(*shape):
+    return torch.randn(*shape, dtype=torch.float64)
+x = randn(2, 4, 6, 8)
+calls = [
+    ("dynamixer", (x, randn(8, 8), None, randn(16, 8), None, 4, 1)),
+    ("raft_token_mixing", (x, randn(8), randn(8), randn(16, 8), randn(16), randn(8, 16), randn(8), 2, 1)),
+    ("cross_scale_embed", (x, randn(5, 4 * (4 + 16)), randn(5), [2, 4])),
+]
+for name, args in calls:
+    assert torch.allclose(getattr(ops, name)(*args), getattr(reference, name)(*args)), name
+print("ok", mlpmix.build_info()["torch_built_against"])
+"""
+
+
+def fresh_venv(directory: Path, *requirements: str) -> Path:
+    """A new venv in `directory` with `requirements` pip-installed; returns its python."""
+    subprocess.run([sys.executable, "-m", "venv", str(directory)], check=True)
+    python = directory / "bin" / "python"
+    if requirements:
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements], check=True)
+    return python
+
+
 def build_against_installed_mlpmix(source: Path, build: Path) -> Path:
     """Configures and builds the CMake project `source` with find_package(mlpmix) against
     the installed package; fails the test with the compiler's output if it does not build."""

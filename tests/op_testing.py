@@ -17,6 +17,18 @@ TOLERANCES = {
 }
 
 
+def assert_low_precision_accuracy(got: Tensor, baseline: Tensor, truth: Tensor) -> None:
+    """Flash-attention's rule for a low-precision result: its largest error against the
+    float64 `truth` is at most twice that of `baseline` (the reference computed in the same
+    low precision), plus a floor of a couple of units in the last place of that precision."""
+    if truth.numel() == 0:
+        return
+    error = (got.double() - truth).abs().max().item()
+    baseline_error = (baseline.double() - truth).abs().max().item()
+    floor = max(1e-6, 2 * torch.finfo(got.dtype).eps) * max(truth.abs().max().item(), 1.0)
+    assert error <= 2 * baseline_error + floor, (error, baseline_error, floor)
+
+
 def differentiable(args: Sequence[object]) -> list[Tensor]:
     return [a for a in args if isinstance(a, Tensor) and a.requires_grad]
 
@@ -24,6 +36,19 @@ def differentiable(args: Sequence[object]) -> list[Tensor]:
 def leaf(t: Tensor, requires_grad: bool) -> Tensor:
     """`t` as a leaf tensor that keeps its strides (views stay views of the same storage)."""
     return t.detach().requires_grad_(requires_grad)
+
+
+def on_device(args: Sequence[object], device, dtype: torch.dtype | None = None) -> list[object]:
+    """`args` with every tensor copied to `device` (and `dtype`) keeping its exact strides and
+    storage offset (permuted, sliced and expanded views stay such views), as leaves that
+    require grad where the originals did."""
+    def move(t: Tensor) -> Tensor:
+        with torch.no_grad():
+            extent = t.untyped_storage().nbytes() // t.element_size()
+            storage = t.as_strided((extent,), (1,), 0).to(device=device, dtype=dtype or t.dtype)
+            moved = storage.as_strided(t.shape, t.stride(), t.storage_offset())
+        return leaf(moved, t.requires_grad)
+    return [move(a) if isinstance(a, Tensor) else a for a in args]
 
 
 def assert_matches_reference(op: Callable, reference: Callable, args: Sequence[object]) -> None:

@@ -5,21 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import zipfile
+from importlib.metadata import version
 
 import pytest
 import torch
 
 import mlpmix
-from conftest import REPO
-
-SMOKE = """
-import torch, mlpmix
-from mlpmix import ops, reference
-x = torch.randn(2, 4, 6, 8, dtype=torch.float64)
-args = (x, torch.randn(8, 8, dtype=torch.float64), None, torch.randn(16, 8, dtype=torch.float64), None, 4, 1)
-assert torch.allclose(ops.dynamixer(*args), reference.dynamixer(*args))
-print("ok", mlpmix.build_info()["torch_built_against"])
-"""
+from conftest import OP_SMOKE_TEST, REPO, fresh_venv
 
 
 def test_import_refuses_a_different_torch():
@@ -46,15 +38,13 @@ def test_wheel_installs_into_fresh_venv_and_runs(tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
         metadata = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
-    assert f"Requires-Dist: torch=={torch.__version__}" in metadata
+    assert f"Requires-Dist: torch=={version('torch')}" in metadata
     for part in ("mlpmix/lib/libmlpmix_ops.so", "mlpmix/include/mlpmix/mlpmix.h",
                  "mlpmix/share/cmake/mlpmix/mlpmixConfig.cmake"):
         assert part in names
 
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], check=True)
-    result = subprocess.run([str(venv / "bin" / "python"), "-c", SMOKE], cwd=tmp_path,
+    python = fresh_venv(tmp_path / "venv", str(wheel))
+    result = subprocess.run([str(python), "-c", OP_SMOKE_TEST], cwd=tmp_path,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["ok", torch.__version__]

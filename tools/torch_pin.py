@@ -2,7 +2,7 @@
 
 A LibTorch extension only works with the exact torch release it was compiled against
 (there is no stable C++ ABI), so the wheel's `dependencies` start with
-`torch==<version of the building interpreter's torch>`, followed by the `requires` listed
+`torch==<version of the building interpreter's torch distribution>`, followed by the `requires` listed
 in pyproject.toml.
 """
 
@@ -15,6 +15,8 @@ from typing import Any
 def dynamic_metadata(field: str, settings: Mapping[str, Any]) -> list[str]:
     if field != "dependencies":
         raise RuntimeError(f"torch_pin only provides 'dependencies', not {field!r}")
-    import torch
+    # The installed distribution's version, which is what pip resolves against: the CUDA
+    # wheels report torch.__version__ "2.14.1+cu130" but are installed as "2.14.1".
+    from importlib.metadata import version
 
-    return [f"torch=={torch.__version__}", *settings.get("requires", [])]
+    return [f"torch=={version('torch')}", *settings.get("requires", [])]

@@ -3,9 +3,15 @@
 namespace mlpmix::checks {
 
 void floating(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
-              "mlpmix.", op, ": ", name, " must be float32 or float64, got ",
-              t.scalar_type());
+  const auto dtype = t.scalar_type();
+  const bool low_precision = dtype == at::kHalf || dtype == at::kBFloat16;
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || low_precision, "mlpmix.", op,
+              ": ", name, " must be float32 or float64 (or float16 or bfloat16 on CUDA), got ",
+              dtype);
+  TORCH_CHECK(!low_precision || t.is_cuda() || t.is_meta(), "mlpmix.", op, ": ", name,
+              " is ", dtype, " on ", t.device(), ", but the ",
+              c10::DeviceTypeName(t.device().type()),
+              " kernels support float32 and float64 only (float16 and bfloat16 run on CUDA)");
 }
 
 void rank(const char* op, const char* name, const at::Tensor& t, int64_t ndim,

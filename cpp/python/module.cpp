@@ -8,11 +8,12 @@
 
 namespace {
 
+// MLPMIX_BACKENDS is the comma-joined CMake list, e.g. "cpu,cuda".
 std::vector<std::string> split_backends(const std::string& list) {
   std::vector<std::string> out;
   size_t start = 0;
   while (start <= list.size()) {
-    const size_t end = list.find(';', start);
+    const size_t end = list.find(',', start);
     const std::string item = list.substr(start, end == std::string::npos ? end : end - start);
     if (!item.empty()) {
       out.push_back(item);

@@ -5,6 +5,14 @@ TorchScript, ``torch.compile`` and ``torch.export``; under
 ``mlpmix.implementation.use("reference")`` (or ``MLPMIX_IMPL=reference``) it runs
 :mod:`mlpmix.reference` instead. The pure-PyTorch definitions of the same
 functions are in :mod:`mlpmix.reference`.
+
+Devices and dtypes: CPU takes float32 and float64; CUDA (a build with the CUDA kernels, see
+the README) also float16 and bfloat16, accumulating in float32. All tensor arguments must
+share the input's dtype and device. Under ``torch.autocast("cuda", dtype)`` every op follows
+the policy of matmuls: its floating inputs (except float64) are cast to ``dtype`` and it
+computes and returns ``dtype``; gradients flow back in the inputs' own dtype. The CUDA
+kernels use no atomics, so they are deterministic; the cuBLAS and cuDNN calls inside follow
+``torch.use_deterministic_algorithms`` like any PyTorch op.
 """
 
 from __future__ import annotations
@@ -45,6 +53,8 @@ def dynamixer(
     Returns:
         A contiguous tensor shaped like ``x``: every output token is a convex combination
         (softmax over the input tokens) of the input tokens, per segment.
+        Under ``torch.autocast("cuda", dtype)`` the op runs in ``dtype`` (the matmul policy,
+        see the module docstring).
     """
     if not torch.jit.is_scripting() and implementation.use_reference():
         return reference.dynamixer(
@@ -86,6 +96,8 @@ def raft_token_mixing(
 
     Returns:
         The branch, a contiguous tensor shaped like ``x``.
+        Under ``torch.autocast("cuda", dtype)`` the op runs in ``dtype`` (the matmul policy,
+        see the module docstring).
     """
     if not torch.jit.is_scripting() and implementation.use_reference():
         return reference.raft_token_mixing(
@@ -116,6 +128,8 @@ def cross_scale_embed(
 
     Returns:
         Channels-last tokens ``(B, H/s, W/s, Cout)``, contiguous.
+        Under ``torch.autocast("cuda", dtype)`` the op runs in ``dtype`` (the matmul policy,
+        see the module docstring).
     """
     if not torch.jit.is_scripting() and implementation.use_reference():
         return reference.cross_scale_embed(x, weight, bias, kernel_sizes)
