@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a machine with a CUDA GPU: build mlpmix with its CUDA kernels, run the CUDA tests (and
 # the op tests, whose CPU kernels live in the same build), time the ops and models on the GPU,
-# and write the report benchmarks/results/gpu_check.md (plus gpu_timings.{md,json}).
+# and write the report benchmarks/results/gpu_check.md (plus gpu_timings.{md,json,png} from the
+# benchmark suite's --device cuda run).
 #
 #   scripts/gpu_check.sh [--full]        (--full: every benchmark shape and all six models)
 #
@@ -51,7 +52,9 @@ test_seconds=$((SECONDS - start))
 tail -30 "$work/tests.txt"
 
 echo "== GPU timings"
-"$python" scripts/gpu_bench.py --out "$results" "$@" || status=1
+quick=--quick
+[ "${1:-}" = "--full" ] && quick=
+"$python" -m benchmarks.run --device cuda $quick --name gpu_timings --out "$results" || status=1
 
 {
   echo "# GPU check"
@@ -76,7 +79,7 @@ echo "== GPU timings"
   echo
   echo "## Timings"
   echo
-  echo "See [gpu_timings.md](gpu_timings.md) (and gpu_timings.json)."
+  echo "See [gpu_timings.md](gpu_timings.md) (and gpu_timings.json, gpu_timings.png)."
 } >"$report"
 echo "gpu_check: wrote $report (status $status)"
 exit $status
