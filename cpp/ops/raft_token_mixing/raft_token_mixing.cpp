@@ -114,7 +114,7 @@ void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x) {
 
 namespace {
 
-c10::SymInt hidden_rows(const at::Tensor& x, const Dims& d) {
+c10::SymInt hidden_columns(const at::Tensor& x, const Dims& d) {
   return x.sym_size(0) * (d.M * d.o);
 }
 
@@ -127,8 +127,8 @@ void check_hidden(const std::optional<at::Tensor>& hidden, const at::Tensor& x,
   }
   const char* op = "raft_token_mixing_backward";
   checks::same_dtype_device(op, "hidden", *hidden, "x", x);
-  checks::sym_shape(op, "hidden", *hidden, {hidden_rows(x, dims), c10::SymInt(dims.hidden)},
-                    "(B*M*o, hidden) of raft_token_mixing_forward");
+  checks::sym_shape(op, "hidden", *hidden, {c10::SymInt(dims.hidden), hidden_columns(x, dims)},
+                    "(hidden, B*M*o) of raft_token_mixing_forward");
 }
 
 // ---- the MLP steps (device-agnostic ATen) ----------------------------------------------
@@ -215,7 +215,7 @@ std::tuple<at::Tensor, at::Tensor> raft_token_mixing_forward_meta(
   const auto dims = check_inputs("raft_token_mixing_forward", x, norm_weight, norm_bias,
                                  fc1_weight, fc1_bias, fc2_weight, fc2_bias, raft_size, dim);
   return {at::empty_symint(x.sym_sizes(), x.options()),
-          at::empty_symint({hidden_rows(x, dims), c10::SymInt(dims.hidden)}, x.options())};
+          at::empty_symint({c10::SymInt(dims.hidden), hidden_columns(x, dims)}, x.options())};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>

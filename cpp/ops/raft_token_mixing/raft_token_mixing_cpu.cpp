@@ -1,12 +1,22 @@
-// mlpmix::raft_token_mixing CPU kernels: the whole branch fused per tile of rows.
+// mlpmix::raft_token_mixing CPU kernels: the whole branch fused per tile of lines.
 //
-// A tile is a run of consecutive lines (b, m) of N tokens along the mixed axis; line l gives
-// the o MLP rows (l, j), row l*o + j, with feature i*N + n = channel c = i*o + j of token n.
-// Per tile, in cache: the LayerNorm of x straight into the rows, fc1 (ATen GEMM), bias and
-// exact GELU in one vectorised pass, fc2 (ATen GEMM), bias and ungrouping into the output;
-// the backward likewise, with the weight gradients accumulated per thread by GEMMs with
-// beta = 1. No whole-tensor intermediate exists except the fc1 pre-activation that the
-// forward keeps for the backward when autograd asks for it (raft_token_mixing_forward).
+// A line (b, m) is the N tokens along the mixed axis at position m of the other spatial
+// axis; it gives the o MLP rows (raft j) of spec 1.1, whose feature i*N + n is channel
+// c = i*o + j of token n. A tile of `lines` consecutive lines is held feature-major and
+// transposed: the (F, R) matrix, F = r*N, R = lines*o, with row n*r + i and column l*o + j
+// holding channel i*o + j of token n of line l. So the o channels of raft position i of a
+// token are one contiguous run, and moving a tile in and out of x's layout is a run of
+// plain copies: there is no transpose anywhere. The MLP runs on the transposed tile with
+// its weights' feature axis permuted to (n, i) once per call:
+//
+//   hidden^T (hidden, R) = W1p (hidden, F) @ X (F, R),   out^T (F, R) = W2p @ GELU(hidden^T)
+//
+// Per tile, in cache: the LayerNorm of x into X, fc1 (ATen GEMM), bias and exact GELU in one
+// vectorised pass, fc2 (ATen GEMM), bias and copy into the output; the backward likewise,
+// with the weight gradients accumulated per thread by GEMMs with beta = 1. No whole-tensor
+// intermediate exists except the fc1 pre-activation that the forward keeps for the backward
+// when autograd asks for it (raft_token_mixing_forward): (hidden, B*M*o), column
+// (b*M + m)*o + j.
 //
 // Precision: the LayerNorm statistics, normalisation and backward run in double for float
 // input (a token with small variance makes them ill-conditioned: float rounding of x - mean
@@ -25,7 +35,6 @@
 #include <cmath>
 #include <cstring>
 #include <optional>
-#include <type_traits>
 #include <vector>
 
 #include "common/sequences.h"
@@ -38,35 +47,38 @@ namespace {
 // ---- geometry ------------------------------------------------------------------------
 
 // Element offsets into a (B, H, W, C) tensor with unit channel stride of token n of line
-// (b, m) along the mixed axis.
+// `line` = b*M + m along the mixed axis.
 struct TokenGrid {
   int64_t batch_stride, token_stride, line_stride;
 
   TokenGrid(const at::Tensor& t, const Dims& d)
-      : batch_stride(t.stride(0)), token_stride(t.stride(d.axis)), line_stride(t.stride(3 - d.axis)) {}
+      : batch_stride(t.stride(0)),
+        token_stride(t.stride(d.axis)),
+        line_stride(t.stride(3 - d.axis)) {}
 
   int64_t offset(int64_t line, int64_t M, int64_t n) const {
     return (line / M) * batch_stride + (line % M) * line_stride + n * token_stride;
   }
 };
 
-// One call's tiling: `lines` = B*M lines of `o` rows each, `tile_lines` lines per tile.
+// One call's tiling: `lines` = B*M lines, `tile_lines` lines per tile, tiles grouped into
+// `chunks` runs of consecutive tiles (one per thread).
 struct Tiling {
   int64_t lines, tile_lines, tiles, chunks;
 
-  int64_t tile_rows(const Dims& d) const { return tile_lines * d.o; }
-  // Tiles [first(k), first(k + 1)) belong to chunk k (one chunk per thread).
+  // Tiles [first(k), first(k + 1)) belong to chunk k.
   int64_t first(int64_t chunk) const { return chunk * tiles / chunks; }
 };
 
-// About `budget` bytes of per-tile buffers (rows of the widest set: the backward's two F-wide
-// and two hidden-wide buffers), at least one line.
+// About 512 KiB of per-tile buffers (the backward's two F-row and two hidden-row matrices),
+// at least one line.
 Tiling make_tiling(int64_t batch, const Dims& d, int64_t element_size) {
   constexpr int64_t budget = 512 * 1024;
-  const int64_t row_bytes = 2 * (d.r * d.N + d.hidden) * element_size;
+  const int64_t column_bytes = 2 * (d.r * d.N + d.hidden) * element_size;
   Tiling t;
   t.lines = batch * d.M;
-  t.tile_lines = std::clamp<int64_t>(budget / (row_bytes * d.o), 1, std::max<int64_t>(t.lines, 1));
+  t.tile_lines =
+      std::clamp<int64_t>(budget / (column_bytes * d.o), 1, std::max<int64_t>(t.lines, 1));
   t.tiles = (t.lines + t.tile_lines - 1) / t.tile_lines;
   t.chunks = std::min<int64_t>(at::get_num_threads(), t.tiles);
   return t;
@@ -95,75 +107,6 @@ MLPMIX_INLINE void store4(float* p, Double4 v) {
 MLPMIX_INLINE void store4(double* p, Double4 v) { std::memcpy(p, &v, sizeof(v)); }
 MLPMIX_INLINE double sum4(Double4 v) { return (v[0] + v[2]) + (v[1] + v[3]); }
 
-// ---- block transposes between tokens and rows --------------------------------------------
-
-// Tokens are handled in blocks of 8 (one 8x8 float transpose per 8 channels of a raft row).
-constexpr int64_t kBlock = 8;
-
-typedef float Float8 __attribute__((vector_size(32)));
-
-MLPMIX_INLINE void transpose8x8(const float* src, int64_t src_stride, float* dst,
-                                int64_t dst_stride) {
-  Float8 r[8], t[8];
-  for (int k = 0; k < 8; ++k) {
-    std::memcpy(&r[k], src + k * src_stride, sizeof(Float8));
-  }
-  for (int k = 0; k < 8; k += 2) {  // unpacklo / unpackhi
-    t[k] = __builtin_shufflevector(r[k], r[k + 1], 0, 8, 1, 9, 4, 12, 5, 13);
-    t[k + 1] = __builtin_shufflevector(r[k], r[k + 1], 2, 10, 3, 11, 6, 14, 7, 15);
-  }
-  for (int k = 0; k < 8; k += 4) {  // shuffle_ps
-    r[k] = __builtin_shufflevector(t[k], t[k + 2], 0, 1, 8, 9, 4, 5, 12, 13);
-    r[k + 1] = __builtin_shufflevector(t[k], t[k + 2], 2, 3, 10, 11, 6, 7, 14, 15);
-    r[k + 2] = __builtin_shufflevector(t[k + 1], t[k + 3], 0, 1, 8, 9, 4, 5, 12, 13);
-    r[k + 3] = __builtin_shufflevector(t[k + 1], t[k + 3], 2, 3, 10, 11, 6, 7, 14, 15);
-  }
-  for (int k = 0; k < 4; ++k) {  // permute2f128
-    t[k] = __builtin_shufflevector(r[k], r[k + 4], 0, 1, 2, 3, 8, 9, 10, 11);
-    t[k + 4] = __builtin_shufflevector(r[k], r[k + 4], 4, 5, 6, 7, 12, 13, 14, 15);
-  }
-  for (int k = 0; k < 8; ++k) {
-    std::memcpy(dst + k * dst_stride, &t[k], sizeof(Float8));
-  }
-}
-
-// dst[k * dst_stride + m] = src[m * src_stride + k] for m < rows, k < cols (both <= 8).
-template <typename T>
-MLPMIX_INLINE void transpose_block(const T* src, int64_t src_stride, int64_t rows,
-                                   int64_t cols, T* dst, int64_t dst_stride) {
-  if constexpr (std::is_same_v<T, float>) {
-    if (rows == kBlock && cols == kBlock) {
-      transpose8x8(src, src_stride, dst, dst_stride);
-      return;
-    }
-  }
-  for (int64_t m = 0; m < rows; ++m) {
-    for (int64_t k = 0; k < cols; ++k) {
-      dst[k * dst_stride + m] = src[m * src_stride + k];
-    }
-  }
-}
-
-// Channels (i*o + j) of `tokens` tokens (n0 + t, t < tokens) at `token_stride` apart into the
-// o rows of one line (row j, feature i*N + n0 + t), or back (`to_rows` false).
-template <typename T>
-MLPMIX_INLINE void move_tokens(T* token0, int64_t token_stride, T* rows, int64_t n0,
-                               int64_t tokens, const Dims& d, bool to_rows) {
-  const int64_t F = d.r * d.N;
-  for (int64_t i = 0; i < d.r; ++i) {
-    for (int64_t j0 = 0; j0 < d.o; j0 += kBlock) {
-      const int64_t js = std::min(kBlock, d.o - j0);
-      T* channels = token0 + i * d.o + j0;
-      T* features = rows + j0 * F + i * d.N + n0;
-      if (to_rows) {
-        transpose_block(channels, token_stride, tokens, js, features, F);
-      } else {
-        transpose_block(features, F, js, tokens, channels, token_stride);
-      }
-    }
-  }
-}
-
 // Prefetches the C channels of a token.
 template <typename T>
 MLPMIX_INLINE void prefetch_token(const T* token, int64_t C) {
@@ -172,7 +115,26 @@ MLPMIX_INLINE void prefetch_token(const T* token, int64_t C) {
   }
 }
 
-// ---- LayerNorm into the rows of a tile -------------------------------------------------
+// Calls visit(l, n, token) for the tokens of lines [line0, line0 + lines) of a tensor laid
+// out by `grid`, token-major (along H the lines of a tile are adjacent in memory),
+// prefetching each line's next token. `visit` must be an always-inline lambda (MLPMIX_VISIT)
+// so that it is built for the instruction set of the clone that calls it.
+template <typename T, typename Visit>
+MLPMIX_INLINE void for_each_token(T* data, const TokenGrid& grid, const Dims& d, int64_t line0,
+                                  int64_t lines, Visit&& visit) {
+  for (int64_t n = 0; n < d.N; ++n) {
+    for (int64_t l = 0; l < lines; ++l) {
+      T* token = data + grid.offset(line0 + l, d.M, n);
+      if (n + 1 < d.N) {
+        prefetch_token(token + grid.token_stride, d.C);
+      }
+      visit(l, n, token);
+    }
+  }
+}
+#define MLPMIX_VISIT __attribute__((always_inline))
+
+// ---- LayerNorm into a tile -------------------------------------------------------------
 
 // Mean and 1/std of the C unit-stride channels of one token, in double (two passes).
 template <typename T>
@@ -211,54 +173,146 @@ MLPMIX_INLINE void token_moments(const T* token, int64_t C, double eps, double* 
   *rstd = 1.0 / std::sqrt(variance / C + eps);
 }
 
-// The LayerNorm (affine applied) of lines [line0, line0 + lines) of x into the tile's rows
-// `u` (lines*o, F); the statistics per token into mean/rstd (lines*N) when given. `scratch`
-// holds kBlock tokens.
+// The LayerNorm (affine applied) of lines [line0, line0 + lines) of x into the tile's
+// (F, R) matrix `xt`; the statistics per token, index l*N + n, into mean/rstd when given.
 template <typename T>
 MLPMIX_INLINE void normalize_tile_impl(const T* x, const TokenGrid& grid, const Dims& d,
                                        int64_t line0, int64_t lines, const T* gamma,
-                                       const T* beta, double eps, T* u, double* mean_out,
-                                       double* rstd_out, T* scratch) {
-  const int64_t F = d.r * d.N;
-  // Token-major over the tile: along H, the tile's lines are adjacent in memory.
-  for (int64_t n0 = 0; n0 < d.N; n0 += kBlock) {
-    const int64_t tokens = std::min(kBlock, d.N - n0);
-    for (int64_t l = 0; l < lines; ++l) {
-      for (int64_t t = 0; t < tokens; ++t) {
-        const int64_t n = n0 + t;
-        const T* token = x + grid.offset(line0 + l, d.M, n);
-        if (n + kBlock < d.N) {
-          prefetch_token(token + kBlock * grid.token_stride, d.C);
-        }
-        double mean, rstd;
-        token_moments(token, d.C, eps, &mean, &rstd);
-        if (mean_out != nullptr) {
-          mean_out[l * d.N + n] = mean;
-          rstd_out[l * d.N + n] = rstd;
-        }
-        T* normed = scratch + t * d.C;
-        int64_t c = 0;
-        for (; c + 4 <= d.C; c += 4) {
-          store4(normed + c,
-                 (load4(token + c) - mean) * rstd * load4(gamma + c) + load4(beta + c));
-        }
-        for (; c < d.C; ++c) {
-          normed[c] = static_cast<T>((token[c] - mean) * rstd * gamma[c] + beta[c]);
-        }
-      }
-      move_tokens(scratch, d.C, u + l * d.o * F, n0, tokens, d, true);
+                                       const T* beta, double eps, T* xt, double* mean_out,
+                                       double* rstd_out) {
+  const int64_t R = lines * d.o;
+  for_each_token(x, grid, d, line0, lines,
+                 [&](int64_t l, int64_t n, const T* token) MLPMIX_VISIT {
+    double mean, rstd;
+    token_moments(token, d.C, eps, &mean, &rstd);
+    if (mean_out != nullptr) {
+      mean_out[l * d.N + n] = mean;
+      rstd_out[l * d.N + n] = rstd;
     }
-  }
+    for (int64_t i = 0; i < d.r; ++i) {
+      const T* in = token + i * d.o;
+      const T* g = gamma + i * d.o;
+      const T* b = beta + i * d.o;
+      T* out = xt + (n * d.r + i) * R + l * d.o;
+      int64_t j = 0;
+      for (; j + 4 <= d.o; j += 4) {
+        store4(out + j, (load4(in + j) - mean) * rstd * load4(g + j) + load4(b + j));
+      }
+      for (; j < d.o; ++j) {
+        out[j] = static_cast<T>((in[j] - mean) * rstd * g[j] + b[j]);
+      }
+    }
+  });
 }
 
-// ---- GELU ------------------------------------------------------------------------------
+// ---- moving tiles in and out of x's layout ------------------------------------------------
+
+// out(token n of line l, channel i*o + j) = yt(n*r + i, l*o + j) + bias(n*r + i).
+template <typename T>
+MLPMIX_INLINE void write_output_impl(const T* yt, const T* bias, const Dims& d, int64_t line0,
+                                     int64_t lines, T* out, const TokenGrid& grid) {
+  const int64_t R = lines * d.o;
+  for_each_token(out, grid, d, line0, lines,
+                 [&](int64_t l, int64_t n, T* token) MLPMIX_VISIT {
+    for (int64_t i = 0; i < d.r; ++i) {
+      const T* in = yt + (n * d.r + i) * R + l * d.o;
+      const T b = bias[n * d.r + i];
+      T* to = token + i * d.o;
+      for (int64_t j = 0; j < d.o; ++j) {
+        to[j] = in[j] + b;
+      }
+    }
+  });
+}
+
+// gt(n*r + i, l*o + j) = g(token n of line l, channel i*o + j).
+template <typename T>
+MLPMIX_INLINE void gather_tile_impl(const T* g, const TokenGrid& grid, const Dims& d,
+                                    int64_t line0, int64_t lines, T* gt) {
+  const int64_t R = lines * d.o;
+  for_each_token(g, grid, d, line0, lines,
+                 [&](int64_t l, int64_t n, const T* token) MLPMIX_VISIT {
+    for (int64_t i = 0; i < d.r; ++i) {
+      std::memcpy(gt + (n * d.r + i) * R + l * d.o, token + i * d.o, d.o * sizeof(T));
+    }
+  });
+}
+
+// ---- LayerNorm backward from a tile ----------------------------------------------------
+
+// From gt, the gradient of the LayerNorm output in the tile's (F, R) layout, and x: grad_x of
+// the tile's tokens (ATen's formulation from x, mean and 1/std, in double), and the affine's
+// gradients added to grad_gamma/grad_beta (C, double).
+template <typename T>
+MLPMIX_INLINE void normalize_backward_tile_impl(const T* gt, const T* x,
+                                                const TokenGrid& x_grid, const double* mean,
+                                                const double* rstd, const T* gamma,
+                                                const Dims& d, int64_t line0, int64_t lines,
+                                                T* grad_x, const TokenGrid& grad_grid,
+                                                double* grad_gamma, double* grad_beta) {
+  const int64_t R = lines * d.o;
+  const double scale = 1.0 / d.C;
+  for_each_token(x, x_grid, d, line0, lines,
+                 [&](int64_t l, int64_t n, const T* token) MLPMIX_VISIT {
+    const double mu = mean[l * d.N + n], inv_std = rstd[l * d.N + n];
+    Double4 ds_acc{}, db_acc{};
+    double ds = 0, db = 0;
+    for (int64_t i = 0; i < d.r; ++i) {
+      const T* g = gt + (n * d.r + i) * R + l * d.o;
+      const int64_t c0 = i * d.o;
+      int64_t j = 0;
+      for (; j + 4 <= d.o; j += 4) {
+        const int64_t c = c0 + j;
+        const Double4 gv = load4(g + j), xv = load4(token + c);
+        const Double4 dy = gv * load4(gamma + c);
+        ds_acc += dy * xv;
+        db_acc += dy;
+        store4(grad_gamma + c, load4(grad_gamma + c) + gv * ((xv - mu) * inv_std));
+        store4(grad_beta + c, load4(grad_beta + c) + gv);
+      }
+      for (; j < d.o; ++j) {
+        const int64_t c = c0 + j;
+        const double gv = g[j], xv = token[c];
+        const double dy = gv * gamma[c];
+        ds += dy * xv;
+        db += dy;
+        grad_gamma[c] += gv * ((xv - mu) * inv_std);
+        grad_beta[c] += gv;
+      }
+    }
+    ds += sum4(ds_acc);
+    db += sum4(db_acc);
+    const double a = inv_std;
+    const double b = (db * mu - ds) * inv_std * inv_std * inv_std * scale;
+    const double bias = -b * mu - db * inv_std * scale;
+    T* out = grad_x + grad_grid.offset(line0 + l, d.M, n);
+    for (int64_t i = 0; i < d.r; ++i) {
+      const T* g = gt + (n * d.r + i) * R + l * d.o;
+      const int64_t c0 = i * d.o;
+      int64_t j = 0;
+      for (; j + 4 <= d.o; j += 4) {
+        const int64_t c = c0 + j;
+        store4(out + c, a * (load4(g + j) * load4(gamma + c)) + b * load4(token + c) + bias);
+      }
+      for (; j < d.o; ++j) {
+        const int64_t c = c0 + j;
+        out[c] = static_cast<T>(a * (g[j] * static_cast<double>(gamma[c])) + b * token[c] +
+                                bias);
+      }
+    }
+  });
+}
+
+// ---- GELU and sums over a tile's rows ---------------------------------------------------
 
 // Exact GELU x*Phi(x) and its derivative Phi(x) + x*phi(x), Phi(x) = (1 + erf(x/sqrt2))/2.
 // float: erf by Abramowitz-Stegun 7.1.26 as in ATen's vectorised kernels; exp(-x^2/2)
 // serves erf and phi alike.
-MLPMIX_INLINE void gelu_and_slope(simd::Vec<float>::type x, simd::Vec<float>::type* value,
-                                  simd::Vec<float>::type* slope) {
-  using V = simd::Vec<float>::type;
+using FloatVec = simd::Vec<float>;
+
+MLPMIX_INLINE void gelu_and_slope(FloatVec::type x, FloatVec::type* value,
+                                  FloatVec::type* slope) {
+  using V = FloatVec::type;
   const V z = x * 0.70710678118654752f;
   const V az = z < 0.0f ? -z : z;
   const V t = 1.0f / (az * 0.3275911f + 1.0f);
@@ -280,302 +334,214 @@ MLPMIX_INLINE void gelu_and_slope(double x, double* value, double* slope) {
   *slope = cdf + x * std::exp(-0.5 * x * x) * (0.5 * M_2_SQRTPI * M_SQRT1_2);
 }
 
-MLPMIX_INLINE float gelu_scalar(float x) {
-  return x * 0.5f * (1.0f + std::erf(x * static_cast<float>(M_SQRT1_2)));
+// Up to 8 floats as one vector (the rest zero), and back.
+MLPMIX_INLINE FloatVec::type load_partial(const float* p, int64_t count) {
+  float lanes[FloatVec::lanes] = {};
+  std::memcpy(lanes, p, count * sizeof(float));
+  return FloatVec::load(lanes);
 }
-MLPMIX_INLINE double gelu_scalar(double x) { return x * 0.5 * (1.0 + std::erf(x * M_SQRT1_2)); }
+MLPMIX_INLINE void store_partial(float* p, FloatVec::type v, int64_t count) {
+  float lanes[FloatVec::lanes];
+  FloatVec::store(lanes, v);
+  std::memcpy(p, lanes, count * sizeof(float));
+}
 
-// h += bias (written back when `keep`), a = GELU(h) (a may be h), over rows x width.
-MLPMIX_INLINE void bias_gelu_impl(float* h, const float* bias, int64_t rows, int64_t width,
-                                  float* a, bool keep) {
-  using V = simd::Vec<float>;
+// Row k of h (ld_h apart) gets bias[k] added (written back when `keep`); a = GELU(h) (ld_a).
+MLPMIX_INLINE void bias_gelu_impl(float* h, int64_t ld_h, const float* bias, int64_t rows,
+                                  int64_t width, float* a, int64_t ld_a, bool keep) {
+  constexpr int64_t L = FloatVec::lanes;
   for (int64_t row = 0; row < rows; ++row) {
-    float* hr = h + row * width;
-    float* ar = a + row * width;
+    float* hr = h + row * ld_h;
+    float* ar = a + row * ld_a;
+    const auto b = FloatVec::broadcast(bias[row]);
     int64_t k = 0;
-    for (; k + 2 * V::lanes <= width; k += 2 * V::lanes) {  // two independent chains
-      const auto v0 = V::load(hr + k) + V::load(bias + k);
-      const auto v1 = V::load(hr + k + V::lanes) + V::load(bias + k + V::lanes);
+    for (; k + 2 * L <= width; k += 2 * L) {  // two independent chains
+      const auto v0 = FloatVec::load(hr + k) + b, v1 = FloatVec::load(hr + k + L) + b;
       if (keep) {
-        V::store(hr + k, v0);
-        V::store(hr + k + V::lanes, v1);
+        FloatVec::store(hr + k, v0);
+        FloatVec::store(hr + k + L, v1);
       }
-      V::type value0, slope0, value1, slope1;
+      FloatVec::type value0, slope0, value1, slope1;
       gelu_and_slope(v0, &value0, &slope0);
       gelu_and_slope(v1, &value1, &slope1);
-      V::store(ar + k, value0);
-      V::store(ar + k + V::lanes, value1);
+      FloatVec::store(ar + k, value0);
+      FloatVec::store(ar + k + L, value1);
     }
-    for (; k + V::lanes <= width; k += V::lanes) {
-      const auto v = V::load(hr + k) + V::load(bias + k);
+    for (; k < width; k += L) {
+      const int64_t count = std::min(L, width - k);
+      const auto v = load_partial(hr + k, count) + b;
       if (keep) {
-        V::store(hr + k, v);
+        store_partial(hr + k, v, count);
       }
-      V::type value, slope;
+      FloatVec::type value, slope;
       gelu_and_slope(v, &value, &slope);
-      V::store(ar + k, value);
-    }
-    for (; k < width; ++k) {
-      const float v = hr[k] + bias[k];
-      if (keep) {
-        hr[k] = v;
-      }
-      ar[k] = gelu_scalar(v);
+      store_partial(ar + k, value, count);
     }
   }
 }
 
-MLPMIX_INLINE void bias_gelu_impl(double* h, const double* bias, int64_t rows, int64_t width,
-                                  double* a, bool keep) {
+MLPMIX_INLINE void bias_gelu_impl(double* h, int64_t ld_h, const double* bias, int64_t rows,
+                                  int64_t width, double* a, int64_t ld_a, bool keep) {
   for (int64_t row = 0; row < rows; ++row) {
     for (int64_t k = 0; k < width; ++k) {
-      const double v = h[row * width + k] + bias[k];
+      const double v = h[row * ld_h + k] + bias[row];
       if (keep) {
-        h[row * width + k] = v;
+        h[row * ld_h + k] = v;
       }
-      a[row * width + k] = gelu_scalar(v);
+      double slope;
+      gelu_and_slope(v, &a[row * ld_a + k], &slope);
     }
   }
 }
 
-// From the pre-activation h (+ bias when given): a = GELU, slope = GELU' (slope may be h).
-MLPMIX_INLINE void gelu_slope_impl(const float* h, const float* bias, int64_t rows,
-                                   int64_t width, float* a, float* slope) {
-  using V = simd::Vec<float>;
+// From the pre-activation h (ld_h apart, + bias[row] when given): a = GELU and s = GELU',
+// both (rows, width) contiguous; s may be h.
+MLPMIX_INLINE void gelu_slope_impl(const float* h, int64_t ld_h, const float* bias,
+                                   int64_t rows, int64_t width, float* a, float* s) {
+  constexpr int64_t L = FloatVec::lanes;
   for (int64_t row = 0; row < rows; ++row) {
-    const float* hr = h + row * width;
+    const float* hr = h + row * ld_h;
     float* ar = a + row * width;
-    float* sr = slope + row * width;
+    float* sr = s + row * width;
+    const auto b = FloatVec::broadcast(bias != nullptr ? bias[row] : 0.0f);
     int64_t k = 0;
-    for (; k + 2 * V::lanes <= width; k += 2 * V::lanes) {  // two independent chains
-      auto v0 = V::load(hr + k), v1 = V::load(hr + k + V::lanes);
-      if (bias != nullptr) {
-        v0 += V::load(bias + k);
-        v1 += V::load(bias + k + V::lanes);
-      }
-      V::type value0, derivative0, value1, derivative1;
-      gelu_and_slope(v0, &value0, &derivative0);
-      gelu_and_slope(v1, &value1, &derivative1);
-      V::store(ar + k, value0);
-      V::store(ar + k + V::lanes, value1);
-      V::store(sr + k, derivative0);
-      V::store(sr + k + V::lanes, derivative1);
+    for (; k + 2 * L <= width; k += 2 * L) {  // two independent chains
+      const auto v0 = FloatVec::load(hr + k) + b, v1 = FloatVec::load(hr + k + L) + b;
+      FloatVec::type value0, slope0, value1, slope1;
+      gelu_and_slope(v0, &value0, &slope0);
+      gelu_and_slope(v1, &value1, &slope1);
+      FloatVec::store(ar + k, value0);
+      FloatVec::store(ar + k + L, value1);
+      FloatVec::store(sr + k, slope0);
+      FloatVec::store(sr + k + L, slope1);
     }
-    for (; k + V::lanes <= width; k += V::lanes) {
-      auto v = V::load(hr + k);
-      if (bias != nullptr) {
-        v += V::load(bias + k);
-      }
-      V::type value, derivative;
-      gelu_and_slope(v, &value, &derivative);
-      V::store(ar + k, value);
-      V::store(sr + k, derivative);
+    for (; k < width; k += L) {
+      const int64_t count = std::min(L, width - k);
+      FloatVec::type value, slope;
+      gelu_and_slope(load_partial(hr + k, count) + b, &value, &slope);
+      store_partial(ar + k, value, count);
+      store_partial(sr + k, slope, count);
     }
+  }
+}
+
+MLPMIX_INLINE void gelu_slope_impl(const double* h, int64_t ld_h, const double* bias,
+                                   int64_t rows, int64_t width, double* a, double* s) {
+  for (int64_t row = 0; row < rows; ++row) {
+    for (int64_t k = 0; k < width; ++k) {
+      const double v = h[row * ld_h + k] + (bias != nullptr ? bias[row] : 0.0);
+      gelu_and_slope(v, &a[row * width + k], &s[row * width + k]);
+    }
+  }
+}
+
+// sums[row] += the sum of row `row` of m (rows, width) contiguous, after m *= s when given.
+template <typename T>
+MLPMIX_INLINE void row_sums_impl(T* m, const T* s, int64_t rows, int64_t width, double* sums) {
+  constexpr int64_t L = simd::Vec<T>::lanes;
+  using V = simd::Vec<T>;
+  for (int64_t row = 0; row < rows; ++row) {
+    T* mr = m + row * width;
+    const T* sr = s != nullptr ? s + row * width : nullptr;
+    auto acc = V::broadcast(0);
+    int64_t k = 0;
+    for (; k + L <= width; k += L) {
+      auto v = V::load(mr + k);
+      if (sr != nullptr) {
+        v *= V::load(sr + k);
+        V::store(mr + k, v);
+      }
+      acc += v;
+    }
+    T total = 0;
     for (; k < width; ++k) {
-      const double v = hr[k] + (bias != nullptr ? bias[k] : 0.0f);
-      double value, derivative;
-      gelu_and_slope(v, &value, &derivative);
-      ar[k] = static_cast<float>(value);
-      sr[k] = static_cast<float>(derivative);
-    }
-  }
-}
-
-MLPMIX_INLINE void gelu_slope_impl(const double* h, const double* bias, int64_t rows,
-                                   int64_t width, double* a, double* slope) {
-  for (int64_t e = 0; e < rows * width; ++e) {
-    const double v = h[e] + (bias != nullptr ? bias[e % width] : 0.0);
-    gelu_and_slope(v, &a[e], &slope[e]);
-  }
-}
-
-// g *= slope, and the column sums of the result added to `sums` (width).
-template <typename T>
-MLPMIX_INLINE void scale_and_sum_impl(T* g, const T* slope, int64_t rows, int64_t width,
-                                      T* sums) {
-  for (int64_t row = 0; row < rows; ++row) {
-    T* gr = g + row * width;
-    const T* sr = slope + row * width;
-    for (int64_t k = 0; k < width; ++k) {
-      gr[k] *= sr[k];
-      sums[k] += gr[k];
-    }
-  }
-}
-
-template <typename T>
-MLPMIX_INLINE void column_sums_impl(const T* m, int64_t rows, int64_t width, T* sums) {
-  for (int64_t row = 0; row < rows; ++row) {
-    for (int64_t k = 0; k < width; ++k) {
-      sums[k] += m[row * width + k];
-    }
-  }
-}
-
-// ---- ungrouping and regrouping -------------------------------------------------------
-
-// out(token n of line l, channel i*o + j) = y(row l*o + j, feature i*N + n) + bias(i*N + n);
-// y gets the bias added in place.
-template <typename T>
-MLPMIX_INLINE void rows_to_grid_impl(T* y, const T* bias, const Dims& d, int64_t line0,
-                                     int64_t lines, T* out, const TokenGrid& grid) {
-  const int64_t F = d.r * d.N;
-  for (int64_t row = 0; row < lines * d.o; ++row) {
-    for (int64_t k = 0; k < F; ++k) {
-      y[row * F + k] += bias[k];
-    }
-  }
-  for (int64_t n0 = 0; n0 < d.N; n0 += kBlock) {
-    const int64_t tokens = std::min(kBlock, d.N - n0);
-    for (int64_t l = 0; l < lines; ++l) {
-      move_tokens(out + grid.offset(line0 + l, d.M, n0), grid.token_stride, y + l * d.o * F,
-                  n0, tokens, d, false);
-    }
-  }
-}
-
-// rows(l*o + j, i*N + n) = g(token n of line l, channel i*o + j).
-template <typename T>
-MLPMIX_INLINE void grid_to_rows_impl(const T* g, const TokenGrid& grid, const Dims& d,
-                                     int64_t line0, int64_t lines, T* rows) {
-  const int64_t F = d.r * d.N;
-  for (int64_t n0 = 0; n0 < d.N; n0 += kBlock) {
-    const int64_t tokens = std::min(kBlock, d.N - n0);
-    for (int64_t l = 0; l < lines; ++l) {
-      T* token0 = const_cast<T*>(g + grid.offset(line0 + l, d.M, n0));
-      if (n0 + kBlock < d.N) {
-        for (int64_t t = 0; t < tokens; ++t) {
-          prefetch_token(token0 + (kBlock + t) * grid.token_stride, d.C);
-        }
+      if (sr != nullptr) {
+        mr[k] *= sr[k];
       }
-      move_tokens(token0, grid.token_stride, rows + l * d.o * F, n0, tokens, d, true);
+      total += mr[k];
     }
-  }
-}
-
-// ---- LayerNorm backward from the rows of a tile -----------------------------------------
-
-// From grad_u (the gradient of the LayerNorm output in the tile's rows) and x: grad_x of
-// the tile's tokens (ATen's formulation from x, mean and 1/std, in double), and the
-// affine's gradients added to grad_gamma/grad_beta (C, double).
-template <typename T>
-MLPMIX_INLINE void normalize_backward_tile_impl(const T* grad_u, const T* x,
-                                                const TokenGrid& x_grid, const double* mean,
-                                                const double* rstd, const T* gamma,
-                                                const Dims& d, int64_t line0, int64_t lines,
-                                                T* grad_x, const TokenGrid& grad_grid,
-                                                double* grad_gamma, double* grad_beta,
-                                                T* scratch) {
-  const int64_t F = d.r * d.N;
-  const double scale = 1.0 / d.C;
-  for (int64_t n0 = 0; n0 < d.N; n0 += kBlock) {
-    const int64_t tokens = std::min(kBlock, d.N - n0);
-    for (int64_t l = 0; l < lines; ++l) {
-      move_tokens(scratch, d.C, const_cast<T*>(grad_u) + l * d.o * F, n0, tokens, d, false);
-    for (int64_t t = 0; t < tokens; ++t) {
-      const int64_t n = n0 + t;
-      const T* token_buffer = scratch + t * d.C;
-      const T* token = x + x_grid.offset(line0 + l, d.M, n);
-      if (n + kBlock < d.N) {
-        prefetch_token(token + kBlock * x_grid.token_stride, d.C);
-      }
-      const double mu = mean[l * d.N + n], inv_std = rstd[l * d.N + n];
-      Double4 ds_acc{}, db_acc{};
-      int64_t c = 0;
-      for (; c + 4 <= d.C; c += 4) {
-        const Double4 g = load4(token_buffer + c), xv = load4(token + c);
-        const Double4 dy = g * load4(gamma + c);
-        ds_acc += dy * xv;
-        db_acc += dy;
-        store4(grad_gamma + c, load4(grad_gamma + c) + g * ((xv - mu) * inv_std));
-        store4(grad_beta + c, load4(grad_beta + c) + g);
-      }
-      double ds = sum4(ds_acc), db = sum4(db_acc);
-      for (; c < d.C; ++c) {
-        const double g = token_buffer[c], xv = token[c];
-        const double dy = g * gamma[c];
-        ds += dy * xv;
-        db += dy;
-        grad_gamma[c] += g * ((xv - mu) * inv_std);
-        grad_beta[c] += g;
-      }
-      const double a = inv_std;
-      const double b = (db * mu - ds) * inv_std * inv_std * inv_std * scale;
-      const double bias = -b * mu - db * inv_std * scale;
-      T* out = grad_x + grad_grid.offset(line0 + l, d.M, n);
-      for (c = 0; c + 4 <= d.C; c += 4) {
-        const Double4 dy = load4(token_buffer + c) * load4(gamma + c);
-        store4(out + c, a * dy + b * load4(token + c) + bias);
-      }
-      for (; c < d.C; ++c) {
-        out[c] = static_cast<T>(a * (token_buffer[c] * static_cast<double>(gamma[c])) +
-                                b * token[c] + bias);
-      }
+    for (int64_t lane = 0; lane < L; ++lane) {
+      total += acc[lane];
     }
-  }
+    sums[row] += total;
   }
 }
 
 // ---- the cloned entry points (target_clones takes no templates: one overload per dtype) --
 
-#define MLPMIX_RAFT_CLONES(T)                                                                 \
-  MLPMIX_CLONE_FOR_AVX2 void normalize_tile(                                                  \
-      const T* x, const TokenGrid& grid, const Dims& d, int64_t line0, int64_t lines,        \
-      const T* gamma, const T* beta, double eps, T* u, double* mean, double* rstd,            \
-      T* scratch) {                                                                           \
-    normalize_tile_impl(x, grid, d, line0, lines, gamma, beta, eps, u, mean, rstd, scratch); \
-  }                                                                                           \
-  MLPMIX_CLONE_FOR_AVX2 void bias_gelu(T* h, const T* bias, int64_t rows, int64_t width,     \
-                                       T* a, bool keep) {                                     \
-    bias_gelu_impl(h, bias, rows, width, a, keep);                                            \
-  }                                                                                           \
-  MLPMIX_CLONE_FOR_AVX2 void gelu_slope(const T* h, const T* bias, int64_t rows,              \
-                                        int64_t width, T* a, T* slope) {                      \
-    gelu_slope_impl(h, bias, rows, width, a, slope);                                          \
-  }                                                                                           \
-  MLPMIX_CLONE_FOR_AVX2 void scale_and_sum(T* g, const T* slope, int64_t rows, int64_t width, \
-                                           T* sums) {                                         \
-    scale_and_sum_impl(g, slope, rows, width, sums);                                          \
-  }                                                                                           \
-  MLPMIX_CLONE_FOR_AVX2 void column_sums(const T* m, int64_t rows, int64_t width, T* sums) {  \
-    column_sums_impl(m, rows, width, sums);                                                   \
-  }                                                                                           \
-  MLPMIX_CLONE_FOR_AVX2 void rows_to_grid(T* y, const T* bias, const Dims& d,           \
-                                          int64_t line0, int64_t lines, T* out,               \
-                                          const TokenGrid& grid) {                            \
-    rows_to_grid_impl(y, bias, d, line0, lines, out, grid);                                   \
-  }                                                                                           \
-  MLPMIX_CLONE_FOR_AVX2 void grid_to_rows(const T* g, const TokenGrid& grid, const Dims& d,   \
-                                          int64_t line0, int64_t lines, T* rows) {            \
-    grid_to_rows_impl(g, grid, d, line0, lines, rows);                                        \
-  }                                                                                           \
-  MLPMIX_CLONE_FOR_AVX2 void normalize_backward_tile(                                         \
-      const T* grad_u, const T* x, const TokenGrid& x_grid, const double* mean,               \
-      const double* rstd, const T* gamma, const Dims& d, int64_t line0, int64_t lines,        \
-      T* grad_x, const TokenGrid& grad_grid, double* grad_gamma, double* grad_beta,           \
-      T* scratch) {                                                                           \
-    normalize_backward_tile_impl(grad_u, x, x_grid, mean, rstd, gamma, d, line0, lines,      \
-                                 grad_x, grad_grid, grad_gamma, grad_beta, scratch);          \
+#define MLPMIX_RAFT_CLONES(T)                                                                \
+  MLPMIX_CLONE_FOR_AVX2 void normalize_tile(const T* x, const TokenGrid& grid, const Dims& d, \
+                                            int64_t line0, int64_t lines, const T* gamma,    \
+                                            const T* beta, double eps, T* xt, double* mean,  \
+                                            double* rstd) {                                  \
+    normalize_tile_impl(x, grid, d, line0, lines, gamma, beta, eps, xt, mean, rstd);         \
+  }                                                                                          \
+  MLPMIX_CLONE_FOR_AVX2 void write_output(const T* yt, const T* bias, const Dims& d,         \
+                                          int64_t line0, int64_t lines, T* out,              \
+                                          const TokenGrid& grid) {                           \
+    write_output_impl(yt, bias, d, line0, lines, out, grid);                                 \
+  }                                                                                          \
+  MLPMIX_CLONE_FOR_AVX2 void gather_tile(const T* g, const TokenGrid& grid, const Dims& d,   \
+                                         int64_t line0, int64_t lines, T* gt) {              \
+    gather_tile_impl(g, grid, d, line0, lines, gt);                                          \
+  }                                                                                          \
+  MLPMIX_CLONE_FOR_AVX2 void normalize_backward_tile(                                        \
+      const T* gt, const T* x, const TokenGrid& x_grid, const double* mean,                  \
+      const double* rstd, const T* gamma, const Dims& d, int64_t line0, int64_t lines,       \
+      T* grad_x, const TokenGrid& grad_grid, double* grad_gamma, double* grad_beta) {        \
+    normalize_backward_tile_impl(gt, x, x_grid, mean, rstd, gamma, d, line0, lines, grad_x, \
+                                 grad_grid, grad_gamma, grad_beta);                          \
+  }                                                                                          \
+  MLPMIX_CLONE_FOR_AVX2 void bias_gelu(T* h, int64_t ld_h, const T* bias, int64_t rows,      \
+                                       int64_t width, T* a, int64_t ld_a, bool keep) {       \
+    bias_gelu_impl(h, ld_h, bias, rows, width, a, ld_a, keep);                               \
+  }                                                                                          \
+  MLPMIX_CLONE_FOR_AVX2 void gelu_slope(const T* h, int64_t ld_h, const T* bias,             \
+                                        int64_t rows, int64_t width, T* a, T* s) {           \
+    gelu_slope_impl(h, ld_h, bias, rows, width, a, s);                                       \
+  }                                                                                          \
+  MLPMIX_CLONE_FOR_AVX2 void row_sums(T* m, const T* s, int64_t rows, int64_t width,         \
+                                      double* sums) {                                        \
+    row_sums_impl(m, s, rows, width, sums);                                                  \
   }
 
 MLPMIX_RAFT_CLONES(float)
 MLPMIX_RAFT_CLONES(double)
 #undef MLPMIX_RAFT_CLONES
 
-// ---- forward -----------------------------------------------------------------------------
+// ---- the weights with their feature axis in (n, i) order -----------------------------------
 
-// The first `rows` rows of a (rows_max, width) buffer.
-at::Tensor first_rows(const at::Tensor& buffer, int64_t rows) {
-  return rows == buffer.size(0) ? buffer : buffer.narrow(0, 0, rows);
-}
-
+// fc1_weight (hidden, F) and fc2_weight (F, hidden) with feature i*N + n moved to n*r + i,
+// contiguous, and the fc2 bias likewise.
 struct Weights {
-  at::Tensor w1, w1_t, w2, w2_t;  // fc1 (hidden, F), fc2 (F, hidden) and their transposes
-  Weights(const at::Tensor& fc1_weight, const at::Tensor& fc2_weight)
-      : w1(fc1_weight.contiguous()), w1_t(w1.t()), w2(fc2_weight.contiguous()), w2_t(w2.t()) {}
+  at::Tensor w1, w2, b2;
+
+  Weights(const at::Tensor& fc1_weight, const at::Tensor& fc2_weight,
+          const at::Tensor& fc2_bias, const Dims& d)
+      : w1(fc1_weight.reshape({d.hidden, d.r, d.N}).transpose(1, 2).contiguous().view(
+            {d.hidden, d.r * d.N})),
+        w2(fc2_weight.reshape({d.r, d.N, d.hidden}).transpose(0, 1).contiguous().view(
+            {d.r * d.N, d.hidden})),
+        b2(fc2_bias.reshape({d.r, d.N}).t().contiguous().view({d.r * d.N})) {}
 };
 
-// out (B, H, W, C) contiguous, and the fc1 pre-activation (B*M*o, hidden) when `keep_hidden`.
+// Gradients in (n, i) feature order back to i*N + n, along `axis` of (hidden, F) or (F, ...).
+at::Tensor features_to_spec_order(const at::Tensor& g, int64_t axis, const Dims& d) {
+  auto sizes = g.sizes().vec();
+  sizes[axis] = d.N;
+  sizes.insert(sizes.begin() + axis + 1, d.r);
+  return g.view(sizes).transpose(axis, axis + 1).reshape(g.sizes());
+}
+
+// A (rows, cols) matrix over the start of a per-thread buffer.
+at::Tensor matrix(const at::Tensor& buffer, int64_t rows, int64_t cols) {
+  return at::from_blob(buffer.data_ptr(), {rows, cols}, buffer.options());
+}
+
+// ---- forward -----------------------------------------------------------------------------
+
+// out (B, H, W, C) contiguous, and the fc1 pre-activation (hidden, B*M*o) when
+// `keep_hidden`.
 std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_any, const at::Tensor& norm_weight,
                                            const at::Tensor& norm_bias,
                                            const at::Tensor& fc1_weight,
@@ -586,43 +552,45 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_any, const at::Te
   const auto x = contiguous_channels(x_any);
   const int64_t batch = x.size(0);
   const int64_t F = d.r * d.N;
-  auto out = at::empty({batch, d.H, d.W, d.C}, x.options());
-  auto hidden = keep_hidden ? at::empty({batch * d.M * d.o, d.hidden}, x.options()) : at::Tensor();
+  const auto options = x.options();
+  auto out = at::empty({batch, d.H, d.W, d.C}, options);
+  auto hidden =
+      keep_hidden ? at::empty({d.hidden, batch * d.M * d.o}, options) : at::Tensor();
   const Tiling tiling = make_tiling(batch, d, x.element_size());
   if (tiling.lines == 0) {
     return {out, hidden};
   }
-  const Weights w(fc1_weight, fc2_weight);
+  const Weights w(fc1_weight, fc2_weight, fc2_bias, d);
   const auto gamma = norm_weight.contiguous(), beta = norm_bias.contiguous();
-  const auto b1 = fc1_bias.contiguous(), b2 = fc2_bias.contiguous();
+  const auto b1 = fc1_bias.contiguous();
   const TokenGrid x_grid(x, d), out_grid(out, d);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlpmix_raft_token_mixing_cpu", [&] {
     const scalar_t* x_data = x.const_data_ptr<scalar_t>();
     scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, tiling.chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
-      const int64_t rows_max = tiling.tile_rows(d);
-      auto u_buffer = at::empty({rows_max, F}, x.options());
-      auto h_buffer = at::empty({rows_max, d.hidden}, x.options());
-      auto y_buffer = at::empty({rows_max, F}, x.options());
-      std::vector<scalar_t> scratch(kBlock * d.C);
+      const int64_t columns = tiling.tile_lines * d.o;
+      const auto x_buffer = at::empty({F * columns}, options);
+      const auto a_buffer = at::empty({d.hidden * columns}, options);
+      const auto y_buffer = at::empty({F * columns}, options);
       for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
         for (int64_t tile = tiling.first(chunk); tile < tiling.first(chunk + 1); ++tile) {
           const int64_t line0 = tile * tiling.tile_lines;
           const int64_t lines = std::min(tiling.tile_lines, tiling.lines - line0);
-          const int64_t rows = lines * d.o;
-          const auto u = first_rows(u_buffer, rows);
-          const auto a = first_rows(h_buffer, rows);
-          auto y = first_rows(y_buffer, rows);
+          const int64_t R = lines * d.o;
+          const auto xt = matrix(x_buffer, F, R);
+          const auto act = matrix(a_buffer, d.hidden, R);
+          auto yt = matrix(y_buffer, F, R);
           normalize_tile(x_data, x_grid, d, line0, lines, gamma.const_data_ptr<scalar_t>(),
-                         beta.const_data_ptr<scalar_t>(), eps, u.mutable_data_ptr<scalar_t>(),
-                         nullptr, nullptr, scratch.data());
-          auto h = keep_hidden ? hidden.narrow(0, line0 * d.o, rows) : a;
-          at::cpu::mm_out(h, u, w.w1_t);
-          bias_gelu(h.mutable_data_ptr<scalar_t>(), b1.const_data_ptr<scalar_t>(), rows,
-                    d.hidden, a.mutable_data_ptr<scalar_t>(), keep_hidden);
-          at::cpu::mm_out(y, a, w.w2_t);
-          rows_to_grid(y.mutable_data_ptr<scalar_t>(), b2.const_data_ptr<scalar_t>(), d, line0,
-                       lines, out_data, out_grid);
+                         beta.const_data_ptr<scalar_t>(), eps, xt.mutable_data_ptr<scalar_t>(),
+                         nullptr, nullptr);
+          auto ht = keep_hidden ? hidden.narrow(1, line0 * d.o, R) : act;
+          at::cpu::mm_out(ht, w.w1, xt);
+          bias_gelu(ht.mutable_data_ptr<scalar_t>(), ht.stride(0),
+                    b1.const_data_ptr<scalar_t>(), d.hidden, R,
+                    act.mutable_data_ptr<scalar_t>(), R, keep_hidden);
+          at::cpu::mm_out(yt, w.w2, act);
+          write_output(yt.const_data_ptr<scalar_t>(), w.b2.const_data_ptr<scalar_t>(), d,
+                       line0, lines, out_data, out_grid);
         }
       }
     });
@@ -653,11 +621,10 @@ std::tuple<at::Tensor, at::Tensor> raft_token_mixing_forward_cpu(
 
 // ---- backward ----------------------------------------------------------------------------
 
-// One thread's share of the parameter gradients.
+// One chunk's share of the parameter gradients (weights in (n, i) feature order).
 struct Partial {
-  at::Tensor fc1_weight, fc2_weight;                           // scalar_t, accumulated by GEMMs
+  at::Tensor fc1_weight, fc2_weight;  // scalar_t, accumulated by GEMMs
   std::vector<double> fc1_bias, fc2_bias, norm_weight, norm_bias;
-  bool empty = true;
 };
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
@@ -679,16 +646,20 @@ raft_token_mixing_backward_cpu(const at::Tensor& grad_out_any, const at::Tensor&
   auto grad_x = at::empty({batch, d.H, d.W, d.C}, options);
   const Tiling tiling = make_tiling(batch, d, x.element_size());
   if (tiling.lines == 0) {
-    return {grad_x, at::zeros_like(norm_weight, at::MemoryFormat::Contiguous),
-            at::zeros_like(norm_bias, at::MemoryFormat::Contiguous),
-            at::zeros_like(fc1_weight, at::MemoryFormat::Contiguous),
-            at::zeros_like(fc1_bias, at::MemoryFormat::Contiguous),
-            at::zeros_like(fc2_weight, at::MemoryFormat::Contiguous),
-            at::zeros_like(fc2_bias, at::MemoryFormat::Contiguous)};
+    const auto contiguous = at::MemoryFormat::Contiguous;
+    return {grad_x, at::zeros_like(norm_weight, contiguous),
+            at::zeros_like(norm_bias, contiguous), at::zeros_like(fc1_weight, contiguous),
+            at::zeros_like(fc1_bias, contiguous), at::zeros_like(fc2_weight, contiguous),
+            at::zeros_like(fc2_bias, contiguous)};
   }
-  const auto hidden = hidden_given.has_value() ? std::optional<at::Tensor>(hidden_given->contiguous())
-                                               : std::nullopt;
-  const Weights w(fc1_weight, fc2_weight);
+  // The kept pre-activation is read in place when its rows are unit-stride.
+  const auto hidden = hidden_given.has_value()
+                          ? std::optional<at::Tensor>(hidden_given->stride(1) == 1
+                                                          ? *hidden_given
+                                                          : hidden_given->contiguous())
+                          : std::nullopt;
+  const Weights w(fc1_weight, fc2_weight, fc2_bias, d);
+  const auto w1_t = w.w1.t(), w2_t = w.w2.t();
   const auto gamma = norm_weight.contiguous(), beta = norm_bias.contiguous();
   const auto b1 = fc1_bias.contiguous();
   const TokenGrid x_grid(x, d), grad_out_grid(grad_out, d), grad_x_grid(grad_x, d);
@@ -699,13 +670,12 @@ raft_token_mixing_backward_cpu(const at::Tensor& grad_out_any, const at::Tensor&
     scalar_t* grad_x_data = grad_x.mutable_data_ptr<scalar_t>();
     const scalar_t* gamma_data = gamma.const_data_ptr<scalar_t>();
     at::parallel_for(0, tiling.chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
-      const int64_t rows_max = tiling.tile_rows(d);
-      auto u_buffer = at::empty({rows_max, F}, options);
-      auto g_buffer = at::empty({rows_max, F}, options);  // grad of fc2 output, then of u
-      auto a_buffer = at::empty({rows_max, d.hidden}, options);  // GELU output, then its grad
-      auto s_buffer = at::empty({rows_max, d.hidden}, options);  // h if recomputed, then GELU'
+      const int64_t columns = tiling.tile_lines * d.o;
+      const auto x_buffer = at::empty({F * columns}, options);
+      const auto g_buffer = at::empty({F * columns}, options);  // grad of fc2 output, then of u
+      const auto a_buffer = at::empty({d.hidden * columns}, options);  // GELU, then its grad
+      const auto s_buffer = at::empty({d.hidden * columns}, options);  // h if recomputed, GELU'
       std::vector<double> mean(tiling.tile_lines * d.N), rstd(tiling.tile_lines * d.N);
-      std::vector<scalar_t> scratch(kBlock * d.C), bias1_sums(d.hidden), bias2_sums(F);
       for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
         Partial& p = partials[chunk];
         p.fc1_weight = at::empty({d.hidden, F}, options);
@@ -717,46 +687,36 @@ raft_token_mixing_backward_cpu(const at::Tensor& grad_out_any, const at::Tensor&
         for (int64_t tile = tiling.first(chunk); tile < tiling.first(chunk + 1); ++tile) {
           const int64_t line0 = tile * tiling.tile_lines;
           const int64_t lines = std::min(tiling.tile_lines, tiling.lines - line0);
-          const int64_t rows = lines * d.o;
-          const auto u = first_rows(u_buffer, rows);
-          auto g = first_rows(g_buffer, rows);
-          auto a = first_rows(a_buffer, rows);
-          auto s = first_rows(s_buffer, rows);
+          const int64_t R = lines * d.o;
+          const auto xt = matrix(x_buffer, F, R);
+          auto gt = matrix(g_buffer, F, R);
+          auto act = matrix(a_buffer, d.hidden, R);
+          auto st = matrix(s_buffer, d.hidden, R);
+          scalar_t* a_data = act.mutable_data_ptr<scalar_t>();
+          scalar_t* s_data = st.mutable_data_ptr<scalar_t>();
           normalize_tile(x_data, x_grid, d, line0, lines, gamma_data,
-                         beta.const_data_ptr<scalar_t>(), eps, u.mutable_data_ptr<scalar_t>(),
-                         mean.data(), rstd.data(), scratch.data());
-          grid_to_rows(grad_out_data, grad_out_grid, d, line0, lines,
-                       g.mutable_data_ptr<scalar_t>());
-          std::fill(bias2_sums.begin(), bias2_sums.end(), scalar_t(0));
-          column_sums(g.const_data_ptr<scalar_t>(), rows, F, bias2_sums.data());
+                         beta.const_data_ptr<scalar_t>(), eps, xt.mutable_data_ptr<scalar_t>(),
+                         mean.data(), rstd.data());
+          gather_tile(grad_out_data, grad_out_grid, d, line0, lines,
+                      gt.mutable_data_ptr<scalar_t>());
+          row_sums(gt.mutable_data_ptr<scalar_t>(), static_cast<const scalar_t*>(nullptr), F,
+                   R, p.fc2_bias.data());
           if (hidden.has_value()) {
-            gelu_slope(hidden->const_data_ptr<scalar_t>() + line0 * d.o * d.hidden, nullptr,
-                       rows, d.hidden, a.mutable_data_ptr<scalar_t>(),
-                       s.mutable_data_ptr<scalar_t>());
+            gelu_slope(hidden->const_data_ptr<scalar_t>() + line0 * d.o, hidden->stride(0),
+                       nullptr, d.hidden, R, a_data, s_data);
           } else {
-            at::cpu::mm_out(s, u, w.w1_t);
-            gelu_slope(s.const_data_ptr<scalar_t>(), b1.const_data_ptr<scalar_t>(), rows,
-                       d.hidden, a.mutable_data_ptr<scalar_t>(), s.mutable_data_ptr<scalar_t>());
+            at::cpu::mm_out(st, w.w1, xt);
+            gelu_slope(s_data, R, b1.const_data_ptr<scalar_t>(), d.hidden, R, a_data, s_data);
           }
-          const double beta_gemm = p.empty ? 0.0 : 1.0;
-          at::cpu::addmm_(p.fc2_weight, g.t(), a, beta_gemm, 1.0);
-          at::cpu::mm_out(a, g, w.w2);  // grad of the GELU output
-          std::fill(bias1_sums.begin(), bias1_sums.end(), scalar_t(0));
-          scale_and_sum(a.mutable_data_ptr<scalar_t>(), s.const_data_ptr<scalar_t>(), rows,
-                        d.hidden, bias1_sums.data());
-          at::cpu::addmm_(p.fc1_weight, a.t(), u, beta_gemm, 1.0);
-          at::cpu::mm_out(g, a, w.w1);  // grad of u
-          p.empty = false;
-          for (int64_t k = 0; k < d.hidden; ++k) {
-            p.fc1_bias[k] += bias1_sums[k];
-          }
-          for (int64_t k = 0; k < F; ++k) {
-            p.fc2_bias[k] += bias2_sums[k];
-          }
-          normalize_backward_tile(g.const_data_ptr<scalar_t>(), x_data, x_grid, mean.data(),
+          const double accumulate = tile == tiling.first(chunk) ? 0.0 : 1.0;
+          at::cpu::addmm_(p.fc2_weight, gt, act.t(), accumulate, 1.0);
+          at::cpu::mm_out(act, w2_t, gt);  // grad of the GELU output, then of h
+          row_sums(a_data, s_data, d.hidden, R, p.fc1_bias.data());
+          at::cpu::addmm_(p.fc1_weight, act, xt.t(), accumulate, 1.0);
+          at::cpu::mm_out(gt, w1_t, act);  // grad of the LayerNorm output
+          normalize_backward_tile(gt.const_data_ptr<scalar_t>(), x_data, x_grid, mean.data(),
                                   rstd.data(), gamma_data, d, line0, lines, grad_x_data,
-                                  grad_x_grid, p.norm_weight.data(), p.norm_bias.data(),
-                                  scratch.data());
+                                  grad_x_grid, p.norm_weight.data(), p.norm_bias.data());
         }
       }
     });
@@ -780,10 +740,10 @@ raft_token_mixing_backward_cpu(const at::Tensor& grad_out_any, const at::Tensor&
   return {grad_x,
           sum_vectors(&Partial::norm_weight),
           sum_vectors(&Partial::norm_bias),
-          grad_fc1_weight,
+          features_to_spec_order(grad_fc1_weight, 1, d),
           sum_vectors(&Partial::fc1_bias),
-          grad_fc2_weight,
-          sum_vectors(&Partial::fc2_bias)};
+          features_to_spec_order(grad_fc2_weight, 0, d),
+          features_to_spec_order(sum_vectors(&Partial::fc2_bias), 0, d)};
 }
 
 }  // namespace
