@@ -86,6 +86,8 @@ Tiling make_tiling(int64_t batch, const Dims& d, int64_t element_size) {
 
 // ---- vector helpers (inlined into each clone) ----------------------------------------
 
+using FloatVec = simd::Vec<float>;
+
 // Four doubles: one AVX2 register (wider GCC vectors end up spilled to the stack).
 typedef double Double4 __attribute__((vector_size(32)));
 typedef float Float4 __attribute__((vector_size(16)));
@@ -173,6 +175,33 @@ MLPMIX_INLINE void token_moments(const T* token, int64_t C, double eps, double* 
   *rstd = 1.0 / std::sqrt(variance / C + eps);
 }
 
+// out = (in - mean) * rstd * gamma + beta over `count` channels. float: x - mean as
+// (x - mean_hi) - mean_lo with mean = mean_hi + mean_lo in floats (the first difference is
+// exact where it matters, x close to the mean: Sterbenz), so that the normalised value is
+// accurate to a few ulp however small the token's variance; double: plain.
+MLPMIX_INLINE void normalize_run(const float* in, const float* gamma, const float* beta,
+                                 int64_t count, double mean, double rstd, float* out) {
+  using V = FloatVec;
+  const float mean_hi = static_cast<float>(mean);
+  const float mean_lo = static_cast<float>(mean - mean_hi);
+  const float scale = static_cast<float>(rstd);
+  int64_t j = 0;
+  for (; j + V::lanes <= count; j += V::lanes) {
+    const auto centred = (V::load(in + j) - mean_hi) - mean_lo;
+    V::store(out + j, centred * scale * V::load(gamma + j) + V::load(beta + j));
+  }
+  for (; j < count; ++j) {
+    out[j] = ((in[j] - mean_hi) - mean_lo) * scale * gamma[j] + beta[j];
+  }
+}
+
+MLPMIX_INLINE void normalize_run(const double* in, const double* gamma, const double* beta,
+                                 int64_t count, double mean, double rstd, double* out) {
+  for (int64_t j = 0; j < count; ++j) {
+    out[j] = (in[j] - mean) * rstd * gamma[j] + beta[j];
+  }
+}
+
 // The LayerNorm (affine applied) of lines [line0, line0 + lines) of x into the tile's
 // (F, R) matrix `xt`; the statistics per token, index l*N + n, into mean/rstd when given.
 template <typename T>
@@ -190,17 +219,8 @@ MLPMIX_INLINE void normalize_tile_impl(const T* x, const TokenGrid& grid, const 
       rstd_out[l * d.N + n] = rstd;
     }
     for (int64_t i = 0; i < d.r; ++i) {
-      const T* in = token + i * d.o;
-      const T* g = gamma + i * d.o;
-      const T* b = beta + i * d.o;
-      T* out = xt + (n * d.r + i) * R + l * d.o;
-      int64_t j = 0;
-      for (; j + 4 <= d.o; j += 4) {
-        store4(out + j, (load4(in + j) - mean) * rstd * load4(g + j) + load4(b + j));
-      }
-      for (; j < d.o; ++j) {
-        out[j] = static_cast<T>((in[j] - mean) * rstd * g[j] + b[j]);
-      }
+      normalize_run(token + i * d.o, gamma + i * d.o, beta + i * d.o, d.o, mean, rstd,
+                    xt + (n * d.r + i) * R + l * d.o);
     }
   });
 }
@@ -308,8 +328,6 @@ MLPMIX_INLINE void normalize_backward_tile_impl(const T* gt, const T* x,
 // Exact GELU x*Phi(x) and its derivative Phi(x) + x*phi(x), Phi(x) = (1 + erf(x/sqrt2))/2.
 // float: erf by Abramowitz-Stegun 7.1.26 as in ATen's vectorised kernels; exp(-x^2/2)
 // serves erf and phi alike.
-using FloatVec = simd::Vec<float>;
-
 MLPMIX_INLINE void gelu_and_slope(FloatVec::type x, FloatVec::type* value,
                                   FloatVec::type* slope) {
   using V = FloatVec::type;
@@ -399,10 +417,16 @@ MLPMIX_INLINE void bias_gelu_impl(double* h, int64_t ld_h, const double* bias, i
 MLPMIX_INLINE void gelu_slope_impl(const float* h, int64_t ld_h, const float* bias,
                                    int64_t rows, int64_t width, float* a, float* s) {
   constexpr int64_t L = FloatVec::lanes;
+  constexpr int64_t ahead = 4;  // rows of h prefetched ahead (the kept h comes from memory)
   for (int64_t row = 0; row < rows; ++row) {
     const float* hr = h + row * ld_h;
     float* ar = a + row * width;
     float* sr = s + row * width;
+    if (row + ahead < rows) {
+      for (int64_t k = 0; k < width; k += 64 / sizeof(float)) {
+        __builtin_prefetch(hr + ahead * ld_h + k);
+      }
+    }
     const auto b = FloatVec::broadcast(bias != nullptr ? bias[row] : 0.0f);
     int64_t k = 0;
     for (; k + 2 * L <= width; k += 2 * L) {  // two independent chains
