@@ -136,7 +136,7 @@ CASES = {
     "raft_token_mixing/inf": (lambda: _with_nonfinite(_raft(), float("inf")), ("propagates",)),
     "raft_token_mixing_backward/grad_out shape": (lambda: _backward(_raft(), lambda o: o[..., :-1]), ("raises", "grad_out")),
     "raft_token_mixing_backward/NaN": (lambda: _with_nonfinite(_backward(_raft()), float("nan")), ("propagates",)),
-    "raft_token_mixing_backward/hidden shape": (lambda: _raft_backward_with_hidden(lambda h: h[:, :-1]), ("raises", "hidden")),
+    "raft_token_mixing_backward/hidden shape": (lambda: _raft_backward_with_hidden(lambda h: h[:, :, :-1]), ("raises", "hidden")),
     "raft_token_mixing_backward/hidden dtype": (lambda: _raft_backward_with_hidden(lambda h: h.double()), ("raises", "hidden")),
     "raft_token_mixing_backward/hidden NaN": (lambda: _raft_backward_with_hidden(_nan_at_first), ("propagates",)),
     "raft_token_mixing_forward/x rank 3": (lambda: _raft_forward(x=torch.randn(3, 4, 6)), ("raises", "x")),

@@ -7,6 +7,8 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <vector>
+
 #include "common/autograd.h"
 #include "common/checks.h"
 #include "mlpmix/mlpmix.h"
@@ -114,8 +116,9 @@ void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x) {
 
 namespace {
 
-c10::SymInt hidden_columns(const at::Tensor& x, const Dims& d) {
-  return x.sym_size(0) * (d.M * d.o);
+// (B*M, hidden, o): the shape of the kept fc1 pre-activation.
+std::vector<c10::SymInt> hidden_shape(const at::Tensor& x, const Dims& d) {
+  return {x.sym_size(0) * d.M, c10::SymInt(d.hidden), c10::SymInt(d.o)};
 }
 
 }  // namespace
@@ -127,8 +130,8 @@ void check_hidden(const std::optional<at::Tensor>& hidden, const at::Tensor& x,
   }
   const char* op = "raft_token_mixing_backward";
   checks::same_dtype_device(op, "hidden", *hidden, "x", x);
-  checks::sym_shape(op, "hidden", *hidden, {c10::SymInt(dims.hidden), hidden_columns(x, dims)},
-                    "(hidden, B*M*o) of raft_token_mixing_forward");
+  checks::sym_shape(op, "hidden", *hidden, hidden_shape(x, dims),
+                    "(B*M, hidden, o) of raft_token_mixing_forward");
 }
 
 // ---- the MLP steps (device-agnostic ATen) ----------------------------------------------
@@ -215,7 +218,7 @@ std::tuple<at::Tensor, at::Tensor> raft_token_mixing_forward_meta(
   const auto dims = check_inputs("raft_token_mixing_forward", x, norm_weight, norm_bias,
                                  fc1_weight, fc1_bias, fc2_weight, fc2_bias, raft_size, dim);
   return {at::empty_symint(x.sym_sizes(), x.options()),
-          at::empty_symint({c10::SymInt(dims.hidden), hidden_columns(x, dims)}, x.options())};
+          at::empty_symint(hidden_shape(x, dims), x.options())};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>

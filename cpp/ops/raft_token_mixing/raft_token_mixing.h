@@ -35,14 +35,14 @@ Dims check_inputs(const char* op, const at::Tensor& x, const at::Tensor& norm_we
 // The backward also checks grad_out against x.
 void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x);
 
-// ... and, when given, the kept fc1 pre-activation: (hidden, B*M*o), columns (b, m, j).
+// ... and, when given, the kept fc1 pre-activation: (B*M, hidden, o).
 void check_hidden(const std::optional<at::Tensor>& hidden, const at::Tensor& x,
                   const Dims& dims);
 
 // The forward that also returns the fc1 pre-activation (bias added, before GELU) for the
-// backward, through the dispatcher: `raft_token_mixing_forward`. It is transposed,
-// (hidden, B*M*o): column (b*M + m)*o + j is the MLP row of raft j at position m of the
-// other spatial axis (M its size).
+// backward, through the dispatcher: `raft_token_mixing_forward`. It is (B*M, hidden, o):
+// [b*M + m, :, j] is the hidden layer of the MLP row of raft j at position m of the other
+// spatial axis (M its size).
 std::tuple<at::Tensor, at::Tensor> raft_token_mixing_forward(
     const at::Tensor& x, const at::Tensor& norm_weight, const at::Tensor& norm_bias,
     const at::Tensor& fc1_weight, const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,

@@ -15,8 +15,8 @@
 // vectorised pass, fc2 (ATen GEMM), bias and copy into the output; the backward likewise,
 // with the weight gradients accumulated per thread by GEMMs with beta = 1. No whole-tensor
 // intermediate exists except the fc1 pre-activation that the forward keeps for the backward
-// when autograd asks for it (raft_token_mixing_forward): (hidden, B*M*o), column
-// (b*M + m)*o + j.
+// when autograd asks for it (raft_token_mixing_forward): (B*M, hidden, o), one contiguous
+// (hidden, o) block per line.
 //
 // Precision: the LayerNorm statistics, normalisation and backward run in double for float
 // input (a token with small variance makes them ill-conditioned: float rounding of x - mean
@@ -364,97 +364,112 @@ MLPMIX_INLINE void store_partial(float* p, FloatVec::type v, int64_t count) {
   std::memcpy(p, lanes, count * sizeof(float));
 }
 
-// Row k of h (ld_h apart) gets bias[k] added (written back when `keep`); a = GELU(h) (ld_a).
-MLPMIX_INLINE void bias_gelu_impl(float* h, int64_t ld_h, const float* bias, int64_t rows,
-                                  int64_t width, float* a, int64_t ld_a, bool keep) {
+// Where element (k, l, j) of a tile's hidden layer lives (unit k, line l of the tile, raft
+// j): k*row + l*line + j. The tile's buffers are {R, o}; the kept pre-activation, (B*M,
+// hidden, o), is {o, hidden*o} from the tile's first line.
+struct HiddenLayout {
+  int64_t row, line;
+};
+
+// The tile's fc1 output h (hidden, R), in place: h + bias[k] is copied to `kept` (laid out
+// by `kept_layout`) when given, and h becomes GELU(h + bias[k]).
+MLPMIX_INLINE void bias_gelu_impl(float* h, const float* bias, int64_t rows, int64_t lines,
+                                  int64_t o, float* kept, HiddenLayout kept_layout) {
   constexpr int64_t L = FloatVec::lanes;
-  for (int64_t row = 0; row < rows; ++row) {
-    float* hr = h + row * ld_h;
-    float* ar = a + row * ld_a;
-    const auto b = FloatVec::broadcast(bias[row]);
-    int64_t k = 0;
-    for (; k + 2 * L <= width; k += 2 * L) {  // two independent chains
-      const auto v0 = FloatVec::load(hr + k) + b, v1 = FloatVec::load(hr + k + L) + b;
-      if (keep) {
-        FloatVec::store(hr + k, v0);
-        FloatVec::store(hr + k + L, v1);
+  for (int64_t l = 0; l < lines; ++l) {
+    for (int64_t k = 0; k < rows; ++k) {
+      float* run = h + k * lines * o + l * o;
+      float* keep = kept != nullptr ? kept + k * kept_layout.row + l * kept_layout.line : nullptr;
+      const auto b = FloatVec::broadcast(bias[k]);
+      int64_t j = 0;
+      for (; j + 2 * L <= o; j += 2 * L) {  // two independent chains
+        const auto v0 = FloatVec::load(run + j) + b, v1 = FloatVec::load(run + j + L) + b;
+        if (keep != nullptr) {
+          FloatVec::store(keep + j, v0);
+          FloatVec::store(keep + j + L, v1);
+        }
+        FloatVec::type value0, slope0, value1, slope1;
+        gelu_and_slope(v0, &value0, &slope0);
+        gelu_and_slope(v1, &value1, &slope1);
+        FloatVec::store(run + j, value0);
+        FloatVec::store(run + j + L, value1);
       }
-      FloatVec::type value0, slope0, value1, slope1;
-      gelu_and_slope(v0, &value0, &slope0);
-      gelu_and_slope(v1, &value1, &slope1);
-      FloatVec::store(ar + k, value0);
-      FloatVec::store(ar + k + L, value1);
-    }
-    for (; k < width; k += L) {
-      const int64_t count = std::min(L, width - k);
-      const auto v = load_partial(hr + k, count) + b;
-      if (keep) {
-        store_partial(hr + k, v, count);
+      for (; j < o; j += L) {
+        const int64_t count = std::min(L, o - j);
+        const auto v = load_partial(run + j, count) + b;
+        if (keep != nullptr) {
+          store_partial(keep + j, v, count);
+        }
+        FloatVec::type value, slope;
+        gelu_and_slope(v, &value, &slope);
+        store_partial(run + j, value, count);
       }
-      FloatVec::type value, slope;
-      gelu_and_slope(v, &value, &slope);
-      store_partial(ar + k, value, count);
-    }
-  }
-}
-
-MLPMIX_INLINE void bias_gelu_impl(double* h, int64_t ld_h, const double* bias, int64_t rows,
-                                  int64_t width, double* a, int64_t ld_a, bool keep) {
-  for (int64_t row = 0; row < rows; ++row) {
-    for (int64_t k = 0; k < width; ++k) {
-      const double v = h[row * ld_h + k] + bias[row];
-      if (keep) {
-        h[row * ld_h + k] = v;
-      }
-      double slope;
-      gelu_and_slope(v, &a[row * ld_a + k], &slope);
     }
   }
 }
 
-// From the pre-activation h (ld_h apart, + bias[row] when given): a = GELU and s = GELU',
-// both (rows, width) contiguous; s may be h.
-MLPMIX_INLINE void gelu_slope_impl(const float* h, int64_t ld_h, const float* bias,
-                                   int64_t rows, int64_t width, float* a, float* s) {
+MLPMIX_INLINE void bias_gelu_impl(double* h, const double* bias, int64_t rows, int64_t lines,
+                                  int64_t o, double* kept, HiddenLayout kept_layout) {
+  for (int64_t l = 0; l < lines; ++l) {
+    for (int64_t k = 0; k < rows; ++k) {
+      double* run = h + k * lines * o + l * o;
+      for (int64_t j = 0; j < o; ++j) {
+        const double v = run[j] + bias[k];
+        if (kept != nullptr) {
+          kept[k * kept_layout.row + l * kept_layout.line + j] = v;
+        }
+        double slope;
+        gelu_and_slope(v, &run[j], &slope);
+      }
+    }
+  }
+}
+
+// From the pre-activation h (laid out by `layout`, + bias[k] when given): a = GELU and
+// s = GELU', both (rows, R) tile buffers; s may be h.
+MLPMIX_INLINE void gelu_slope_impl(const float* h, HiddenLayout layout, const float* bias,
+                                   int64_t rows, int64_t lines, int64_t o, float* a,
+                                   float* s) {
   constexpr int64_t L = FloatVec::lanes;
-  constexpr int64_t ahead = 4;  // rows of h prefetched ahead (the kept h comes from memory)
-  for (int64_t row = 0; row < rows; ++row) {
-    const float* hr = h + row * ld_h;
-    float* ar = a + row * width;
-    float* sr = s + row * width;
-    if (row + ahead < rows) {
-      for (int64_t k = 0; k < width; k += 64 / sizeof(float)) {
-        __builtin_prefetch(hr + ahead * ld_h + k);
+  for (int64_t l = 0; l < lines; ++l) {
+    for (int64_t k = 0; k < rows; ++k) {
+      const float* run = h + k * layout.row + l * layout.line;
+      float* a_run = a + k * lines * o + l * o;
+      float* s_run = s + k * lines * o + l * o;
+      const auto b = FloatVec::broadcast(bias != nullptr ? bias[k] : 0.0f);
+      int64_t j = 0;
+      for (; j + 2 * L <= o; j += 2 * L) {  // two independent chains
+        const auto v0 = FloatVec::load(run + j) + b, v1 = FloatVec::load(run + j + L) + b;
+        FloatVec::type value0, slope0, value1, slope1;
+        gelu_and_slope(v0, &value0, &slope0);
+        gelu_and_slope(v1, &value1, &slope1);
+        FloatVec::store(a_run + j, value0);
+        FloatVec::store(a_run + j + L, value1);
+        FloatVec::store(s_run + j, slope0);
+        FloatVec::store(s_run + j + L, slope1);
       }
-    }
-    const auto b = FloatVec::broadcast(bias != nullptr ? bias[row] : 0.0f);
-    int64_t k = 0;
-    for (; k + 2 * L <= width; k += 2 * L) {  // two independent chains
-      const auto v0 = FloatVec::load(hr + k) + b, v1 = FloatVec::load(hr + k + L) + b;
-      FloatVec::type value0, slope0, value1, slope1;
-      gelu_and_slope(v0, &value0, &slope0);
-      gelu_and_slope(v1, &value1, &slope1);
-      FloatVec::store(ar + k, value0);
-      FloatVec::store(ar + k + L, value1);
-      FloatVec::store(sr + k, slope0);
-      FloatVec::store(sr + k + L, slope1);
-    }
-    for (; k < width; k += L) {
-      const int64_t count = std::min(L, width - k);
-      FloatVec::type value, slope;
-      gelu_and_slope(load_partial(hr + k, count) + b, &value, &slope);
-      store_partial(ar + k, value, count);
-      store_partial(sr + k, slope, count);
+      for (; j < o; j += L) {
+        const int64_t count = std::min(L, o - j);
+        FloatVec::type value, slope;
+        gelu_and_slope(load_partial(run + j, count) + b, &value, &slope);
+        store_partial(a_run + j, value, count);
+        store_partial(s_run + j, slope, count);
+      }
     }
   }
 }
 
-MLPMIX_INLINE void gelu_slope_impl(const double* h, int64_t ld_h, const double* bias,
-                                   int64_t rows, int64_t width, double* a, double* s) {
-  for (int64_t row = 0; row < rows; ++row) {
-    for (int64_t k = 0; k < width; ++k) {
-      const double v = h[row * ld_h + k] + (bias != nullptr ? bias[row] : 0.0);
-      gelu_and_slope(v, &a[row * width + k], &s[row * width + k]);
+MLPMIX_INLINE void gelu_slope_impl(const double* h, HiddenLayout layout, const double* bias,
+                                   int64_t rows, int64_t lines, int64_t o, double* a,
+                                   double* s) {
+  for (int64_t l = 0; l < lines; ++l) {
+    for (int64_t k = 0; k < rows; ++k) {
+      for (int64_t j = 0; j < o; ++j) {
+        const double v =
+            h[k * layout.row + l * layout.line + j] + (bias != nullptr ? bias[k] : 0.0);
+        const int64_t e = k * lines * o + l * o + j;
+        gelu_and_slope(v, &a[e], &s[e]);
+      }
     }
   }
 }
@@ -516,13 +531,14 @@ MLPMIX_INLINE void row_sums_impl(T* m, const T* s, int64_t rows, int64_t width, 
     normalize_backward_tile_impl(gt, x, x_grid, mean, rstd, gamma, d, line0, lines, grad_x, \
                                  grad_grid, grad_gamma, grad_beta);                          \
   }                                                                                          \
-  MLPMIX_CLONE_FOR_AVX2 void bias_gelu(T* h, int64_t ld_h, const T* bias, int64_t rows,      \
-                                       int64_t width, T* a, int64_t ld_a, bool keep) {       \
-    bias_gelu_impl(h, ld_h, bias, rows, width, a, ld_a, keep);                               \
+  MLPMIX_CLONE_FOR_AVX2 void bias_gelu(T* h, const T* bias, int64_t rows, int64_t lines,     \
+                                       int64_t o, T* kept, HiddenLayout kept_layout) {       \
+    bias_gelu_impl(h, bias, rows, lines, o, kept, kept_layout);                              \
   }                                                                                          \
-  MLPMIX_CLONE_FOR_AVX2 void gelu_slope(const T* h, int64_t ld_h, const T* bias,             \
-                                        int64_t rows, int64_t width, T* a, T* s) {           \
-    gelu_slope_impl(h, ld_h, bias, rows, width, a, s);                                       \
+  MLPMIX_CLONE_FOR_AVX2 void gelu_slope(const T* h, HiddenLayout layout, const T* bias,      \
+                                        int64_t rows, int64_t lines, int64_t o, T* a,        \
+                                        T* s) {                                              \
+    gelu_slope_impl(h, layout, bias, rows, lines, o, a, s);                                  \
   }                                                                                          \
   MLPMIX_CLONE_FOR_AVX2 void row_sums(T* m, const T* s, int64_t rows, int64_t width,         \
                                       double* sums) {                                        \
@@ -579,7 +595,8 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_any, const at::Te
   const auto options = x.options();
   auto out = at::empty({batch, d.H, d.W, d.C}, options);
   auto hidden =
-      keep_hidden ? at::empty({d.hidden, batch * d.M * d.o}, options) : at::Tensor();
+      keep_hidden ? at::empty({batch * d.M, d.hidden, d.o}, options) : at::Tensor();
+  const HiddenLayout kept_layout{d.o, d.hidden * d.o};
   const Tiling tiling = make_tiling(batch, d, x.element_size());
   if (tiling.lines == 0) {
     return {out, hidden};
@@ -602,16 +619,17 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_any, const at::Te
           const int64_t lines = std::min(tiling.tile_lines, tiling.lines - line0);
           const int64_t R = lines * d.o;
           const auto xt = matrix(x_buffer, F, R);
-          const auto act = matrix(a_buffer, d.hidden, R);
+          auto act = matrix(a_buffer, d.hidden, R);
           auto yt = matrix(y_buffer, F, R);
           normalize_tile(x_data, x_grid, d, line0, lines, gamma.const_data_ptr<scalar_t>(),
                          beta.const_data_ptr<scalar_t>(), eps, xt.mutable_data_ptr<scalar_t>(),
                          nullptr, nullptr);
-          auto ht = keep_hidden ? hidden.narrow(1, line0 * d.o, R) : act;
-          at::cpu::mm_out(ht, w.w1, xt);
-          bias_gelu(ht.mutable_data_ptr<scalar_t>(), ht.stride(0),
-                    b1.const_data_ptr<scalar_t>(), d.hidden, R,
-                    act.mutable_data_ptr<scalar_t>(), R, keep_hidden);
+          at::cpu::mm_out(act, w.w1, xt);
+          bias_gelu(act.mutable_data_ptr<scalar_t>(), b1.const_data_ptr<scalar_t>(), d.hidden,
+                    lines, d.o,
+                    keep_hidden ? hidden.mutable_data_ptr<scalar_t>() + line0 * d.hidden * d.o
+                                : nullptr,
+                    kept_layout);
           at::cpu::mm_out(yt, w.w2, act);
           write_output(yt.const_data_ptr<scalar_t>(), w.b2.const_data_ptr<scalar_t>(), d,
                        line0, lines, out_data, out_grid);
@@ -676,11 +694,8 @@ raft_token_mixing_backward_cpu(const at::Tensor& grad_out_any, const at::Tensor&
             at::zeros_like(fc1_bias, contiguous), at::zeros_like(fc2_weight, contiguous),
             at::zeros_like(fc2_bias, contiguous)};
   }
-  // The kept pre-activation is read in place when its rows are unit-stride.
   const auto hidden = hidden_given.has_value()
-                          ? std::optional<at::Tensor>(hidden_given->stride(1) == 1
-                                                          ? *hidden_given
-                                                          : hidden_given->contiguous())
+                          ? std::optional<at::Tensor>(hidden_given->contiguous())
                           : std::nullopt;
   const Weights w(fc1_weight, fc2_weight, fc2_bias, d);
   const auto w1_t = w.w1.t(), w2_t = w.w2.t();
@@ -726,11 +741,13 @@ raft_token_mixing_backward_cpu(const at::Tensor& grad_out_any, const at::Tensor&
           row_sums(gt.mutable_data_ptr<scalar_t>(), static_cast<const scalar_t*>(nullptr), F,
                    R, p.fc2_bias.data());
           if (hidden.has_value()) {
-            gelu_slope(hidden->const_data_ptr<scalar_t>() + line0 * d.o, hidden->stride(0),
-                       nullptr, d.hidden, R, a_data, s_data);
+            gelu_slope(hidden->const_data_ptr<scalar_t>() + line0 * d.hidden * d.o,
+                       HiddenLayout{d.o, d.hidden * d.o}, nullptr, d.hidden, lines, d.o, a_data,
+                       s_data);
           } else {
             at::cpu::mm_out(st, w.w1, xt);
-            gelu_slope(s_data, R, b1.const_data_ptr<scalar_t>(), d.hidden, R, a_data, s_data);
+            gelu_slope(s_data, HiddenLayout{R, d.o}, b1.const_data_ptr<scalar_t>(), d.hidden,
+                       lines, d.o, a_data, s_data);
           }
           const double accumulate = tile == tiling.first(chunk) ? 0.0 : 1.0;
           at::cpu::addmm_(p.fc2_weight, gt, act.t(), accumulate, 1.0);
