@@ -63,6 +63,24 @@ def _backward(forward_case, grad_out=None):
     return backward, [torch.randn_like(out) if grad_out is None else grad_out(out), *args]
 
 
+def _raft_forward(**kwargs):
+    """raft_token_mixing_forward: the forward that also returns fc1's pre-activation."""
+    return ops.raft_token_mixing_forward, _raft(**kwargs)[1]
+
+
+def _raft_backward_with_hidden(hidden=lambda h: h):
+    """raft_token_mixing_backward given (a function of) the hidden the forward kept."""
+    args = _raft()[1]
+    out, kept = ops.raft_token_mixing_forward(*args)
+    return ops.raft_token_mixing_backward, [torch.randn_like(out), *args, hidden(kept)]
+
+
+def _nan_at_first(t):
+    t = t.clone()
+    t.view(-1)[0] = float("nan")
+    return t
+
+
 def _with_nonfinite(case, value):
     op, args = case
     args[0] = args[0].clone()
@@ -121,6 +139,13 @@ CASES = {
     "raft_token_mixing/inf": (lambda: _with_nonfinite(_raft(), float("inf")), ("propagates",)),
     "raft_token_mixing_backward/grad_out shape": (lambda: _backward(_raft(), lambda o: o[..., :-1]), ("raises", "grad_out")),
     "raft_token_mixing_backward/NaN": (lambda: _with_nonfinite(_backward(_raft()), float("nan")), ("propagates",)),
+    "raft_token_mixing_backward/hidden shape": (lambda: _raft_backward_with_hidden(lambda h: h[:, :, :-1]), ("raises", "hidden")),
+    "raft_token_mixing_backward/hidden dtype": (lambda: _raft_backward_with_hidden(lambda h: h.double()), ("raises", "hidden")),
+    "raft_token_mixing_backward/hidden NaN": (lambda: _raft_backward_with_hidden(_nan_at_first), ("propagates",)),
+    "raft_token_mixing_forward/x rank 3": (lambda: _raft_forward(x=torch.randn(3, 4, 6)), ("raises", "x")),
+    "raft_token_mixing_forward/fc1_weight size": (lambda: _raft_forward(w1=torch.randn(12, 5)), ("raises", "fc1_weight")),
+    "raft_token_mixing_forward/empty batch": (lambda: _raft_forward(x=torch.randn(0, 3, 4, 6)), ("ok", (0, 3, 4, 6))),
+    "raft_token_mixing_forward/NaN": (lambda: _with_nonfinite(_raft_forward(), float("nan")), ("propagates",)),
     # cross_scale_embed
     "cross_scale_embed/x rank 3": (lambda: _embed(x=torch.randn(3, 8, 8)), ("raises", "x")),
     "cross_scale_embed/x int": (lambda: _embed(x=_int(torch.randn(2, 3, 8, 8))), ("raises", "x")),

@@ -118,3 +118,29 @@ def assert_exports_with_dynamic_batch(module: nn.Module, x: Tensor, other_batch:
         torch.testing.assert_close(
             exported.module()(sample), module(sample), **TOLERANCES[x.dtype]
         )
+
+
+def evaluate(fn, leaves, build, grad_out):
+    out = fn(*build(leaves))
+    grads = torch.autograd.grad(out, leaves, grad_out.to(out.dtype), allow_unused=True)
+    return [out, *grads]
+
+
+def check(op, ref, leaves, build, dtype):
+    """`op` against `ref` on float64 leaves (`build` turns leaves into the op's arguments).
+
+    float64 must agree to ~1e-12. float32 is judged as flash-attention does: the op's error
+    against the float64 result at most twice the reference's own float32 error."""
+    truth_out = ref(*build(leaves))
+    grad_out = torch.randn_like(truth_out)
+    truth = evaluate(ref, leaves, build, grad_out)
+    if dtype == torch.float64:
+        for got, want in zip(evaluate(op, leaves, build, grad_out), truth):
+            if want is not None:
+                torch.testing.assert_close(got, want, **TOLERANCES[torch.float64])
+        return
+    low = [leaf.detach().float().requires_grad_() for leaf in leaves]
+    fused, reference_low = evaluate(op, low, build, grad_out), evaluate(ref, low, build, grad_out)
+    for got, baseline, want in zip(fused, reference_low, truth):
+        if want is not None:
+            assert_low_precision_accuracy(got, baseline, want)

@@ -43,17 +43,31 @@ def test_thread_count(name):
         assert_close(g1, g2, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("op_threads", [1, 2])
-def test_op_results_do_not_depend_on_thread_count(op_threads):
-    torch.manual_seed(0)
+def _dynamixer_call():
     x = torch.randn(4, 8, 8, 32, requires_grad=True)
     weights = [torch.randn(8, 32), torch.randn(8), torch.randn(64, 16), torch.randn(64)]
+    return x, lambda x: mlpmix.ops.dynamixer(x, *weights, 4, 2)
+
+
+def _raft_call():
+    # a shape that raft's CPU kernel splits into several tiles (2 threads: 2 chunks of them)
+    x = torch.randn(4, 24, 16, 40, requires_grad=True)
+    weights = [torch.randn(40), torch.randn(40), torch.randn(96, 48) / 7, torch.randn(96),
+               torch.randn(48, 96) / 10, torch.randn(48)]
+    return x, lambda x: mlpmix.ops.raft_token_mixing(x, *weights, 2, 1)
+
+
+@pytest.mark.parametrize("op_threads", [1, 2])
+@pytest.mark.parametrize("call", [_dynamixer_call, _raft_call], ids=["dynamixer", "raft"])
+def test_op_results_do_not_depend_on_thread_count(call, op_threads):
+    torch.manual_seed(0)
+    x, op = call()
 
     def run(threads):
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            out = mlpmix.ops.dynamixer(x, *weights, 4, 2)
+            out = op(x)
             return out.detach(), torch.autograd.grad(out.square().sum(), x)[0]
         finally:
             torch.set_num_threads(previous)

@@ -77,6 +77,17 @@ def test_output_is_channels_last_tokens(dtype):
         assert out.shape == (b, h // s, w // s, weight.shape[0]) and out.is_contiguous()
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])
+def test_input_gradient_has_the_strides_of_x(layout):
+    """grad_x is laid out like a dense x (the previous level's tokens seen as a channels-last
+    (B, C, H, W) view get a channels-last gradient: no copy), contiguous otherwise."""
+    x, weight, bias, kernel_sizes = make_args((2, 3, 8, 8), [2, 4], layout, torch.float32,
+                                              requires_grad=True)
+    out = ops.cross_scale_embed(x, weight, bias, kernel_sizes)
+    grad_x = torch.autograd.grad(out, x, torch.randn_like(out))[0]
+    assert grad_x.stride() == torch.empty_like(x).stride()
+
+
 def test_windows_are_centred_on_the_patch():
     # A weight that reads only the centre pixel of the 3x3 window equals the 1x1 kernel.
     x = torch.randn(1, 1, 5, 5, dtype=torch.float64)

@@ -11,10 +11,9 @@ import os
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.testing import assert_close
 
 from mlpmix import ops, reference
-from op_testing import TOLERANCES, assert_low_precision_accuracy
+from op_testing import check
 
 EXAMPLES = int(os.environ.get("MLPMIX_HYPOTHESIS_EXAMPLES", "25"))
 # Fixed examples by default (a stable CI); a deeper run with MLPMIX_HYPOTHESIS_EXAMPLES explores anew.
@@ -39,32 +38,6 @@ def view_of(layout, shape):
 
 def param(*shape):
     return (torch.randn(*shape, dtype=torch.float64) / max(shape[-1], 1) ** 0.5).requires_grad_()
-
-
-def evaluate(fn, leaves, build, grad_out):
-    out = fn(*build(leaves))
-    grads = torch.autograd.grad(out, leaves, grad_out.to(out.dtype), allow_unused=True)
-    return [out, *grads]
-
-
-def check(op, ref, leaves, build, dtype):
-    """`op` against `ref` on float64 leaves (`build` turns leaves into the op's arguments).
-
-    float64 must agree to ~1e-12. float32 is judged as flash-attention does: the op's error
-    against the float64 result at most twice the reference's own float32 error."""
-    truth_out = ref(*build(leaves))
-    grad_out = torch.randn_like(truth_out)
-    truth = evaluate(ref, leaves, build, grad_out)
-    if dtype == torch.float64:
-        for got, want in zip(evaluate(op, leaves, build, grad_out), truth):
-            if want is not None:
-                assert_close(got, want, **TOLERANCES[torch.float64])
-        return
-    low = [leaf.detach().float().requires_grad_() for leaf in leaves]
-    fused, reference_low = evaluate(op, low, build, grad_out), evaluate(ref, low, build, grad_out)
-    for got, baseline, want in zip(fused, reference_low, truth):
-        if want is not None:
-            assert_low_precision_accuracy(got, baseline, want)
 
 
 dtypes = st.sampled_from([torch.float32, torch.float64])

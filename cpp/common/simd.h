@@ -54,28 +54,35 @@ struct Vec {
 // float: range reduction x = k ln2 + r, |r| <= ln2/2, and a degree-7 Taylor polynomial
 // (relative error < 1e-8, below float's resolution); inputs below -87 give exp(-87).
 // double: the C library's exp, exact to the last bit that the tests compare.
-MLPMIX_INLINE void exp_nonpositive(float* values, int64_t n) {
+// In place on one vector (by reference: a vector argument or result would change the ABI).
+MLPMIX_INLINE void exp_nonpositive(Vec<float>::type& values) {
   using V = Vec<float>;
   typedef int32_t Int __attribute__((vector_size(32)));
+  const auto x = values < -87.0f ? V::broadcast(-87.0f) : values;
+  const Int k = __builtin_convertvector(x * 1.44269504088896341f - 0.5f, Int);
+  const auto kf = __builtin_convertvector(k, V::type);
+  const auto r = x - kf * 0.693145751953125f - kf * 1.428606765330187e-06f;
+  auto poly = V::broadcast(1.0f / 5040);
+  poly = poly * r + 1.0f / 720;
+  poly = poly * r + 1.0f / 120;
+  poly = poly * r + 1.0f / 24;
+  poly = poly * r + 1.0f / 6;
+  poly = poly * r + 0.5f;
+  poly = poly * r + 1.0f;
+  poly = poly * r + 1.0f;
+  const Int bits = (k + 127) << 23;
+  V::type scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  values = poly * scale;
+}
+
+MLPMIX_INLINE void exp_nonpositive(float* values, int64_t n) {
+  using V = Vec<float>;
   int64_t i = 0;
   for (; i + V::lanes <= n; i += V::lanes) {
     auto x = V::load(values + i);
-    x = x < -87.0f ? V::broadcast(-87.0f) : x;
-    const Int k = __builtin_convertvector(x * 1.44269504088896341f - 0.5f, Int);
-    const auto kf = __builtin_convertvector(k, V::type);
-    const auto r = x - kf * 0.693145751953125f - kf * 1.428606765330187e-06f;
-    auto poly = V::broadcast(1.0f / 5040);
-    poly = poly * r + 1.0f / 720;
-    poly = poly * r + 1.0f / 120;
-    poly = poly * r + 1.0f / 24;
-    poly = poly * r + 1.0f / 6;
-    poly = poly * r + 0.5f;
-    poly = poly * r + 1.0f;
-    poly = poly * r + 1.0f;
-    const Int bits = (k + 127) << 23;
-    V::type scale;
-    std::memcpy(&scale, &bits, sizeof(scale));
-    V::store(values + i, poly * scale);
+    exp_nonpositive(x);
+    V::store(values + i, x);
   }
   for (; i < n; ++i) {
     values[i] = std::exp(values[i]);

@@ -44,13 +44,16 @@ at::Tensor raft_token_mixing(const at::Tensor& x, const at::Tensor& norm_weight,
                              double eps = 1e-5);
 
 // Gradients of raft_token_mixing: (grad_x, grad_norm_weight, grad_norm_bias,
-// grad_fc1_weight, grad_fc1_bias, grad_fc2_weight, grad_fc2_bias).
+// grad_fc1_weight, grad_fc1_bias, grad_fc2_weight, grad_fc2_bias). `hidden` is the fc1
+// pre-activation saved by the internal op raft_token_mixing_forward (the autograd kernel
+// passes it on CPU); without it the backward recomputes it.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 raft_token_mixing_backward(const at::Tensor& grad_out, const at::Tensor& x,
                            const at::Tensor& norm_weight, const at::Tensor& norm_bias,
                            const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
                            const at::Tensor& fc2_weight, const at::Tensor& fc2_bias,
-                           int64_t raft_size, int64_t dim, double eps);
+                           int64_t raft_size, int64_t dim, double eps,
+                           const std::optional<at::Tensor>& hidden = std::nullopt);
 
 // Cross-scale patch embedding (spec section 1.2) of x (B, Cin, H, W) into channels-last
 // tokens (B, H/s, W/s, Cout), s = min(kernel_sizes). `weight` is (Cout, Cin*sum(k*k)) with

@@ -92,10 +92,12 @@ at::Tensor centred_window(const at::Tensor& merged, int64_t k, const Dims& dims)
 }
 
 // (Cout, Cin, K, K), K the largest kernel: the per-kernel weights summed, each centred.
+// Channels-last, so that the convolution computes its output, and takes its output's
+// gradient, channels-last: (B, H/s, W/s, Cout) with no permuting copy.
 at::Tensor merged_weight(const at::Tensor& weight, at::IntArrayRef kernel_sizes,
                          const Dims& dims) {
   auto merged = at::zeros({dims.out_channels, dims.in_channels, dims.largest, dims.largest},
-                          weight.options());
+                          weight.options().memory_format(at::MemoryFormat::ChannelsLast));
   int64_t feature = 0;
   for (const int64_t k : kernel_sizes) {
     const int64_t block = dims.in_channels * k * k;
@@ -114,6 +116,17 @@ struct ConvArgs {
       : stride{d.stride, d.stride},
         padding{(d.largest - d.stride) / 2, (d.largest - d.stride) / 2} {}
 };
+
+// `grad_x` with the strides of x where x is dense (a channels-last view of the previous
+// level's tokens gets a channels-last gradient, no copy either way), else contiguous: what
+// the Meta kernel promises, at::empty_like(x) (its memory format preserved).
+at::Tensor like_input(const at::Tensor& grad_x, const at::Tensor& x) {
+  auto result = at::empty_like(x);
+  if (result.strides() == grad_x.strides()) {
+    return grad_x;
+  }
+  return result.copy_(grad_x);
+}
 
 }  // namespace
 
@@ -143,7 +156,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> embed_backward(
     blocks.push_back(centred_window(grad_merged, k, dims)
                          .reshape({dims.out_channels, dims.in_channels * k * k}));
   }
-  return {x_grad ? grad_x.contiguous() : at::empty({0}, x.options()), at::cat(blocks, 1),
+  return {x_grad ? like_input(grad_x, x) : at::empty({0}, x.options()), at::cat(blocks, 1),
           grad_bias};
 }
 
@@ -164,7 +177,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_scale_embed_backward_meta(
     const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes, bool x_grad) {
   const auto dims = check_inputs("cross_scale_embed_backward", x, weight, bias, kernel_sizes);
   check_grad_out(grad_out, x, dims);
-  return {x_grad ? at::empty_symint(x.sym_sizes(), x.options()) : at::empty({0}, x.options()),
+  return {x_grad ? at::empty_like(x) : at::empty({0}, x.options()),
           at::empty_like(weight, at::MemoryFormat::Contiguous),
           at::empty({dims.out_channels}, x.options())};
 }

@@ -7,6 +7,8 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <vector>
+
 #include "common/autograd.h"
 #include "common/checks.h"
 #include "mlpmix/mlpmix.h"
@@ -32,15 +34,27 @@ raft_token_mixing_backward(const at::Tensor& grad_out, const at::Tensor& x,
                            const at::Tensor& norm_weight, const at::Tensor& norm_bias,
                            const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
                            const at::Tensor& fc2_weight, const at::Tensor& fc2_bias,
-                           int64_t raft_size, int64_t dim, double eps) {
+                           int64_t raft_size, int64_t dim, double eps,
+                           const std::optional<at::Tensor>& hidden) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("mlpmix::raft_token_mixing_backward", "")
                        .typed<decltype(raft_token_mixing_backward)>();
   return op.call(grad_out, x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
-                 fc2_bias, raft_size, dim, eps);
+                 fc2_bias, raft_size, dim, eps, hidden);
 }
 
 namespace raft_token_mixing_impl {
+
+std::tuple<at::Tensor, at::Tensor> raft_token_mixing_forward(
+    const at::Tensor& x, const at::Tensor& norm_weight, const at::Tensor& norm_bias,
+    const at::Tensor& fc1_weight, const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+    const at::Tensor& fc2_bias, int64_t raft_size, int64_t dim, double eps) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("mlpmix::raft_token_mixing_forward", "")
+                       .typed<decltype(raft_token_mixing_forward)>();
+  return op.call(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+                 raft_size, dim, eps);
+}
 
 // ---- checks --------------------------------------------------------------------------
 
@@ -98,6 +112,26 @@ void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x) {
   const char* op = "raft_token_mixing_backward";
   checks::same_dtype_device(op, "grad_out", grad_out, "x", x);
   checks::sym_shape(op, "grad_out", grad_out, x.sym_sizes(), "(B, H, W, C) of x");
+}
+
+namespace {
+
+// (B*M, hidden, o): the shape of the kept fc1 pre-activation.
+std::vector<c10::SymInt> hidden_shape(const at::Tensor& x, const Dims& d) {
+  return {x.sym_size(0) * d.M, c10::SymInt(d.hidden), c10::SymInt(d.o)};
+}
+
+}  // namespace
+
+void check_hidden(const std::optional<at::Tensor>& hidden, const at::Tensor& x,
+                  const Dims& dims) {
+  if (!hidden.has_value()) {
+    return;
+  }
+  const char* op = "raft_token_mixing_backward";
+  checks::same_dtype_device(op, "hidden", *hidden, "x", x);
+  checks::sym_shape(op, "hidden", *hidden, hidden_shape(x, dims),
+                    "(B*M, hidden, o) of raft_token_mixing_forward");
 }
 
 // ---- the MLP steps (device-agnostic ATen) ----------------------------------------------
@@ -177,15 +211,27 @@ at::Tensor raft_token_mixing_meta(const at::Tensor& x, const at::Tensor& norm_we
   return at::empty_symint(x.sym_sizes(), x.options());
 }
 
+std::tuple<at::Tensor, at::Tensor> raft_token_mixing_forward_meta(
+    const at::Tensor& x, const at::Tensor& norm_weight, const at::Tensor& norm_bias,
+    const at::Tensor& fc1_weight, const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+    const at::Tensor& fc2_bias, int64_t raft_size, int64_t dim, double eps) {
+  const auto dims = check_inputs("raft_token_mixing_forward", x, norm_weight, norm_bias,
+                                 fc1_weight, fc1_bias, fc2_weight, fc2_bias, raft_size, dim);
+  return {at::empty_symint(x.sym_sizes(), x.options()),
+          at::empty_symint(hidden_shape(x, dims), x.options())};
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 raft_token_mixing_backward_meta(const at::Tensor& grad_out, const at::Tensor& x,
                                 const at::Tensor& norm_weight, const at::Tensor& norm_bias,
                                 const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
                                 const at::Tensor& fc2_weight, const at::Tensor& fc2_bias,
-                                int64_t raft_size, int64_t dim, double eps) {
-  check_inputs("raft_token_mixing_backward", x, norm_weight, norm_bias, fc1_weight, fc1_bias,
-               fc2_weight, fc2_bias, raft_size, dim);
+                                int64_t raft_size, int64_t dim, double eps,
+                                const std::optional<at::Tensor>& hidden) {
+  const auto dims = check_inputs("raft_token_mixing_backward", x, norm_weight, norm_bias,
+                                 fc1_weight, fc1_bias, fc2_weight, fc2_bias, raft_size, dim);
   check_grad_out(grad_out, x);
+  check_hidden(hidden, x, dims);
   const auto contiguous = at::MemoryFormat::Contiguous;
   return {at::empty_symint(x.sym_sizes(), x.options()),
           at::empty_like(norm_weight, contiguous),
@@ -209,11 +255,11 @@ class RaftTokenMixingBackwardFunction
                                const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
                                const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
                                const at::Tensor& fc2_bias, int64_t raft_size, int64_t dim,
-                               double eps) {
+                               double eps, const std::optional<at::Tensor>& hidden) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [gx, gnw, gnb, g1w, g1b, g2w, g2b] = mlpmix::raft_token_mixing_backward(
         grad_out, x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
-        raft_size, dim, eps);
+        raft_size, dim, eps, hidden);
     return {gx, gnw, gnb, g1w, g1b, g2w, g2b};
   }
 
@@ -230,11 +276,19 @@ class RaftTokenMixingFunction : public torch::autograd::Function<RaftTokenMixing
                                const at::Tensor& fc2_weight, const at::Tensor& fc2_bias,
                                int64_t raft_size, int64_t dim, double eps) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto out = mlpmix::raft_token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias,
-                                         fc2_weight, fc2_bias, raft_size, dim, eps);
-    // Only the inputs are held; the backward recomputes the LayerNorm and hidden layer.
+    // On CPU the fc1 pre-activation is kept (2x the size of x): the backward then only
+    // recomputes the LayerNorm and GELU, not a GEMM. Other devices recompute it.
+    at::Tensor out, hidden;
+    if (x.device().is_cpu()) {
+      std::tie(out, hidden) =
+          raft_token_mixing_forward(x, norm_weight, norm_bias, fc1_weight, fc1_bias,
+                                    fc2_weight, fc2_bias, raft_size, dim, eps);
+    } else {
+      out = mlpmix::raft_token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias,
+                                      fc2_weight, fc2_bias, raft_size, dim, eps);
+    }
     ctx->save_for_backward(
-        {x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias});
+        {x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, hidden});
     ctx->saved_data["raft_size"] = raft_size;
     ctx->saved_data["dim"] = dim;
     ctx->saved_data["eps"] = eps;
@@ -246,7 +300,7 @@ class RaftTokenMixingFunction : public torch::autograd::Function<RaftTokenMixing
     auto result = RaftTokenMixingBackwardFunction::apply(
         grads[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6],
         ctx->saved_data["raft_size"].toInt(), ctx->saved_data["dim"].toInt(),
-        ctx->saved_data["eps"].toDouble());
+        ctx->saved_data["eps"].toDouble(), optional_of(s[7]));
     result.resize(result.size() + 3);  // no gradients for raft_size, dim, eps
     return result;
   }
@@ -259,6 +313,16 @@ at::Tensor raft_token_mixing_autograd(const at::Tensor& x, const at::Tensor& nor
                                       const at::Tensor& fc2_weight,
                                       const at::Tensor& fc2_bias, int64_t raft_size,
                                       int64_t dim, double eps) {
+  const bool needs_grad =
+      at::GradMode::is_enabled() &&
+      (x.requires_grad() || norm_weight.requires_grad() || norm_bias.requires_grad() ||
+       fc1_weight.requires_grad() || fc1_bias.requires_grad() || fc2_weight.requires_grad() ||
+       fc2_bias.requires_grad());
+  if (!needs_grad) {  // no graph to record: skip the autograd Function (and the saved hidden)
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return mlpmix::raft_token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias,
+                                     fc2_weight, fc2_bias, raft_size, dim, eps);
+  }
   return RaftTokenMixingFunction::apply(x, norm_weight, norm_bias, fc1_weight, fc1_bias,
                                         fc2_weight, fc2_bias, raft_size, dim, eps)[0];
 }
@@ -268,10 +332,11 @@ raft_token_mixing_backward_autograd(const at::Tensor& grad_out, const at::Tensor
                                     const at::Tensor& norm_weight, const at::Tensor& norm_bias,
                                     const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
                                     const at::Tensor& fc2_weight, const at::Tensor& fc2_bias,
-                                    int64_t raft_size, int64_t dim, double eps) {
+                                    int64_t raft_size, int64_t dim, double eps,
+                                    const std::optional<at::Tensor>& hidden) {
   auto r = RaftTokenMixingBackwardFunction::apply(grad_out, x, norm_weight, norm_bias,
                                                   fc1_weight, fc1_bias, fc2_weight, fc2_bias,
-                                                  raft_size, dim, eps);
+                                                  raft_size, dim, eps, hidden);
   return {r[0], r[1], r[2], r[3], r[4], r[5], r[6]};
 }
 
@@ -285,16 +350,24 @@ TORCH_LIBRARY_FRAGMENT(mlpmix, m) {
       "Tensor fc1_weight, Tensor fc1_bias, Tensor fc2_weight, Tensor fc2_bias, "
       "int raft_size, int dim, float eps=1e-05) -> Tensor",
       {at::Tag::pt2_compliant_tag});
+  // Internal: the forward that also returns the fc1 pre-activation for the backward.
+  m.def(
+      "raft_token_mixing_forward(Tensor x, Tensor norm_weight, Tensor norm_bias, "
+      "Tensor fc1_weight, Tensor fc1_bias, Tensor fc2_weight, Tensor fc2_bias, "
+      "int raft_size, int dim, float eps=1e-05) -> (Tensor out, Tensor hidden)",
+      {at::Tag::pt2_compliant_tag});
   m.def(
       "raft_token_mixing_backward(Tensor grad_out, Tensor x, Tensor norm_weight, "
       "Tensor norm_bias, Tensor fc1_weight, Tensor fc1_bias, Tensor fc2_weight, "
-      "Tensor fc2_bias, int raft_size, int dim, float eps) "
+      "Tensor fc2_bias, int raft_size, int dim, float eps, Tensor? hidden=None) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
 }
 
 TORCH_LIBRARY_IMPL(mlpmix, Meta, m) {
   m.impl("raft_token_mixing", &mlpmix::raft_token_mixing_impl::raft_token_mixing_meta);
+  m.impl("raft_token_mixing_forward",
+         &mlpmix::raft_token_mixing_impl::raft_token_mixing_forward_meta);
   m.impl("raft_token_mixing_backward",
          &mlpmix::raft_token_mixing_impl::raft_token_mixing_backward_meta);
 }

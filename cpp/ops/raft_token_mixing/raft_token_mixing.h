@@ -9,6 +9,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <optional>
 #include <tuple>
 
 namespace mlpmix::raft_token_mixing_impl {
@@ -33,6 +34,19 @@ Dims check_inputs(const char* op, const at::Tensor& x, const at::Tensor& norm_we
 
 // The backward also checks grad_out against x.
 void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x);
+
+// ... and, when given, the kept fc1 pre-activation: (B*M, hidden, o).
+void check_hidden(const std::optional<at::Tensor>& hidden, const at::Tensor& x,
+                  const Dims& dims);
+
+// The forward that also returns the fc1 pre-activation (bias added, before GELU) for the
+// backward, through the dispatcher: `raft_token_mixing_forward`. It is (B*M, hidden, o):
+// [b*M + m, :, j] is the hidden layer of the MLP row of raft j at position m of the other
+// spatial axis (M its size).
+std::tuple<at::Tensor, at::Tensor> raft_token_mixing_forward(
+    const at::Tensor& x, const at::Tensor& norm_weight, const at::Tensor& norm_bias,
+    const at::Tensor& fc1_weight, const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+    const at::Tensor& fc2_bias, int64_t raft_size, int64_t dim, double eps);
 
 // Steps 3-4 of spec 1.1 with ATen ops (any device), given the LayerNorm output (affine
 // applied) in the rows layout. Returns the branch, contiguous, shaped like x.

@@ -1,14 +1,40 @@
-// mlpmix::raft_token_mixing CPU kernels: the LayerNorm over C, written straight into the
-// regrouped rows layout (forward) and read back from it (backward), one (b, column) line of
-// N tokens per work item, reading x through its strides. The MLP steps go through ATen.
+// mlpmix::raft_token_mixing CPU kernels: the whole branch fused per tile of lines.
+//
+// A line (b, m) is the N tokens along the mixed axis at position m of the other spatial
+// axis; it gives the o MLP rows (raft j) of spec 1.1, whose feature i*N + n is channel
+// c = i*o + j of token n. A tile of `lines` consecutive lines is held feature-major and
+// transposed: the (F, R) matrix, F = r*N, R = lines*o, with row n*r + i and column l*o + j
+// holding channel i*o + j of token n of line l. So the o channels of raft position i of a
+// token are one contiguous run, and moving a tile in and out of x's layout is a run of
+// plain copies: there is no transpose anywhere. The MLP runs on the transposed tile with
+// its weights' feature axis permuted to (n, i) once per call:
+//
+//   hidden^T (hidden, R) = W1p (hidden, F) @ X (F, R),   out^T (F, R) = W2p @ GELU(hidden^T)
+//
+// Per tile, in cache: the LayerNorm of x into X, fc1 (ATen GEMM), bias and exact GELU in one
+// vectorised pass, fc2 (ATen GEMM), bias and copy into the output; the backward likewise,
+// with the weight gradients accumulated per thread by GEMMs with beta = 1. No whole-tensor
+// intermediate exists except the fc1 pre-activation that the forward keeps for the backward
+// when autograd asks for it (raft_token_mixing_forward): (B*M, hidden, o), one contiguous
+// (hidden, o) block per line.
+//
+// Precision: the LayerNorm statistics, normalisation and backward run in double for float
+// input (a token with small variance makes them ill-conditioned: float rounding of x - mean
+// is amplified by 1/std), then round once; GELU in float uses the erf approximation of
+// ATen's vectorised kernels (Abramowitz-Stegun 7.1.26, |error| < 1.5e-7).
+// The vector helpers are always inlined: no vector crosses a call boundary.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 #include <ATen/ATen.h>
+#include <ATen/CPUFunctions.h>
 #include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <optional>
 #include <vector>
 
 #include "common/sequences.h"
@@ -18,190 +44,600 @@
 namespace mlpmix::raft_token_mixing_impl {
 namespace {
 
-// Element offsets into a (B, H, W, C) tensor of token n of line (b, m) along the mixed axis.
+// ---- geometry ------------------------------------------------------------------------
+
+// Element offsets into a (B, H, W, C) tensor with unit channel stride of token n of line
+// `line` = b*M + m along the mixed axis.
 struct TokenGrid {
-  int64_t batch_stride, token_stride, line_stride, channel_stride;
+  int64_t batch_stride, token_stride, line_stride;
 
   TokenGrid(const at::Tensor& t, const Dims& d)
       : batch_stride(t.stride(0)),
         token_stride(t.stride(d.axis)),
-        line_stride(t.stride(3 - d.axis)),
-        channel_stride(t.stride(3)) {}
+        line_stride(t.stride(3 - d.axis)) {}
 
-  int64_t offset(int64_t b, int64_t m, int64_t n) const {
-    return b * batch_stride + m * line_stride + n * token_stride;
+  int64_t offset(int64_t line, int64_t M, int64_t n) const {
+    return (line / M) * batch_stride + (line % M) * line_stride + n * token_stride;
   }
 };
 
-// Element offsets into the rows buffer (B, o, M, r, N): token (b, m, n) starts at
-// token_offset, its channel c = i*o + j sits channel_offsets[c] further.
-struct RowsLayout {
-  std::vector<int64_t> channel_offsets;
-  int64_t o, M, N, row_width;
+// One call's tiling: `lines` = B*M lines, `tile_lines` lines per tile, tiles grouped into
+// `chunks` runs of consecutive tiles (one per thread).
+struct Tiling {
+  int64_t lines, tile_lines, tiles, chunks;
 
-  explicit RowsLayout(const Dims& d) : channel_offsets(d.C), o(d.o), M(d.M), N(d.N) {
-    row_width = d.r * d.N;
-    for (int64_t i = 0; i < d.r; ++i) {
-      for (int64_t j = 0; j < d.o; ++j) {
-        channel_offsets[i * d.o + j] = j * d.M * row_width + i * d.N;
-      }
-    }
-  }
-
-  int64_t token_offset(int64_t b, int64_t m, int64_t n) const {
-    return (b * o * M + m) * row_width + n;
-  }
+  // Tiles [first(k), first(k + 1)) belong to chunk k.
+  int64_t first(int64_t chunk) const { return chunk * tiles / chunks; }
 };
 
-// Work items are lines of N tokens; aim for ~32k elements per task.
-int64_t grain_size(const Dims& d) {
-  return std::max<int64_t>(1, (int64_t{1} << 15) / (d.N * d.C));
+// About 512 KiB of per-tile buffers (the backward's two F-row and two hidden-row matrices),
+// at least one line.
+Tiling make_tiling(int64_t batch, const Dims& d, int64_t element_size) {
+  constexpr int64_t budget = 512 * 1024;
+  const int64_t column_bytes = 2 * (d.r * d.N + d.hidden) * element_size;
+  Tiling t;
+  t.lines = batch * d.M;
+  t.tile_lines =
+      std::clamp<int64_t>(budget / (column_bytes * d.o), 1, std::max<int64_t>(t.lines, 1));
+  t.tiles = (t.lines + t.tile_lines - 1) / t.tile_lines;
+  t.chunks = std::min<int64_t>(at::get_num_threads(), t.tiles);
+  return t;
 }
 
-// Mean and 1/std over the C unit-stride channels of one token (two passes, like ATen).
+// ---- vector helpers (inlined into each clone) ----------------------------------------
+
+using FloatVec = simd::Vec<float>;
+
+// Four doubles: one AVX2 register (wider GCC vectors end up spilled to the stack).
+typedef double Double4 __attribute__((vector_size(32)));
+typedef float Float4 __attribute__((vector_size(16)));
+
+MLPMIX_INLINE Double4 load4(const float* p) {
+  Float4 v;
+  std::memcpy(&v, p, sizeof(v));
+  return __builtin_convertvector(v, Double4);
+}
+MLPMIX_INLINE Double4 load4(const double* p) {
+  Double4 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+MLPMIX_INLINE void store4(float* p, Double4 v) {
+  const Float4 f = __builtin_convertvector(v, Float4);
+  std::memcpy(p, &f, sizeof(f));
+}
+MLPMIX_INLINE void store4(double* p, Double4 v) { std::memcpy(p, &v, sizeof(v)); }
+MLPMIX_INLINE double sum4(Double4 v) { return (v[0] + v[2]) + (v[1] + v[3]); }
+
+// Prefetches the C channels of a token.
 template <typename T>
-inline void token_moments_impl(const T* token, int64_t C, T eps, T* mean, T* rstd) {
-  using V = simd::Vec<T>;
-  auto sum = V::broadcast(0);
-  int64_t c = 0;
-  for (; c + V::lanes <= C; c += V::lanes) {
-    sum += V::load(token + c);
+MLPMIX_INLINE void prefetch_token(const T* token, int64_t C) {
+  for (int64_t c = 0; c < C; c += 64 / sizeof(T)) {
+    __builtin_prefetch(token + c);
   }
-  T total = 0;
+}
+
+// Calls visit(l, n, token) for the tokens of lines [line0, line0 + lines) of a tensor laid
+// out by `grid`, token-major (along H the lines of a tile are adjacent in memory),
+// prefetching each line's next token. `visit` must be an always-inline lambda (MLPMIX_VISIT)
+// so that it is built for the instruction set of the clone that calls it.
+template <typename T, typename Visit>
+MLPMIX_INLINE void for_each_token(T* data, const TokenGrid& grid, const Dims& d, int64_t line0,
+                                  int64_t lines, Visit&& visit) {
+  for (int64_t n = 0; n < d.N; ++n) {
+    for (int64_t l = 0; l < lines; ++l) {
+      T* token = data + grid.offset(line0 + l, d.M, n);
+      if (n + 1 < d.N) {
+        prefetch_token(token + grid.token_stride, d.C);
+      }
+      visit(l, n, token);
+    }
+  }
+}
+#define MLPMIX_VISIT __attribute__((always_inline))
+
+// ---- LayerNorm into a tile -------------------------------------------------------------
+
+// Mean and 1/std of the C unit-stride channels of one token, in double (two passes).
+template <typename T>
+MLPMIX_INLINE void token_moments(const T* token, int64_t C, double eps, double* mean,
+                                 double* rstd) {
+  Double4 acc0{}, acc1{};
+  int64_t c = 0;
+  for (; c + 8 <= C; c += 8) {
+    acc0 += load4(token + c);
+    acc1 += load4(token + c + 4);
+  }
+  for (; c + 4 <= C; c += 4) {
+    acc0 += load4(token + c);
+  }
+  double total = sum4(acc0 + acc1);
   for (; c < C; ++c) {
     total += token[c];
   }
-  for (int64_t l = 0; l < V::lanes; ++l) {
-    total += sum[l];
+  const double mu = total / C;
+  acc0 = Double4{};
+  acc1 = Double4{};
+  for (c = 0; c + 8 <= C; c += 8) {
+    const Double4 centred0 = load4(token + c) - mu, centred1 = load4(token + c + 4) - mu;
+    acc0 += centred0 * centred0;
+    acc1 += centred1 * centred1;
   }
-  const T mu = total / C;
-  auto squares = V::broadcast(0);
-  const auto mu_v = V::broadcast(mu);
-  for (c = 0; c + V::lanes <= C; c += V::lanes) {
-    const auto centred = V::load(token + c) - mu_v;
-    squares += centred * centred;
+  for (; c + 4 <= C; c += 4) {
+    const Double4 centred = load4(token + c) - mu;
+    acc0 += centred * centred;
   }
-  T variance = 0;
+  double variance = sum4(acc0 + acc1);
   for (; c < C; ++c) {
     variance += (token[c] - mu) * (token[c] - mu);
   }
-  for (int64_t l = 0; l < V::lanes; ++l) {
-    variance += squares[l];
-  }
   *mean = mu;
-  *rstd = T(1) / std::sqrt(variance / C + eps);
+  *rstd = 1.0 / std::sqrt(variance / C + eps);
 }
 
-// target_clones takes no templates: one overload per dtype.
-MLPMIX_CLONE_FOR_AVX2 void token_moments(const float* token, int64_t C, float eps, float* mean,
-                                         float* rstd) {
-  token_moments_impl(token, C, eps, mean, rstd);
-}
-MLPMIX_CLONE_FOR_AVX2 void token_moments(const double* token, int64_t C, double eps,
-                                         double* mean, double* rstd) {
-  token_moments_impl(token, C, eps, mean, rstd);
+// out = (in - mean) * rstd * gamma + beta over `count` channels. float: x - mean as
+// (x - mean_hi) - mean_lo with mean = mean_hi + mean_lo in floats (the first difference is
+// exact where it matters, x close to the mean: Sterbenz), so that the normalised value is
+// accurate to a few ulp however small the token's variance; double: plain.
+MLPMIX_INLINE void normalize_run(const float* in, const float* gamma, const float* beta,
+                                 int64_t count, double mean, double rstd, float* out) {
+  using V = FloatVec;
+  const float mean_hi = static_cast<float>(mean);
+  const float mean_lo = static_cast<float>(mean - mean_hi);
+  const float scale = static_cast<float>(rstd);
+  int64_t j = 0;
+  for (; j + V::lanes <= count; j += V::lanes) {
+    const auto centred = (V::load(in + j) - mean_hi) - mean_lo;
+    V::store(out + j, centred * scale * V::load(gamma + j) + V::load(beta + j));
+  }
+  for (; j < count; ++j) {
+    out[j] = ((in[j] - mean_hi) - mean_lo) * scale * gamma[j] + beta[j];
+  }
 }
 
-// The LayerNorm of x in the rows layout, (B*o*M, r*N): `normed` with the affine applied
-// (the MLP input), optionally `normalized` without it (for the backward), and 1/std per
-// token, (B*M, N).
-struct NormalizedRows {
-  at::Tensor normed, normalized, rstd;
+MLPMIX_INLINE void normalize_run(const double* in, const double* gamma, const double* beta,
+                                 int64_t count, double mean, double rstd, double* out) {
+  for (int64_t j = 0; j < count; ++j) {
+    out[j] = (in[j] - mean) * rstd * gamma[j] + beta[j];
+  }
+}
+
+// The LayerNorm (affine applied) of lines [line0, line0 + lines) of x into the tile's
+// (F, R) matrix `xt`; the statistics per token, index l*N + n, into mean/rstd when given.
+template <typename T>
+MLPMIX_INLINE void normalize_tile_impl(const T* x, const TokenGrid& grid, const Dims& d,
+                                       int64_t line0, int64_t lines, const T* gamma,
+                                       const T* beta, double eps, T* xt, double* mean_out,
+                                       double* rstd_out) {
+  const int64_t R = lines * d.o;
+  for_each_token(x, grid, d, line0, lines,
+                 [&](int64_t l, int64_t n, const T* token) MLPMIX_VISIT {
+    double mean, rstd;
+    token_moments(token, d.C, eps, &mean, &rstd);
+    if (mean_out != nullptr) {
+      mean_out[l * d.N + n] = mean;
+      rstd_out[l * d.N + n] = rstd;
+    }
+    for (int64_t i = 0; i < d.r; ++i) {
+      normalize_run(token + i * d.o, gamma + i * d.o, beta + i * d.o, d.o, mean, rstd,
+                    xt + (n * d.r + i) * R + l * d.o);
+    }
+  });
+}
+
+// ---- moving tiles in and out of x's layout ------------------------------------------------
+
+// out(token n of line l, channel i*o + j) = yt(n*r + i, l*o + j) + bias(n*r + i).
+template <typename T>
+MLPMIX_INLINE void write_output_impl(const T* yt, const T* bias, const Dims& d, int64_t line0,
+                                     int64_t lines, T* out, const TokenGrid& grid) {
+  const int64_t R = lines * d.o;
+  for_each_token(out, grid, d, line0, lines,
+                 [&](int64_t l, int64_t n, T* token) MLPMIX_VISIT {
+    for (int64_t i = 0; i < d.r; ++i) {
+      const T* in = yt + (n * d.r + i) * R + l * d.o;
+      const T b = bias[n * d.r + i];
+      T* to = token + i * d.o;
+      for (int64_t j = 0; j < d.o; ++j) {
+        to[j] = in[j] + b;
+      }
+    }
+  });
+}
+
+// gt(n*r + i, l*o + j) = g(token n of line l, channel i*o + j).
+template <typename T>
+MLPMIX_INLINE void gather_tile_impl(const T* g, const TokenGrid& grid, const Dims& d,
+                                    int64_t line0, int64_t lines, T* gt) {
+  const int64_t R = lines * d.o;
+  for_each_token(g, grid, d, line0, lines,
+                 [&](int64_t l, int64_t n, const T* token) MLPMIX_VISIT {
+    for (int64_t i = 0; i < d.r; ++i) {
+      std::memcpy(gt + (n * d.r + i) * R + l * d.o, token + i * d.o, d.o * sizeof(T));
+    }
+  });
+}
+
+// ---- LayerNorm backward from a tile ----------------------------------------------------
+
+// From gt, the gradient of the LayerNorm output in the tile's (F, R) layout, and x: grad_x of
+// the tile's tokens (ATen's formulation from x, mean and 1/std, in double), and the affine's
+// gradients added to grad_gamma/grad_beta (C, double).
+template <typename T>
+MLPMIX_INLINE void normalize_backward_tile_impl(const T* gt, const T* x,
+                                                const TokenGrid& x_grid, const double* mean,
+                                                const double* rstd, const T* gamma,
+                                                const Dims& d, int64_t line0, int64_t lines,
+                                                T* grad_x, const TokenGrid& grad_grid,
+                                                double* grad_gamma, double* grad_beta) {
+  const int64_t R = lines * d.o;
+  const double scale = 1.0 / d.C;
+  for_each_token(x, x_grid, d, line0, lines,
+                 [&](int64_t l, int64_t n, const T* token) MLPMIX_VISIT {
+    const double mu = mean[l * d.N + n], inv_std = rstd[l * d.N + n];
+    Double4 ds_acc{}, db_acc{};
+    double ds = 0, db = 0;
+    for (int64_t i = 0; i < d.r; ++i) {
+      const T* g = gt + (n * d.r + i) * R + l * d.o;
+      const int64_t c0 = i * d.o;
+      int64_t j = 0;
+      for (; j + 4 <= d.o; j += 4) {
+        const int64_t c = c0 + j;
+        const Double4 gv = load4(g + j), xv = load4(token + c);
+        const Double4 dy = gv * load4(gamma + c);
+        ds_acc += dy * xv;
+        db_acc += dy;
+        store4(grad_gamma + c, load4(grad_gamma + c) + gv * ((xv - mu) * inv_std));
+        store4(grad_beta + c, load4(grad_beta + c) + gv);
+      }
+      for (; j < d.o; ++j) {
+        const int64_t c = c0 + j;
+        const double gv = g[j], xv = token[c];
+        const double dy = gv * gamma[c];
+        ds += dy * xv;
+        db += dy;
+        grad_gamma[c] += gv * ((xv - mu) * inv_std);
+        grad_beta[c] += gv;
+      }
+    }
+    ds += sum4(ds_acc);
+    db += sum4(db_acc);
+    const double a = inv_std;
+    const double b = (db * mu - ds) * inv_std * inv_std * inv_std * scale;
+    const double bias = -b * mu - db * inv_std * scale;
+    T* out = grad_x + grad_grid.offset(line0 + l, d.M, n);
+    for (int64_t i = 0; i < d.r; ++i) {
+      const T* g = gt + (n * d.r + i) * R + l * d.o;
+      const int64_t c0 = i * d.o;
+      int64_t j = 0;
+      for (; j + 4 <= d.o; j += 4) {
+        const int64_t c = c0 + j;
+        store4(out + c, a * (load4(g + j) * load4(gamma + c)) + b * load4(token + c) + bias);
+      }
+      for (; j < d.o; ++j) {
+        const int64_t c = c0 + j;
+        out[c] = static_cast<T>(a * (g[j] * static_cast<double>(gamma[c])) + b * token[c] +
+                                bias);
+      }
+    }
+  });
+}
+
+// ---- GELU and sums over a tile's rows ---------------------------------------------------
+
+// Exact GELU x*Phi(x) and its derivative Phi(x) + x*phi(x), Phi(x) = (1 + erf(x/sqrt2))/2.
+// float: erf by Abramowitz-Stegun 7.1.26 as in ATen's vectorised kernels; exp(-x^2/2)
+// serves erf and phi alike.
+MLPMIX_INLINE void gelu_and_slope(FloatVec::type x, FloatVec::type* value,
+                                  FloatVec::type* slope) {
+  using V = FloatVec::type;
+  const V z = x * 0.70710678118654752f;
+  const V az = z < 0.0f ? -z : z;
+  const V t = 1.0f / (az * 0.3275911f + 1.0f);
+  V poly = t * 1.061405429f - 1.453152027f;
+  poly = poly * t + 1.421413741f;
+  poly = poly * t - 0.284496736f;
+  poly = poly * t + 0.254829592f;
+  V e = -(z * z);
+  simd::exp_nonpositive(e);
+  const V half_erfc = poly * t * e * 0.5f;  // (1 - erf|z|) / 2
+  const V cdf = x < 0.0f ? half_erfc : 1.0f - half_erfc;
+  *value = x * cdf;
+  *slope = cdf + x * e * 0.39894228040143268f;
+}
+
+MLPMIX_INLINE void gelu_and_slope(double x, double* value, double* slope) {
+  const double cdf = 0.5 * (1.0 + std::erf(x * M_SQRT1_2));
+  *value = x * cdf;
+  *slope = cdf + x * std::exp(-0.5 * x * x) * (0.5 * M_2_SQRTPI * M_SQRT1_2);
+}
+
+// Up to 8 floats as one vector (the rest zero), and back.
+MLPMIX_INLINE FloatVec::type load_partial(const float* p, int64_t count) {
+  float lanes[FloatVec::lanes] = {};
+  std::memcpy(lanes, p, count * sizeof(float));
+  return FloatVec::load(lanes);
+}
+MLPMIX_INLINE void store_partial(float* p, FloatVec::type v, int64_t count) {
+  float lanes[FloatVec::lanes];
+  FloatVec::store(lanes, v);
+  std::memcpy(p, lanes, count * sizeof(float));
+}
+
+// Where element (k, l, j) of a tile's hidden layer lives (unit k, line l of the tile, raft
+// j): k*row + l*line + j. The tile's buffers are {R, o}; the kept pre-activation, (B*M,
+// hidden, o), is {o, hidden*o} from the tile's first line.
+struct HiddenLayout {
+  int64_t row, line;
 };
 
-NormalizedRows normalize_into_rows(const at::Tensor& x_any, const at::Tensor& norm_weight,
-                                   const at::Tensor& norm_bias, double eps, const Dims& d,
-                                   bool keep_normalized) {
-  const auto x = contiguous_channels(x_any);
-  const int64_t batch = x.size(0);
-  NormalizedRows result;
-  result.normed = at::empty({batch * d.o * d.M, d.r * d.N}, x.options());
-  if (keep_normalized) {
-    result.normalized = at::empty_like(result.normed);
-  }
-  result.rstd = at::empty({batch * d.M, d.N}, x.options());
-  const auto weight = norm_weight.contiguous();
-  const auto bias = norm_bias.contiguous();
-  const TokenGrid grid(x, d);
-  const RowsLayout layout(d);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlpmix_raft_normalize_into_rows", [&] {
-    const scalar_t* x_data = x.const_data_ptr<scalar_t>();
-    const scalar_t* weight_data = weight.const_data_ptr<scalar_t>();
-    const scalar_t* bias_data = bias.const_data_ptr<scalar_t>();
-    scalar_t* normed_data = result.normed.mutable_data_ptr<scalar_t>();
-    scalar_t* normalized_data =
-        keep_normalized ? result.normalized.mutable_data_ptr<scalar_t>() : nullptr;
-    scalar_t* rstd_data = result.rstd.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, batch * d.M, grain_size(d), [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> mean(d.N);
-      for (int64_t line = begin; line < end; ++line) {
-        const int64_t b = line / d.M, m = line % d.M;
-        const scalar_t* first = x_data + grid.offset(b, m, 0);
-        scalar_t* rstd = rstd_data + line * d.N;
-        for (int64_t n = 0; n < d.N; ++n) {
-          token_moments(first + n * grid.token_stride, d.C, static_cast<scalar_t>(eps),
-                        &mean[n], &rstd[n]);
+// The tile's fc1 output h (hidden, R), in place: h + bias[k] is copied to `kept` (laid out
+// by `kept_layout`) when given, and h becomes GELU(h + bias[k]).
+MLPMIX_INLINE void bias_gelu_impl(float* h, const float* bias, int64_t rows, int64_t lines,
+                                  int64_t o, float* kept, HiddenLayout kept_layout) {
+  constexpr int64_t L = FloatVec::lanes;
+  for (int64_t l = 0; l < lines; ++l) {
+    for (int64_t k = 0; k < rows; ++k) {
+      float* run = h + k * lines * o + l * o;
+      float* keep = kept != nullptr ? kept + k * kept_layout.row + l * kept_layout.line : nullptr;
+      const auto b = FloatVec::broadcast(bias[k]);
+      int64_t j = 0;
+      for (; j + 2 * L <= o; j += 2 * L) {  // two independent chains
+        const auto v0 = FloatVec::load(run + j) + b, v1 = FloatVec::load(run + j + L) + b;
+        if (keep != nullptr) {
+          FloatVec::store(keep + j, v0);
+          FloatVec::store(keep + j + L, v1);
         }
-        // Channel by channel, so that the N tokens of a row are written contiguously.
-        const int64_t row0 = layout.token_offset(b, m, 0);
-        for (int64_t c = 0; c < d.C; ++c) {
-          const scalar_t gamma = weight_data[c], beta = bias_data[c];
-          const scalar_t* in = first + c;
-          scalar_t* normed = normed_data + row0 + layout.channel_offsets[c];
-          for (int64_t n = 0; n < d.N; ++n) {
-            const scalar_t value = (in[n * grid.token_stride] - mean[n]) * rstd[n];
-            normed[n] = value * gamma + beta;
-            if (normalized_data != nullptr) {
-              normalized_data[row0 + layout.channel_offsets[c] + n] = value;
-            }
-          }
-        }
+        FloatVec::type value0, slope0, value1, slope1;
+        gelu_and_slope(v0, &value0, &slope0);
+        gelu_and_slope(v1, &value1, &slope1);
+        FloatVec::store(run + j, value0);
+        FloatVec::store(run + j + L, value1);
       }
-    });
-  });
-  return result;
+      for (; j < o; j += L) {
+        const int64_t count = std::min(L, o - j);
+        const auto v = load_partial(run + j, count) + b;
+        if (keep != nullptr) {
+          store_partial(keep + j, v, count);
+        }
+        FloatVec::type value, slope;
+        gelu_and_slope(v, &value, &slope);
+        store_partial(run + j, value, count);
+      }
+    }
+  }
 }
 
-// LayerNorm backward without the affine part: from the gradient of the normalised x in the
-// rows layout to grad_x, (B, H, W, C) contiguous.
-at::Tensor normalize_backward_from_rows(const at::Tensor& grad_rows, const at::Tensor& rows,
-                                        const at::Tensor& rstd, int64_t batch,
-                                        const Dims& d) {
-  auto grad_x = at::empty({batch, d.H, d.W, d.C}, rows.options());
-  const TokenGrid grid(grad_x, d);
-  const RowsLayout layout(d);
-  AT_DISPATCH_FLOATING_TYPES(rows.scalar_type(), "mlpmix_raft_normalize_backward", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* grad_rows_data = grad_rows.const_data_ptr<scalar_t>();
-    const scalar_t* rows_data = rows.const_data_ptr<scalar_t>();
-    const scalar_t* rstd_data = rstd.const_data_ptr<scalar_t>();
-    scalar_t* grad_x_data = grad_x.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, batch * d.M, grain_size(d), [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> grad(d.C), normalized(d.C);
-      for (int64_t line = begin; line < end; ++line) {
-        const int64_t b = line / d.M, m = line % d.M;
-        for (int64_t n = 0; n < d.N; ++n) {
-          const int64_t token = layout.token_offset(b, m, n);
-          acc_t grad_mean = 0, grad_dot_normalized = 0;
-          for (int64_t c = 0; c < d.C; ++c) {
-            grad[c] = static_cast<acc_t>(grad_rows_data[token + layout.channel_offsets[c]]);
-            normalized[c] = static_cast<acc_t>(rows_data[token + layout.channel_offsets[c]]);
-            grad_mean += grad[c];
-            grad_dot_normalized += grad[c] * normalized[c];
-          }
-          grad_mean /= d.C;
-          grad_dot_normalized /= d.C;
-          const acc_t inv_std = static_cast<acc_t>(rstd_data[line * d.N + n]);
-          scalar_t* out = grad_x_data + grid.offset(b, m, n);
-          for (int64_t c = 0; c < d.C; ++c) {
-            out[c * grid.channel_stride] = static_cast<scalar_t>(
-                inv_std * (grad[c] - grad_mean - normalized[c] * grad_dot_normalized));
-          }
+MLPMIX_INLINE void bias_gelu_impl(double* h, const double* bias, int64_t rows, int64_t lines,
+                                  int64_t o, double* kept, HiddenLayout kept_layout) {
+  for (int64_t l = 0; l < lines; ++l) {
+    for (int64_t k = 0; k < rows; ++k) {
+      double* run = h + k * lines * o + l * o;
+      for (int64_t j = 0; j < o; ++j) {
+        const double v = run[j] + bias[k];
+        if (kept != nullptr) {
+          kept[k * kept_layout.row + l * kept_layout.line + j] = v;
+        }
+        double slope;
+        gelu_and_slope(v, &run[j], &slope);
+      }
+    }
+  }
+}
+
+// From the pre-activation h (laid out by `layout`, + bias[k] when given): a = GELU and
+// s = GELU', both (rows, R) tile buffers; s may be h.
+MLPMIX_INLINE void gelu_slope_impl(const float* h, HiddenLayout layout, const float* bias,
+                                   int64_t rows, int64_t lines, int64_t o, float* a,
+                                   float* s) {
+  constexpr int64_t L = FloatVec::lanes;
+  for (int64_t l = 0; l < lines; ++l) {
+    for (int64_t k = 0; k < rows; ++k) {
+      const float* run = h + k * layout.row + l * layout.line;
+      float* a_run = a + k * lines * o + l * o;
+      float* s_run = s + k * lines * o + l * o;
+      const auto b = FloatVec::broadcast(bias != nullptr ? bias[k] : 0.0f);
+      int64_t j = 0;
+      for (; j + 2 * L <= o; j += 2 * L) {  // two independent chains
+        const auto v0 = FloatVec::load(run + j) + b, v1 = FloatVec::load(run + j + L) + b;
+        FloatVec::type value0, slope0, value1, slope1;
+        gelu_and_slope(v0, &value0, &slope0);
+        gelu_and_slope(v1, &value1, &slope1);
+        FloatVec::store(a_run + j, value0);
+        FloatVec::store(a_run + j + L, value1);
+        FloatVec::store(s_run + j, slope0);
+        FloatVec::store(s_run + j + L, slope1);
+      }
+      for (; j < o; j += L) {
+        const int64_t count = std::min(L, o - j);
+        FloatVec::type value, slope;
+        gelu_and_slope(load_partial(run + j, count) + b, &value, &slope);
+        store_partial(a_run + j, value, count);
+        store_partial(s_run + j, slope, count);
+      }
+    }
+  }
+}
+
+MLPMIX_INLINE void gelu_slope_impl(const double* h, HiddenLayout layout, const double* bias,
+                                   int64_t rows, int64_t lines, int64_t o, double* a,
+                                   double* s) {
+  for (int64_t l = 0; l < lines; ++l) {
+    for (int64_t k = 0; k < rows; ++k) {
+      for (int64_t j = 0; j < o; ++j) {
+        const double v =
+            h[k * layout.row + l * layout.line + j] + (bias != nullptr ? bias[k] : 0.0);
+        const int64_t e = k * lines * o + l * o + j;
+        gelu_and_slope(v, &a[e], &s[e]);
+      }
+    }
+  }
+}
+
+// sums[row] += the sum of row `row` of m (rows, width) contiguous, after m *= s when given.
+template <typename T>
+MLPMIX_INLINE void row_sums_impl(T* m, const T* s, int64_t rows, int64_t width, double* sums) {
+  constexpr int64_t L = simd::Vec<T>::lanes;
+  using V = simd::Vec<T>;
+  for (int64_t row = 0; row < rows; ++row) {
+    T* mr = m + row * width;
+    const T* sr = s != nullptr ? s + row * width : nullptr;
+    auto acc = V::broadcast(0);
+    int64_t k = 0;
+    for (; k + L <= width; k += L) {
+      auto v = V::load(mr + k);
+      if (sr != nullptr) {
+        v *= V::load(sr + k);
+        V::store(mr + k, v);
+      }
+      acc += v;
+    }
+    T total = 0;
+    for (; k < width; ++k) {
+      if (sr != nullptr) {
+        mr[k] *= sr[k];
+      }
+      total += mr[k];
+    }
+    for (int64_t lane = 0; lane < L; ++lane) {
+      total += acc[lane];
+    }
+    sums[row] += total;
+  }
+}
+
+// ---- the cloned entry points (target_clones takes no templates: one overload per dtype) --
+
+#define MLPMIX_RAFT_CLONES(T)                                                                \
+  MLPMIX_CLONE_FOR_AVX2 void normalize_tile(const T* x, const TokenGrid& grid, const Dims& d, \
+                                            int64_t line0, int64_t lines, const T* gamma,    \
+                                            const T* beta, double eps, T* xt, double* mean,  \
+                                            double* rstd) {                                  \
+    normalize_tile_impl(x, grid, d, line0, lines, gamma, beta, eps, xt, mean, rstd);         \
+  }                                                                                          \
+  MLPMIX_CLONE_FOR_AVX2 void write_output(const T* yt, const T* bias, const Dims& d,         \
+                                          int64_t line0, int64_t lines, T* out,              \
+                                          const TokenGrid& grid) {                           \
+    write_output_impl(yt, bias, d, line0, lines, out, grid);                                 \
+  }                                                                                          \
+  MLPMIX_CLONE_FOR_AVX2 void gather_tile(const T* g, const TokenGrid& grid, const Dims& d,   \
+                                         int64_t line0, int64_t lines, T* gt) {              \
+    gather_tile_impl(g, grid, d, line0, lines, gt);                                          \
+  }                                                                                          \
+  MLPMIX_CLONE_FOR_AVX2 void normalize_backward_tile(                                        \
+      const T* gt, const T* x, const TokenGrid& x_grid, const double* mean,                  \
+      const double* rstd, const T* gamma, const Dims& d, int64_t line0, int64_t lines,       \
+      T* grad_x, const TokenGrid& grad_grid, double* grad_gamma, double* grad_beta) {        \
+    normalize_backward_tile_impl(gt, x, x_grid, mean, rstd, gamma, d, line0, lines, grad_x, \
+                                 grad_grid, grad_gamma, grad_beta);                          \
+  }                                                                                          \
+  MLPMIX_CLONE_FOR_AVX2 void bias_gelu(T* h, const T* bias, int64_t rows, int64_t lines,     \
+                                       int64_t o, T* kept, HiddenLayout kept_layout) {       \
+    bias_gelu_impl(h, bias, rows, lines, o, kept, kept_layout);                              \
+  }                                                                                          \
+  MLPMIX_CLONE_FOR_AVX2 void gelu_slope(const T* h, HiddenLayout layout, const T* bias,      \
+                                        int64_t rows, int64_t lines, int64_t o, T* a,        \
+                                        T* s) {                                              \
+    gelu_slope_impl(h, layout, bias, rows, lines, o, a, s);                                  \
+  }                                                                                          \
+  MLPMIX_CLONE_FOR_AVX2 void row_sums(T* m, const T* s, int64_t rows, int64_t width,         \
+                                      double* sums) {                                        \
+    row_sums_impl(m, s, rows, width, sums);                                                  \
+  }
+
+MLPMIX_RAFT_CLONES(float)
+MLPMIX_RAFT_CLONES(double)
+#undef MLPMIX_RAFT_CLONES
+
+// ---- the weights with their feature axis in (n, i) order -----------------------------------
+
+// fc1_weight (hidden, F) and fc2_weight (F, hidden) with feature i*N + n moved to n*r + i,
+// contiguous, and the fc2 bias likewise.
+struct Weights {
+  at::Tensor w1, w2, b2;
+
+  Weights(const at::Tensor& fc1_weight, const at::Tensor& fc2_weight,
+          const at::Tensor& fc2_bias, const Dims& d)
+      : w1(fc1_weight.reshape({d.hidden, d.r, d.N}).transpose(1, 2).contiguous().view(
+            {d.hidden, d.r * d.N})),
+        w2(fc2_weight.reshape({d.r, d.N, d.hidden}).transpose(0, 1).contiguous().view(
+            {d.r * d.N, d.hidden})),
+        b2(fc2_bias.reshape({d.r, d.N}).t().contiguous().view({d.r * d.N})) {}
+};
+
+// Gradients in (n, i) feature order back to i*N + n, along `axis` of (hidden, F) or (F, ...).
+at::Tensor features_to_spec_order(const at::Tensor& g, int64_t axis, const Dims& d) {
+  auto sizes = g.sizes().vec();
+  sizes[axis] = d.N;
+  sizes.insert(sizes.begin() + axis + 1, d.r);
+  return g.view(sizes).transpose(axis, axis + 1).reshape(g.sizes());
+}
+
+// A (rows, cols) matrix over the start of a per-thread buffer.
+at::Tensor matrix(const at::Tensor& buffer, int64_t rows, int64_t cols) {
+  return at::from_blob(buffer.data_ptr(), {rows, cols}, buffer.options());
+}
+
+// ---- forward -----------------------------------------------------------------------------
+
+// out (B, H, W, C) contiguous, and the fc1 pre-activation (hidden, B*M*o) when
+// `keep_hidden`.
+std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_any, const at::Tensor& norm_weight,
+                                           const at::Tensor& norm_bias,
+                                           const at::Tensor& fc1_weight,
+                                           const at::Tensor& fc1_bias,
+                                           const at::Tensor& fc2_weight,
+                                           const at::Tensor& fc2_bias, double eps,
+                                           const Dims& d, bool keep_hidden) {
+  const auto x = contiguous_channels(x_any);
+  const int64_t batch = x.size(0);
+  const int64_t F = d.r * d.N;
+  const auto options = x.options();
+  auto out = at::empty({batch, d.H, d.W, d.C}, options);
+  auto hidden =
+      keep_hidden ? at::empty({batch * d.M, d.hidden, d.o}, options) : at::Tensor();
+  const HiddenLayout kept_layout{d.o, d.hidden * d.o};
+  const Tiling tiling = make_tiling(batch, d, x.element_size());
+  if (tiling.lines == 0) {
+    return {out, hidden};
+  }
+  const Weights w(fc1_weight, fc2_weight, fc2_bias, d);
+  const auto gamma = norm_weight.contiguous(), beta = norm_bias.contiguous();
+  const auto b1 = fc1_bias.contiguous();
+  const TokenGrid x_grid(x, d), out_grid(out, d);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlpmix_raft_token_mixing_cpu", [&] {
+    const scalar_t* x_data = x.const_data_ptr<scalar_t>();
+    scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, tiling.chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+      const int64_t columns = tiling.tile_lines * d.o;
+      const auto x_buffer = at::empty({F * columns}, options);
+      const auto a_buffer = at::empty({d.hidden * columns}, options);
+      const auto y_buffer = at::empty({F * columns}, options);
+      for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
+        for (int64_t tile = tiling.first(chunk); tile < tiling.first(chunk + 1); ++tile) {
+          const int64_t line0 = tile * tiling.tile_lines;
+          const int64_t lines = std::min(tiling.tile_lines, tiling.lines - line0);
+          const int64_t R = lines * d.o;
+          const auto xt = matrix(x_buffer, F, R);
+          auto act = matrix(a_buffer, d.hidden, R);
+          auto yt = matrix(y_buffer, F, R);
+          normalize_tile(x_data, x_grid, d, line0, lines, gamma.const_data_ptr<scalar_t>(),
+                         beta.const_data_ptr<scalar_t>(), eps, xt.mutable_data_ptr<scalar_t>(),
+                         nullptr, nullptr);
+          at::cpu::mm_out(act, w.w1, xt);
+          bias_gelu(act.mutable_data_ptr<scalar_t>(), b1.const_data_ptr<scalar_t>(), d.hidden,
+                    lines, d.o,
+                    keep_hidden ? hidden.mutable_data_ptr<scalar_t>() + line0 * d.hidden * d.o
+                                : nullptr,
+                    kept_layout);
+          at::cpu::mm_out(yt, w.w2, act);
+          write_output(yt.const_data_ptr<scalar_t>(), w.b2.const_data_ptr<scalar_t>(), d,
+                       line0, lines, out_data, out_grid);
         }
       }
     });
   });
-  return grad_x;
+  return {out, hidden};
 }
 
 at::Tensor raft_token_mixing_cpu(const at::Tensor& x, const at::Tensor& norm_weight,
@@ -211,27 +647,144 @@ at::Tensor raft_token_mixing_cpu(const at::Tensor& x, const at::Tensor& norm_wei
                                  double eps) {
   const auto dims = check_inputs("raft_token_mixing", x, norm_weight, norm_bias, fc1_weight,
                                  fc1_bias, fc2_weight, fc2_bias, raft_size, dim);
-  auto rows = normalize_into_rows(x, norm_weight, norm_bias, eps, dims, false);
-  return mix_rows(rows.normed, fc1_weight, fc1_bias, fc2_weight, fc2_bias, x.size(0), dims);
+  return std::get<0>(forward(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
+                             fc2_bias, eps, dims, false));
 }
 
+std::tuple<at::Tensor, at::Tensor> raft_token_mixing_forward_cpu(
+    const at::Tensor& x, const at::Tensor& norm_weight, const at::Tensor& norm_bias,
+    const at::Tensor& fc1_weight, const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+    const at::Tensor& fc2_bias, int64_t raft_size, int64_t dim, double eps) {
+  const auto dims = check_inputs("raft_token_mixing_forward", x, norm_weight, norm_bias,
+                                 fc1_weight, fc1_bias, fc2_weight, fc2_bias, raft_size, dim);
+  return forward(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps,
+                 dims, true);
+}
+
+// ---- backward ----------------------------------------------------------------------------
+
+// One chunk's share of the parameter gradients (weights in (n, i) feature order).
+struct Partial {
+  at::Tensor fc1_weight, fc2_weight;  // scalar_t, accumulated by GEMMs
+  std::vector<double> fc1_bias, fc2_bias, norm_weight, norm_bias;
+};
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-raft_token_mixing_backward_cpu(const at::Tensor& grad_out, const at::Tensor& x,
+raft_token_mixing_backward_cpu(const at::Tensor& grad_out_any, const at::Tensor& x_any,
                                const at::Tensor& norm_weight, const at::Tensor& norm_bias,
                                const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
                                const at::Tensor& fc2_weight, const at::Tensor& fc2_bias,
-                               int64_t raft_size, int64_t dim, double eps) {
-  const auto dims =
-      check_inputs("raft_token_mixing_backward", x, norm_weight, norm_bias, fc1_weight,
-                   fc1_bias, fc2_weight, fc2_bias, raft_size, dim);
-  check_grad_out(grad_out, x);
-  auto rows = normalize_into_rows(x, norm_weight, norm_bias, eps, dims, true);
-  auto [grad_normalized, gnw, gnb, g1w, g1b, g2w, g2b] =
-      mix_rows_backward(grad_out, rows.normalized, rows.normed, norm_weight, fc1_weight,
-                        fc1_bias, fc2_weight, fc2_bias, x.size(0), dims);
-  auto grad_x =
-      normalize_backward_from_rows(grad_normalized, rows.normalized, rows.rstd, x.size(0), dims);
-  return {grad_x, gnw, gnb, g1w, g1b, g2w, g2b};
+                               int64_t raft_size, int64_t dim, double eps,
+                               const std::optional<at::Tensor>& hidden_given) {
+  const auto d = check_inputs("raft_token_mixing_backward", x_any, norm_weight, norm_bias,
+                              fc1_weight, fc1_bias, fc2_weight, fc2_bias, raft_size, dim);
+  check_grad_out(grad_out_any, x_any);
+  check_hidden(hidden_given, x_any, d);
+  const auto x = contiguous_channels(x_any);
+  const auto grad_out = contiguous_channels(grad_out_any);
+  const int64_t batch = x.size(0);
+  const int64_t F = d.r * d.N;
+  const auto options = x.options();
+  auto grad_x = at::empty({batch, d.H, d.W, d.C}, options);
+  const Tiling tiling = make_tiling(batch, d, x.element_size());
+  if (tiling.lines == 0) {
+    const auto contiguous = at::MemoryFormat::Contiguous;
+    return {grad_x, at::zeros_like(norm_weight, contiguous),
+            at::zeros_like(norm_bias, contiguous), at::zeros_like(fc1_weight, contiguous),
+            at::zeros_like(fc1_bias, contiguous), at::zeros_like(fc2_weight, contiguous),
+            at::zeros_like(fc2_bias, contiguous)};
+  }
+  const auto hidden = hidden_given.has_value()
+                          ? std::optional<at::Tensor>(hidden_given->contiguous())
+                          : std::nullopt;
+  const Weights w(fc1_weight, fc2_weight, fc2_bias, d);
+  const auto w1_t = w.w1.t(), w2_t = w.w2.t();
+  const auto gamma = norm_weight.contiguous(), beta = norm_bias.contiguous();
+  const auto b1 = fc1_bias.contiguous();
+  const TokenGrid x_grid(x, d), grad_out_grid(grad_out, d), grad_x_grid(grad_x, d);
+  std::vector<Partial> partials(tiling.chunks);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlpmix_raft_token_mixing_backward_cpu", [&] {
+    const scalar_t* x_data = x.const_data_ptr<scalar_t>();
+    const scalar_t* grad_out_data = grad_out.const_data_ptr<scalar_t>();
+    scalar_t* grad_x_data = grad_x.mutable_data_ptr<scalar_t>();
+    const scalar_t* gamma_data = gamma.const_data_ptr<scalar_t>();
+    at::parallel_for(0, tiling.chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+      const int64_t columns = tiling.tile_lines * d.o;
+      const auto x_buffer = at::empty({F * columns}, options);
+      const auto g_buffer = at::empty({F * columns}, options);  // grad of fc2 output, then of u
+      const auto a_buffer = at::empty({d.hidden * columns}, options);  // GELU, then its grad
+      const auto s_buffer = at::empty({d.hidden * columns}, options);  // h if recomputed, GELU'
+      std::vector<double> mean(tiling.tile_lines * d.N), rstd(tiling.tile_lines * d.N);
+      for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
+        Partial& p = partials[chunk];
+        p.fc1_weight = at::empty({d.hidden, F}, options);
+        p.fc2_weight = at::empty({F, d.hidden}, options);
+        p.fc1_bias.assign(d.hidden, 0.0);
+        p.fc2_bias.assign(F, 0.0);
+        p.norm_weight.assign(d.C, 0.0);
+        p.norm_bias.assign(d.C, 0.0);
+        for (int64_t tile = tiling.first(chunk); tile < tiling.first(chunk + 1); ++tile) {
+          const int64_t line0 = tile * tiling.tile_lines;
+          const int64_t lines = std::min(tiling.tile_lines, tiling.lines - line0);
+          const int64_t R = lines * d.o;
+          const auto xt = matrix(x_buffer, F, R);
+          auto gt = matrix(g_buffer, F, R);
+          auto act = matrix(a_buffer, d.hidden, R);
+          auto st = matrix(s_buffer, d.hidden, R);
+          scalar_t* a_data = act.mutable_data_ptr<scalar_t>();
+          scalar_t* s_data = st.mutable_data_ptr<scalar_t>();
+          normalize_tile(x_data, x_grid, d, line0, lines, gamma_data,
+                         beta.const_data_ptr<scalar_t>(), eps, xt.mutable_data_ptr<scalar_t>(),
+                         mean.data(), rstd.data());
+          gather_tile(grad_out_data, grad_out_grid, d, line0, lines,
+                      gt.mutable_data_ptr<scalar_t>());
+          row_sums(gt.mutable_data_ptr<scalar_t>(), static_cast<const scalar_t*>(nullptr), F,
+                   R, p.fc2_bias.data());
+          if (hidden.has_value()) {
+            gelu_slope(hidden->const_data_ptr<scalar_t>() + line0 * d.hidden * d.o,
+                       HiddenLayout{d.o, d.hidden * d.o}, nullptr, d.hidden, lines, d.o, a_data,
+                       s_data);
+          } else {
+            at::cpu::mm_out(st, w.w1, xt);
+            gelu_slope(s_data, HiddenLayout{R, d.o}, b1.const_data_ptr<scalar_t>(), d.hidden,
+                       lines, d.o, a_data, s_data);
+          }
+          const double accumulate = tile == tiling.first(chunk) ? 0.0 : 1.0;
+          at::cpu::addmm_(p.fc2_weight, gt, act.t(), accumulate, 1.0);
+          at::cpu::mm_out(act, w2_t, gt);  // grad of the GELU output, then of h
+          row_sums(a_data, s_data, d.hidden, R, p.fc1_bias.data());
+          at::cpu::addmm_(p.fc1_weight, act, xt.t(), accumulate, 1.0);
+          at::cpu::mm_out(gt, w1_t, act);  // grad of the LayerNorm output
+          normalize_backward_tile(gt.const_data_ptr<scalar_t>(), x_data, x_grid, mean.data(),
+                                  rstd.data(), gamma_data, d, line0, lines, grad_x_data,
+                                  grad_x_grid, p.norm_weight.data(), p.norm_bias.data());
+        }
+      }
+    });
+  });
+  // Sum the partials in chunk order (deterministic for a given thread count).
+  auto grad_fc1_weight = partials[0].fc1_weight;
+  auto grad_fc2_weight = partials[0].fc2_weight;
+  for (size_t k = 1; k < partials.size(); ++k) {
+    grad_fc1_weight.add_(partials[k].fc1_weight);
+    grad_fc2_weight.add_(partials[k].fc2_weight);
+  }
+  auto sum_vectors = [&](std::vector<double> Partial::*member) {
+    std::vector<double> total = partials[0].*member;
+    for (size_t k = 1; k < partials.size(); ++k) {
+      for (size_t e = 0; e < total.size(); ++e) {
+        total[e] += (partials[k].*member)[e];
+      }
+    }
+    return at::tensor(total, at::dtype(at::kDouble)).to(options.dtype());
+  };
+  return {grad_x,
+          sum_vectors(&Partial::norm_weight),
+          sum_vectors(&Partial::norm_bias),
+          features_to_spec_order(grad_fc1_weight, 1, d),
+          sum_vectors(&Partial::fc1_bias),
+          features_to_spec_order(grad_fc2_weight, 0, d),
+          features_to_spec_order(sum_vectors(&Partial::fc2_bias), 0, d)};
 }
 
 }  // namespace
@@ -239,6 +792,8 @@ raft_token_mixing_backward_cpu(const at::Tensor& grad_out, const at::Tensor& x,
 
 TORCH_LIBRARY_IMPL(mlpmix, CPU, m) {
   m.impl("raft_token_mixing", &mlpmix::raft_token_mixing_impl::raft_token_mixing_cpu);
+  m.impl("raft_token_mixing_forward",
+         &mlpmix::raft_token_mixing_impl::raft_token_mixing_forward_cpu);
   m.impl("raft_token_mixing_backward",
          &mlpmix::raft_token_mixing_impl::raft_token_mixing_backward_cpu);
 }

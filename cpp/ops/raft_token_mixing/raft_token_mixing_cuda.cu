@@ -100,11 +100,15 @@ raft_token_mixing_backward_cuda(const at::Tensor& grad_out, const at::Tensor& x,
                                 const at::Tensor& norm_weight, const at::Tensor& norm_bias,
                                 const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
                                 const at::Tensor& fc2_weight, const at::Tensor& fc2_bias,
-                                int64_t raft_size, int64_t dim, double eps) {
+                                int64_t raft_size, int64_t dim, double eps,
+                                const std::optional<at::Tensor>& hidden) {
   const auto dims =
       check_inputs("raft_token_mixing_backward", x, norm_weight, norm_bias, fc1_weight,
                    fc1_bias, fc2_weight, fc2_bias, raft_size, dim);
   check_grad_out(grad_out, x);
+  // The autograd keeps no fc1 pre-activation on CUDA (cuBLAS recomputes it); one given is
+  // checked and not needed.
+  check_hidden(hidden, x, dims);
   const c10::cuda::CUDAGuard guard(x.device());
   auto rows = normalize_into_rows(x, norm_weight, norm_bias, eps, dims, true);
   auto [grad_normalized, gnw, gnb, g1w, g1b, g2w, g2b] =
