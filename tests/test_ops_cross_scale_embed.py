@@ -78,14 +78,13 @@ def test_output_is_channels_last_tokens(dtype):
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])
-def test_input_gradient_has_the_strides_of_x(layout):
-    """grad_x is laid out like a dense x (the previous level's tokens seen as a channels-last
-    (B, C, H, W) view get a channels-last gradient: no copy), contiguous otherwise."""
+def test_input_gradient_is_contiguous(layout):
+    """grad_x is contiguous for any layout of x, as the Meta kernel promises (torch.compile
+    traces the backward with those strides)."""
     x, weight, bias, kernel_sizes = make_args((2, 3, 8, 8), [2, 4], layout, torch.float32,
                                               requires_grad=True)
     out = ops.cross_scale_embed(x, weight, bias, kernel_sizes)
-    grad_x = torch.autograd.grad(out, x, torch.randn_like(out))[0]
-    assert grad_x.stride() == torch.empty_like(x).stride()
+    assert torch.autograd.grad(out, x, torch.randn_like(out))[0].is_contiguous()
 
 
 def test_windows_are_centred_on_the_patch():

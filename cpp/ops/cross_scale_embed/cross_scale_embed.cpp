@@ -117,17 +117,6 @@ struct ConvArgs {
         padding{(d.largest - d.stride) / 2, (d.largest - d.stride) / 2} {}
 };
 
-// `grad_x` with the strides of x where x is dense (a channels-last view of the previous
-// level's tokens gets a channels-last gradient, no copy either way), else contiguous: what
-// the Meta kernel promises, at::empty_like(x) (its memory format preserved).
-at::Tensor like_input(const at::Tensor& grad_x, const at::Tensor& x) {
-  auto result = at::empty_like(x);
-  if (result.strides() == grad_x.strides()) {
-    return grad_x;
-  }
-  return result.copy_(grad_x);
-}
-
 }  // namespace
 
 at::Tensor embed(const at::Tensor& x, const at::Tensor& weight,
@@ -156,7 +145,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> embed_backward(
     blocks.push_back(centred_window(grad_merged, k, dims)
                          .reshape({dims.out_channels, dims.in_channels * k * k}));
   }
-  return {x_grad ? like_input(grad_x, x) : at::empty({0}, x.options()), at::cat(blocks, 1),
+  return {x_grad ? grad_x.contiguous() : at::empty({0}, x.options()), at::cat(blocks, 1),
           grad_bias};
 }
 
@@ -177,7 +166,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_scale_embed_backward_meta(
     const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes, bool x_grad) {
   const auto dims = check_inputs("cross_scale_embed_backward", x, weight, bias, kernel_sizes);
   check_grad_out(grad_out, x, dims);
-  return {x_grad ? at::empty_like(x) : at::empty({0}, x.options()),
+  // Contiguous whatever x's layout: torch.compile's traced strides for x's gradient need
+  // not be those of the runtime x.
+  return {x_grad ? at::empty_like(x, at::MemoryFormat::Contiguous) : at::empty({0}, x.options()),
           at::empty_like(weight, at::MemoryFormat::Contiguous),
           at::empty({dims.out_channels}, x.options())};
 }
