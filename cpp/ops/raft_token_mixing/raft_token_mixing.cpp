@@ -1,6 +1,6 @@
 // mlpmix::raft_token_mixing — schema, C++ API, argument checks, the device-agnostic MLP
-// steps, Meta kernels and autograd. The CPU kernels (LayerNorm into and out of the rows
-// layout) live in raft_token_mixing_cpu.cpp.
+// steps, Meta kernels and autograd. The CPU kernels (the whole branch fused per tile of
+// lines) live in raft_token_mixing_cpu.cpp.
 #include "ops/raft_token_mixing/raft_token_mixing.h"
 
 #include <ATen/ATen.h>

@@ -5,6 +5,9 @@
 // o = C / r the raft count and r the raft size. Its (B*o*M, r*N) matrix view holds one
 // MLP input row per (b, j, m) with feature i*N + n, i.e. the spec's regrouping
 // `b h w (r o) -> b o w (r h)` (vertical) or `b h w (r o) -> b o h (r w)` (horizontal).
+// mix_rows / mix_rows_backward run the MLP on that buffer with ATen ops (any device). The
+// CPU kernels (raft_token_mixing_cpu.cpp) instead fuse the whole branch per tile of lines,
+// in a transposed layout of their own, and keep the fc1 pre-activation for the backward.
 #pragma once
 
 #include <ATen/core/Tensor.h>
