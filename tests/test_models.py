@@ -44,6 +44,22 @@ def test_forward_at_224(name):
     assert torch.isfinite(logits).all()
 
 
+@pytest.mark.parametrize("name", ["raftmlp_tiny", "dynamixer_tiny", "dynamixer_s"])
+def test_layers_get_contiguous_tokens(name):
+    """A permuted view entering the layers would make every LayerNorm copy it and every
+    residual add run strided."""
+    model = mlpmix.create_model(name).eval()
+    layers = [m for m in model.modules() if type(m).__name__ in ("DynaMixerLayer", "RaftBlock")]
+    inputs = []
+    for layer in layers:
+        layer.register_forward_pre_hook(lambda module, args: inputs.append(args[0]))
+    size = 224 if name.endswith("_s") else 8
+    with torch.inference_mode():
+        model(torch.randn(1, 3, size, size))
+    assert len(inputs) == len(layers) > 0
+    assert all(x.is_contiguous() for x in inputs)
+
+
 def test_unknown_model_lists_the_known_ones():
     with pytest.raises(ValueError, match="dynamixer_s"):
         mlpmix.create_model("dynamixer_xl")

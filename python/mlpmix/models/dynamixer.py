@@ -53,8 +53,11 @@ class DynaMixerLayer(nn.Module):
 
 
 class DynaMixerStage(nn.Module):
-    """An optional stride-2 downsampling convolution, then the stage's layers (on
-    channels-last tokens; the permutes are views)."""
+    """An optional stride-2 downsampling convolution, then the stage's layers on
+    channels-last tokens.
+
+    The tokens are made contiguous once per stage: a permuted view of the convolution's
+    output would make every LayerNorm copy it and every residual add run strided."""
 
     def __init__(self, in_dim: int, dim: int, resolution: int, depth: int, num_segments: int,
                  reduced_dim: int, mlp_ratio: int, drop_paths: Tuple[float, ...]):
@@ -68,7 +71,7 @@ class DynaMixerStage(nn.Module):
         ])
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.downsample(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        x = self.downsample(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).contiguous()
         return self.layers(x)
 
 
@@ -98,7 +101,7 @@ class DynaMixer(TokenClassifier):
         self.apply(init_weights)
 
     def forward_tokens(self, x: Tensor) -> Tensor:
-        return self.stages(self.stem(x).permute(0, 2, 3, 1))
+        return self.stages(self.stem(x).permute(0, 2, 3, 1).contiguous())
 
 
 def _dynamixer(name: str, img_size: int, **kwargs) -> DynaMixer:
