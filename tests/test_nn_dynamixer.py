@@ -34,10 +34,18 @@ def reference_block(block: DynaMixerBlock, x: torch.Tensor) -> torch.Tensor:
     return F.linear(y, block.proj.weight, block.proj.bias)
 
 
-@pytest.fixture
-def block():
+@pytest.fixture(params=[(4, 6), (2, 3)], ids=["folded", "plain"])
+def block(request):
+    """D=16 over 4x6 tokens runs forward_folded (D < H*W), over 2x3 the plain formula."""
     torch.manual_seed(0)
-    return DynaMixerBlock(16, (4, 6), num_segments=4, reduced_dim=2).double()
+    block = DynaMixerBlock(16, request.param, num_segments=4, reduced_dim=2).double()
+    assert block.folded == (request.param == (4, 6))
+    return block
+
+
+def sample(block: DynaMixerBlock, batch: int = 2, requires_grad: bool = False) -> torch.Tensor:
+    shape = (batch, block.mix_h.num_tokens, block.mix_w.num_tokens, 16)
+    return torch.randn(shape, dtype=torch.float64, requires_grad=requires_grad)
 
 
 def test_operation_parameters_and_semantics():
@@ -56,12 +64,12 @@ def test_operation_rejects_indivisible_dim():
 
 
 def test_block_matches_spec(block):
-    x = torch.randn(2, 4, 6, 16, dtype=torch.float64)
+    x = sample(block)
     assert_close(block(x), reference_block(block, x))
 
 
 def test_block_gradients_match_spec(block):
-    x = torch.randn(2, 4, 6, 16, dtype=torch.float64, requires_grad=True)
+    x = sample(block, requires_grad=True)
     params = [x, *block.parameters()]
     got = torch.autograd.grad(block(x).square().sum(), params)
     want = torch.autograd.grad(reference_block(block, x).square().sum(), params)
@@ -70,32 +78,32 @@ def test_block_gradients_match_spec(block):
 
 
 def test_block_does_not_modify_input(block):
-    x = torch.randn(2, 4, 6, 16, dtype=torch.float64)
+    x = sample(block)
     before = x.clone()
     block(x)
     assert torch.equal(x, before)
 
 
 def test_script_round_trip(block, tmp_path):
-    x = torch.randn(2, 4, 6, 16, dtype=torch.float64)
+    x = sample(block)
     scripted = torch.jit.script(block)
     scripted.save(str(tmp_path / "block.pt"))
     loaded = torch.jit.load(str(tmp_path / "block.pt"))
     assert_close(loaded(x), block(x), rtol=0, atol=0)
     op = torch.jit.script(block.mix_h)
-    tokens = torch.randn(3, 4, 16, dtype=torch.float64)
+    tokens = torch.randn(3, block.mix_h.num_tokens, 16, dtype=torch.float64)
     assert_close(op(tokens), block.mix_h(tokens), rtol=0, atol=0)
 
 
 def test_scripted_gradients(block):
-    x = torch.randn(2, 4, 6, 16, dtype=torch.float64, requires_grad=True)
+    x = sample(block, requires_grad=True)
     (g_script,) = torch.autograd.grad(torch.jit.script(block)(x).sum(), x)
     (g_eager,) = torch.autograd.grad(block(x).sum(), x)
     assert_close(g_script, g_eager)
 
 
 def test_compile_fullgraph(block):
-    x = torch.randn(2, 4, 6, 16, dtype=torch.float64, requires_grad=True)
+    x = sample(block, requires_grad=True)
     compiled = torch.compile(block, fullgraph=True)
     out = compiled(x)
     assert_close(out, block(x))
@@ -106,10 +114,10 @@ def test_compile_fullgraph(block):
 
 def test_export_with_dynamic_batch(block):
     batch = torch.export.Dim("batch", min=1, max=1024)
-    program = torch.export.export(block, (torch.randn(3, 4, 6, 16, dtype=torch.float64),),
+    program = torch.export.export(block, (sample(block, 3),),
                                   dynamic_shapes={"x": {0: batch}})
     targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
     assert "mlpmix.dynamixer.default" in targets
     for b in (1, 5):
-        x = torch.randn(b, 4, 6, 16, dtype=torch.float64)
+        x = sample(block, b)
         assert_close(program.module()(x), block(x))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Tuple, Union
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import ops
+from .. import implementation, ops
 from .layers import Mlp
 
 
@@ -34,8 +36,9 @@ class DynaMixerOperation(nn.Module):
         self.generate = nn.Linear(num_tokens * reduced_dim, num_tokens * num_tokens)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, dim: int = -2) -> Tensor:
-        mixed = ops.dynamixer(
+    def mix(self, x: Tensor, dim: int = -2) -> Tensor:
+        """The mixed tokens before the output projection ``out``."""
+        return ops.dynamixer(
             x,
             self.compress.weight,
             self.compress.bias,
@@ -44,7 +47,9 @@ class DynaMixerOperation(nn.Module):
             self.num_segments,
             dim,
         )
-        return self.out(mixed)
+
+    def forward(self, x: Tensor, dim: int = -2) -> Tensor:
+        return self.out(self.mix(x, dim))
 
 
 class DynaMixerBlock(nn.Module):
@@ -54,6 +59,11 @@ class DynaMixerBlock(nn.Module):
     the op's ``dim``, no transposed copies), ``mlp_c`` is a bias-free channel projection;
     the three branches are re-weighted per channel (``reweight``, as in Vision Permutator)
     and projected by ``proj``.
+
+    Where the per-sample weights are smaller than a branch (``dim < H*W``, DynaMixer's
+    first stage), the fused implementation runs the same function folded
+    (:meth:`forward_folded`); ``mlpmix.implementation.use("reference")`` runs the spec's
+    formula as written.
     """
 
     def __init__(
@@ -70,8 +80,11 @@ class DynaMixerBlock(nn.Module):
         self.mlp_c = nn.Linear(dim, dim, bias=False)
         self.reweight = Mlp(dim, dim // 4, dim * 3)
         self.proj = nn.Linear(dim, dim)
+        self.folded = dim < height * width
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.folded and (torch.jit.is_scripting() or not implementation.use_reference()):
+            return self.forward_folded(x)
         batch, channels = x.shape[0], x.shape[-1]
         h = self.mix_h(x, 1)
         w = self.mix_w(x, 2)
@@ -80,3 +93,33 @@ class DynaMixerBlock(nn.Module):
         a = self.reweight(a).reshape(batch, channels, 3).softmax(dim=2)
         a = a.permute(2, 0, 1).unsqueeze(2).unsqueeze(2)  # (3, B, 1, 1, D)
         return self.proj(h * a[0] + w * a[1] + c * a[2])
+
+    def forward_folded(self, x: Tensor) -> Tensor:
+        """``forward`` without materialising the branches ``h``, ``w``, ``c``.
+
+        The token mean commutes with the linear maps, so the re-weighting sees
+        ``mean(h + w + c)`` from the means of the mixed tokens; the per-sample channel weights
+        ``a`` then scale the rows of each branch's output projection, and one batched GEMM per
+        branch accumulates the weighted sum. This saves five elementwise passes over
+        ``(B, H, W, D)`` tensors for three over ``(B, D, D)`` ones.
+        """
+        batch, height, width, channels = x.shape
+        mixed_h = self.mix_h.mix(x, 1)
+        mixed_w = self.mix_w.mix(x, 2)
+        out_h, out_w = self.mix_h.out, self.mix_w.out
+        mean = (
+            F.linear(mixed_h.mean(dim=(1, 2)), out_h.weight, out_h.bias)
+            + F.linear(mixed_w.mean(dim=(1, 2)), out_w.weight, out_w.bias)
+            + F.linear(x.mean(dim=(1, 2)), self.mlp_c.weight)
+        )
+        a = self.reweight(mean).reshape(batch, channels, 3).softmax(dim=2)
+        a = a.permute(2, 0, 1).unsqueeze(3)  # (3, B, D, 1): scales output rows
+        bias = (out_h.bias.unsqueeze(1) * a[0] + out_w.bias.unsqueeze(1) * a[1]).transpose(1, 2)
+        tokens = height * width
+        mixed = torch.baddbmm(bias, mixed_h.reshape(batch, tokens, channels),
+                              (out_h.weight * a[0]).transpose(1, 2))
+        mixed = torch.baddbmm(mixed, mixed_w.reshape(batch, tokens, channels),
+                              (out_w.weight * a[1]).transpose(1, 2))
+        mixed = torch.baddbmm(mixed, x.reshape(batch, tokens, channels),
+                              (self.mlp_c.weight * a[2]).transpose(1, 2))
+        return self.proj(mixed.reshape(batch, height, width, channels))
