@@ -100,7 +100,10 @@ class TinyExports:
     def model(self, name: str) -> torch.nn.Module:
         if name not in self.models:
             torch.manual_seed(0)
-            self.models[name] = mlpmix.create_model(name, num_classes=10, in_chans=1).eval()
+            # normal tensors even when first asked for inside torch.inference_mode(): the
+            # AOTInductor export of the same model sets requires_grad on its parameters
+            with torch.inference_mode(False):
+                self.models[name] = mlpmix.create_model(name, num_classes=10, in_chans=1).eval()
         return self.models[name]
 
     def torchscript(self, name: str) -> Path:
