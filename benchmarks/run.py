@@ -35,6 +35,9 @@ def parse(argv: Optional[List[str]]) -> argparse.Namespace:
                         choices=IMPLEMENTATIONS)
     parser.add_argument("--min-run-time", type=float, default=None,
                         help="seconds of timing per measurement (default 1.0, --quick 0.3)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds per measurement, each timing every implementation once "
+                             "and sharing --min-run-time (more on a noisy machine)")
     parser.add_argument("--no-memory", action="store_true", help="skip peak memory")
     parser.add_argument("--name", default="results", help="file name stem of the report")
     return parser.parse_args(argv)
@@ -59,8 +62,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     results = []
     for case in cases:
         for n in threads:
-            for impl in args.implementations:
-                measurement = timing.measure(case, impl, n, min_run_time)
+            measurements = timing.measure(case, args.implementations, n, min_run_time, args.rounds)
+            for impl, measurement in measurements.items():
                 peak = None
                 if not args.no_memory and not compiled(impl) and case.kind in ("forward+backward", "training"):
                     peak = memory.measure(case.name, impl, n, args.device)

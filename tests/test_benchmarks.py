@@ -36,6 +36,26 @@ def test_one_case_writes_the_report(tmp_path, monkeypatch):
     assert (tmp_path / "smoke.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_rounds_interleave_the_implementations_and_merge():
+    from benchmarks import timing
+    from benchmarks.cases import Case
+
+    calls = []
+
+    def build(impl):
+        return lambda: calls.append(impl)
+
+    case = Case(name="toy/forward", label="toy", kind="forward", sub_label="()", build=build)
+    measurements = timing.measure(case, ["reference", "mlpmix"], threads=1, min_run_time=0.003,
+                                  rounds=3)
+    timed = calls[2 * timing.WARMUP_CALLS:]
+    switches = sum(a != b for a, b in zip(timed, timed[1:]))
+    assert switches == 5  # reference, mlpmix, reference, mlpmix, reference, mlpmix
+    assert set(measurements) == {"reference", "mlpmix"}
+    assert all(m.description == impl for impl, m in measurements.items())
+    assert sum(len(m.raw_times) for m in measurements.values()) >= 6
+
+
 def test_cuda_setting_runs_models_at_gpu_batch_under_bf16_autocast():
     from benchmarks.cases import all_cases
 
