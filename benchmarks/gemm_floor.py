@@ -2,11 +2,11 @@
 
 Profiles each case's eager reference and mlpmix with ``torch.profiler`` and splits their
 time into matrix products (GEMMs and convolutions, counted with their FLOPs) and everything
-else. Both implementations do the same GEMM arithmetic (mlpmix's kernels call some of theirs
-through ``at::cpu``, out of the profiler's sight, so its own GEMM column undercounts), so
-``reference time / reference GEMM time`` bounds the speedup that fusing everything else can
-reach with GEMMs no faster than the reference's: a target above it needs fewer or faster
-GEMMs, not fusion.
+else. mlpmix does at least the reference's GEMM arithmetic (the dynamixer backward adds the
+recomputed logits; mlpmix's kernels call some GEMMs through ``at::cpu``, out of the
+profiler's sight, so its own GEMM column undercounts), so ``reference time / reference GEMM
+time`` bounds the speedup that fusing everything else can reach with GEMMs no faster than
+the reference's: a target above it needs fewer or faster GEMMs, not fusion.
 Writes ``gemm_floor.md`` (and ``.json``) into ``--out``.
 """
 

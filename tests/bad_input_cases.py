@@ -63,6 +63,18 @@ def _backward(forward_case, grad_out=None):
     return backward, [torch.randn_like(out) if grad_out is None else grad_out(out), *args]
 
 
+def _dynamixer_forward(**kwargs):
+    """dynamixer_forward: the forward that also returns the compressed input."""
+    return ops.dynamixer_forward, _dynamixer(**kwargs)[1]
+
+
+def _dynamixer_backward_with_compressed(compressed=lambda z: z):
+    """dynamixer_backward given (a function of) the compressed input the forward kept."""
+    args = _dynamixer()[1]
+    out, kept = ops.dynamixer_forward(*args)
+    return ops.dynamixer_backward, [torch.randn_like(out), *args, compressed(kept)]
+
+
 def _raft_forward(**kwargs):
     """raft_token_mixing_forward: the forward that also returns fc1's pre-activation."""
     return ops.raft_token_mixing_forward, _raft(**kwargs)[1]
@@ -120,6 +132,13 @@ CASES = {
     "dynamixer_backward/grad_out shape": (lambda: _backward(_dynamixer(), lambda o: o[:, :-1]), ("raises", "grad_out")),
     "dynamixer_backward/grad_out dtype": (lambda: _backward(_dynamixer(), lambda o: o.double()), ("raises", "grad_out")),
     "dynamixer_backward/NaN": (lambda: _with_nonfinite(_backward(_dynamixer()), float("nan")), ("propagates",)),
+    "dynamixer_backward/compressed shape": (lambda: _dynamixer_backward_with_compressed(lambda z: z[:, :, :-1]), ("raises", "compressed")),
+    "dynamixer_backward/compressed dtype": (lambda: _dynamixer_backward_with_compressed(lambda z: z.double()), ("raises", "compressed")),
+    "dynamixer_backward/compressed NaN": (lambda: _dynamixer_backward_with_compressed(_nan_at_first), ("propagates",)),
+    "dynamixer_forward/x rank 2": (lambda: _dynamixer_forward(x=torch.randn(4, 8)), ("raises", "x")),
+    "dynamixer_forward/generate_weight size": (lambda: _dynamixer_forward(gw=torch.randn(16, 3)), ("raises", "generate_weight")),
+    "dynamixer_forward/empty batch": (lambda: _dynamixer_forward(x=torch.randn(0, 4, 6, 8)), ("ok", (0, 4, 6, 8))),
+    "dynamixer_forward/NaN": (lambda: _with_nonfinite(_dynamixer_forward(), float("nan")), ("propagates",)),
     # raft_token_mixing
     "raft_token_mixing/x rank 3": (lambda: _raft(x=torch.randn(3, 4, 6)), ("raises", "x")),
     "raft_token_mixing/x int": (lambda: _raft(x=_int(torch.randn(2, 3, 4, 6))), ("raises", "x")),

@@ -8,10 +8,12 @@ from torch.testing import assert_close
 
 import mlpmix
 from mlpmix import ops, reference
+from einops import rearrange
 from op_testing import (
     TOLERANCES,
     assert_matches_reference,
     assert_no_double_backward,
+    assert_rejected,
     assert_rejected_by_every_kernel,
 )
 
@@ -99,6 +101,57 @@ def test_backward_op_opcheck():
     for args in sample_inputs(torch.float64):
         grad_out = torch.randn_like(args[0])
         torch.library.opcheck(torch.ops.mlpmix.dynamixer_backward.default, [grad_out, *args])
+
+
+def _compressed(args):
+    """What spec 2.1 step 1 makes of x: (B', S, N*d), [b', s, i*d + k] the k-th feature of
+    segment s of token i of sequence b' (written here from the reference's regrouping)."""
+    x, compress_weight, compress_bias, _, _, num_segments, dim = args
+    tokens = x.movedim(dim, -2)
+    z = torch.nn.functional.linear(tokens.reshape(-1, *tokens.shape[-2:]), compress_weight,
+                                   compress_bias)
+    return rearrange(z, "b n (s k) -> b s (n k)", s=num_segments)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_forward_keeps_the_compressed_input(dtype):
+    torch.manual_seed(6)
+    for args in sample_inputs(dtype):
+        out, compressed = torch.ops.mlpmix.dynamixer_forward(*args)
+        assert_close(out, ops.dynamixer(*args), **TOLERANCES[dtype])
+        assert_close(compressed, _compressed(args), **TOLERANCES[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_backward_from_the_kept_compressed_input_equals_recomputing_it(dtype):
+    torch.manual_seed(7)
+    backward = torch.ops.mlpmix.dynamixer_backward
+    for args in sample_inputs(dtype):
+        out, compressed = torch.ops.mlpmix.dynamixer_forward(*args)
+        grad_out = torch.randn_like(out)
+        for got, want in zip(backward(grad_out, *args, compressed), backward(grad_out, *args)):
+            assert_close(got, want, **TOLERANCES[dtype])
+
+
+def test_opcheck_forward_with_compressed_and_backward():
+    torch.manual_seed(8)
+    for args in sample_inputs(torch.float64):
+        torch.library.opcheck(torch.ops.mlpmix.dynamixer_forward.default, args)
+        out, compressed = torch.ops.mlpmix.dynamixer_forward(*args)
+        grad_out = torch.randn_like(out)
+        torch.library.opcheck(torch.ops.mlpmix.dynamixer_backward.default,
+                              [grad_out, *args, compressed])
+
+
+@pytest.mark.parametrize("bad", [lambda z: z[:, :, :-1], lambda z: z.flatten(1), lambda z: z.double()])
+def test_backward_rejects_bad_compressed(bad):
+    args = make_args((2, 4, 6, 8), 4, 1, 1, torch.float32)
+    out, compressed = torch.ops.mlpmix.dynamixer_forward(*args)
+    call = (torch.zeros_like(out), *args, bad(compressed))
+    backward = torch.ops.mlpmix.dynamixer_backward
+    assert_rejected(backward, call, "dynamixer_backward", "compressed")
+    meta = [a.to("meta") if isinstance(a, torch.Tensor) else a for a in call]
+    assert_rejected(backward, meta, "dynamixer_backward", "compressed")
 
 
 def test_expanded_input_reads_in_place():

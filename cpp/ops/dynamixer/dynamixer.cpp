@@ -30,15 +30,27 @@ at::Tensor dynamixer(const at::Tensor& x, const at::Tensor& compress_weight,
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer_backward(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& compress_weight,
     const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
-    const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim) {
+    const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim,
+    const std::optional<at::Tensor>& compressed) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("mlpmix::dynamixer_backward", "")
                        .typed<decltype(dynamixer_backward)>();
   return op.call(grad_out, x, compress_weight, compress_bias, generate_weight, generate_bias,
-                 num_segments, dim);
+                 num_segments, dim, compressed);
 }
 
 namespace dynamixer_impl {
+
+std::tuple<at::Tensor, at::Tensor> dynamixer_forward(
+    const at::Tensor& x, const at::Tensor& compress_weight,
+    const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
+    const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("mlpmix::dynamixer_forward", "")
+                       .typed<decltype(dynamixer_forward)>();
+  return op.call(x, compress_weight, compress_bias, generate_weight, generate_bias,
+                 num_segments, dim);
+}
 
 // ---- checks --------------------------------------------------------------------------
 
@@ -84,6 +96,32 @@ void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x) {
   TORCH_CHECK(grad_out.sym_sizes() == x.sym_sizes(),
               "mlpmix.dynamixer_backward: grad_out must have the shape of x ", x.sym_sizes(),
               ", got ", grad_out.sym_sizes());
+}
+
+namespace {
+
+// (B', S, N*d): B' counts the sequences, every axis of x but the token and channel ones.
+std::vector<c10::SymInt> compressed_shape(const at::Tensor& x, const Dims& dims) {
+  c10::SymInt sequences = 1;
+  for (int64_t axis = 0; axis + 1 < x.dim(); ++axis) {
+    if (axis != dims.token_dim) {
+      sequences = sequences * x.sym_size(axis);
+    }
+  }
+  return {sequences, c10::SymInt(dims.S), c10::SymInt(dims.N * dims.d)};
+}
+
+}  // namespace
+
+void check_compressed(const std::optional<at::Tensor>& compressed, const at::Tensor& x,
+                      const Dims& dims) {
+  if (!compressed.has_value()) {
+    return;
+  }
+  const char* op = "dynamixer_backward";
+  checks::same_dtype_device(op, "compressed", *compressed, "x", x);
+  checks::sym_shape(op, "compressed", *compressed, compressed_shape(x, dims),
+                    "(B', S, N*d) of dynamixer_forward");
 }
 
 // ---- the GEMM steps (device-agnostic ATen) ---------------------------------------------
@@ -154,13 +192,25 @@ at::Tensor dynamixer_meta(const at::Tensor& x, const at::Tensor& compress_weight
   return at::empty_symint(x.sym_sizes(), x.options());
 }
 
+std::tuple<at::Tensor, at::Tensor> dynamixer_forward_meta(
+    const at::Tensor& x, const at::Tensor& compress_weight,
+    const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
+    const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim) {
+  const auto dims = check_inputs("dynamixer_forward", x, compress_weight, compress_bias,
+                                 generate_weight, generate_bias, num_segments, dim);
+  return {at::empty_symint(x.sym_sizes(), x.options()),
+          at::empty_symint(compressed_shape(x, dims), x.options())};
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer_backward_meta(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& compress_weight,
     const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
-    const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim) {
+    const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim,
+    const std::optional<at::Tensor>& compressed) {
   const auto dims = check_inputs("dynamixer_backward", x, compress_weight, compress_bias,
                                  generate_weight, generate_bias, num_segments, dim);
   check_grad_out(grad_out, x);
+  check_compressed(compressed, x, dims);
   return {at::empty_symint(x.sym_sizes(), x.options()),
           at::empty_like(compress_weight, at::MemoryFormat::Contiguous),
           at::empty({dims.S * dims.d}, x.options()),
@@ -181,12 +231,12 @@ class DynamixerBackwardFunction
                                const std::optional<at::Tensor>& compress_bias,
                                const at::Tensor& generate_weight,
                                const std::optional<at::Tensor>& generate_bias,
-                               int64_t num_segments,
-                               int64_t dim) {
+                               int64_t num_segments, int64_t dim,
+                               const std::optional<at::Tensor>& compressed) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [gx, gcw, gcb, ggw, ggb] = mlpmix::dynamixer_backward(
         grad_out, x, compress_weight, compress_bias, generate_weight, generate_bias,
-        num_segments, dim);
+        num_segments, dim, compressed);
     return {gx, gcw, gcb, ggw, ggb};
   }
 
@@ -205,11 +255,19 @@ class DynamixerFunction : public torch::autograd::Function<DynamixerFunction> {
                                int64_t num_segments,
                                int64_t dim) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto out = mlpmix::dynamixer(x, compress_weight, compress_bias, generate_weight,
-                                 generate_bias, num_segments, dim);
-    // Intermediates (logits, softmax) are recomputed in backward: less memory held.
+    // On CPU the compressed input Z is kept (S*d/D the size of x): the backward then skips
+    // the compression GEMM. The logits and softmax (N*S/D times x) are recomputed: less
+    // memory held. Other devices recompute Z too.
+    at::Tensor out, compressed;
+    if (x.device().is_cpu()) {
+      std::tie(out, compressed) = dynamixer_forward(
+          x, compress_weight, compress_bias, generate_weight, generate_bias, num_segments, dim);
+    } else {
+      out = mlpmix::dynamixer(x, compress_weight, compress_bias, generate_weight, generate_bias,
+                              num_segments, dim);
+    }
     ctx->save_for_backward({x, compress_weight, compress_bias.value_or(at::Tensor()),
-                            generate_weight, generate_bias.value_or(at::Tensor())});
+                            generate_weight, generate_bias.value_or(at::Tensor()), compressed});
     ctx->saved_data["num_segments"] = num_segments;
     ctx->saved_data["dim"] = dim;
     return {out};
@@ -219,7 +277,8 @@ class DynamixerFunction : public torch::autograd::Function<DynamixerFunction> {
     const auto saved = ctx->get_saved_variables();
     auto result = DynamixerBackwardFunction::apply(
         grads[0], saved[0], saved[1], optional_of(saved[2]), saved[3], optional_of(saved[4]),
-        ctx->saved_data["num_segments"].toInt(), ctx->saved_data["dim"].toInt());
+        ctx->saved_data["num_segments"].toInt(), ctx->saved_data["dim"].toInt(),
+        optional_of(saved[5]));
     return {result[0],
             result[1],
             saved[2].defined() ? result[2] : at::Tensor(),
@@ -235,6 +294,17 @@ at::Tensor dynamixer_autograd(const at::Tensor& x, const at::Tensor& compress_we
                               const at::Tensor& generate_weight,
                               const std::optional<at::Tensor>& generate_bias,
                               int64_t num_segments, int64_t dim) {
+  const bool needs_grad =
+      at::GradMode::is_enabled() &&
+      (x.requires_grad() || compress_weight.requires_grad() ||
+       (compress_bias.has_value() && compress_bias->requires_grad()) ||
+       generate_weight.requires_grad() ||
+       (generate_bias.has_value() && generate_bias->requires_grad()));
+  if (!needs_grad) {  // no graph to record: skip the autograd Function (and the kept Z)
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return mlpmix::dynamixer(x, compress_weight, compress_bias, generate_weight, generate_bias,
+                             num_segments, dim);
+  }
   return DynamixerFunction::apply(x, compress_weight, compress_bias, generate_weight,
                                   generate_bias, num_segments, dim)[0];
 }
@@ -245,10 +315,11 @@ dynamixer_backward_autograd(const at::Tensor& grad_out, const at::Tensor& x,
                             const std::optional<at::Tensor>& compress_bias,
                             const at::Tensor& generate_weight,
                             const std::optional<at::Tensor>& generate_bias,
-                            int64_t num_segments, int64_t dim) {
+                            int64_t num_segments, int64_t dim,
+                            const std::optional<at::Tensor>& compressed) {
   auto r = DynamixerBackwardFunction::apply(
       grad_out, x, compress_weight, compress_bias, generate_weight, generate_bias,
-      num_segments, dim);
+      num_segments, dim, compressed);
   return {r[0], r[1], r[2], r[3], r[4]};
 }
 
@@ -261,15 +332,23 @@ TORCH_LIBRARY_FRAGMENT(mlpmix, m) {
       "dynamixer(Tensor x, Tensor compress_weight, Tensor? compress_bias, "
       "Tensor generate_weight, Tensor? generate_bias, int num_segments, int dim=-2) -> Tensor",
       {at::Tag::pt2_compliant_tag});
+  // Internal: the forward that also returns the compressed input for the backward.
+  m.def(
+      "dynamixer_forward(Tensor x, Tensor compress_weight, Tensor? compress_bias, "
+      "Tensor generate_weight, Tensor? generate_bias, int num_segments, int dim=-2) "
+      "-> (Tensor out, Tensor compressed)",
+      {at::Tag::pt2_compliant_tag});
   m.def(
       "dynamixer_backward(Tensor grad_out, Tensor x, Tensor compress_weight, "
       "Tensor? compress_bias, Tensor generate_weight, Tensor? generate_bias, "
-      "int num_segments, int dim) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+      "int num_segments, int dim, Tensor? compressed=None) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
 }
 
 TORCH_LIBRARY_IMPL(mlpmix, Meta, m) {
   m.impl("dynamixer", &mlpmix::dynamixer_impl::dynamixer_meta);
+  m.impl("dynamixer_forward", &mlpmix::dynamixer_impl::dynamixer_forward_meta);
   m.impl("dynamixer_backward", &mlpmix::dynamixer_impl::dynamixer_backward_meta);
 }
 

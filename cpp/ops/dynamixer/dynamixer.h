@@ -24,8 +24,19 @@ Dims check_inputs(const char* op, const at::Tensor& x, const at::Tensor& compres
                   const std::optional<at::Tensor>& generate_bias, int64_t num_segments,
                   int64_t dim);
 
-// The backward also checks grad_out against x.
+// The backward also checks grad_out against x ...
 void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x);
+
+// ... and, when given, the forward's compressed input: (B', S, N*d).
+void check_compressed(const std::optional<at::Tensor>& compressed, const at::Tensor& x,
+                      const Dims& dims);
+
+// The forward that also returns Z, the compressed input regrouped per segment (B', S, N*d)
+// as `compress` makes it, for the backward, through the dispatcher: `dynamixer_forward`.
+std::tuple<at::Tensor, at::Tensor> dynamixer_forward(
+    const at::Tensor& x, const at::Tensor& compress_weight,
+    const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
+    const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim);
 
 // Step 1 of spec 2.1 with an ATen GEMM (any device): Z, the compressed input regrouped per
 // segment, (B', S, N*d), contiguous.

@@ -302,15 +302,10 @@ void for_each_chunk(const at::Tensor& compressed, const at::Tensor& generate_wei
   });
 }
 
-at::Tensor dynamixer_cpu(const at::Tensor& x_any, const at::Tensor& compress_weight,
-                         const std::optional<at::Tensor>& compress_bias,
-                         const at::Tensor& generate_weight,
-                         const std::optional<at::Tensor>& generate_bias, int64_t num_segments,
-                         int64_t dim) {
-  const auto dims = check_inputs("dynamixer", x_any, compress_weight, compress_bias,
-                                 generate_weight, generate_bias, num_segments, dim);
-  const auto x = contiguous_channels(x_any);
-  const auto compressed = compress(x, compress_weight, compress_bias, dims);
+// Steps 2-4 given x (unit channel stride) and its compressed input Z.
+at::Tensor mix(const at::Tensor& x, const at::Tensor& compressed,
+               const at::Tensor& generate_weight,
+               const std::optional<at::Tensor>& generate_bias, const Dims& dims) {
   const auto bias = contiguous_or_undefined(generate_bias);
   auto out = at::empty(x.sizes(), x.options());
   const auto x_layout = sequence_layout(x, dims.token_dim);
@@ -344,16 +339,44 @@ at::Tensor dynamixer_cpu(const at::Tensor& x_any, const at::Tensor& compress_wei
   return out;
 }
 
+at::Tensor dynamixer_cpu(const at::Tensor& x_any, const at::Tensor& compress_weight,
+                         const std::optional<at::Tensor>& compress_bias,
+                         const at::Tensor& generate_weight,
+                         const std::optional<at::Tensor>& generate_bias, int64_t num_segments,
+                         int64_t dim) {
+  const auto dims = check_inputs("dynamixer", x_any, compress_weight, compress_bias,
+                                 generate_weight, generate_bias, num_segments, dim);
+  const auto x = contiguous_channels(x_any);
+  return mix(x, compress(x, compress_weight, compress_bias, dims), generate_weight,
+             generate_bias, dims);
+}
+
+std::tuple<at::Tensor, at::Tensor> dynamixer_forward_cpu(
+    const at::Tensor& x_any, const at::Tensor& compress_weight,
+    const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
+    const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim) {
+  const auto dims = check_inputs("dynamixer_forward", x_any, compress_weight, compress_bias,
+                                 generate_weight, generate_bias, num_segments, dim);
+  const auto x = contiguous_channels(x_any);
+  auto compressed = compress(x, compress_weight, compress_bias, dims);
+  auto out = mix(x, compressed, generate_weight, generate_bias, dims);
+  return {out, compressed};
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer_backward_cpu(
     const at::Tensor& grad_out_any, const at::Tensor& x_any, const at::Tensor& compress_weight,
     const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
-    const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim) {
+    const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim,
+    const std::optional<at::Tensor>& kept_compressed) {
   const auto dims = check_inputs("dynamixer_backward", x_any, compress_weight, compress_bias,
                                  generate_weight, generate_bias, num_segments, dim);
   check_grad_out(grad_out_any, x_any);
+  check_compressed(kept_compressed, x_any, dims);
   const auto x = contiguous_channels(x_any);
   const auto grad_out = contiguous_channels(grad_out_any);
-  const auto compressed = compress(x, compress_weight, compress_bias, dims);
+  const auto compressed = kept_compressed.has_value()
+                              ? kept_compressed->contiguous()
+                              : compress(x, compress_weight, compress_bias, dims);
   const auto bias = contiguous_or_undefined(generate_bias);
   const int64_t N = dims.N, D = dims.D, S = dims.S, width = D / S;
   const int64_t rows = compressed.size(0) * S;
@@ -417,5 +440,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
 
 TORCH_LIBRARY_IMPL(mlpmix, CPU, m) {
   m.impl("dynamixer", &mlpmix::dynamixer_impl::dynamixer_cpu);
+  m.impl("dynamixer_forward", &mlpmix::dynamixer_impl::dynamixer_forward_cpu);
   m.impl("dynamixer_backward", &mlpmix::dynamixer_impl::dynamixer_backward_cpu);
 }
