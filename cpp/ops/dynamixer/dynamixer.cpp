@@ -294,13 +294,8 @@ at::Tensor dynamixer_autograd(const at::Tensor& x, const at::Tensor& compress_we
                               const at::Tensor& generate_weight,
                               const std::optional<at::Tensor>& generate_bias,
                               int64_t num_segments, int64_t dim) {
-  const bool needs_grad =
-      at::GradMode::is_enabled() &&
-      (x.requires_grad() || compress_weight.requires_grad() ||
-       (compress_bias.has_value() && compress_bias->requires_grad()) ||
-       generate_weight.requires_grad() ||
-       (generate_bias.has_value() && generate_bias->requires_grad()));
-  if (!needs_grad) {  // no graph to record: skip the autograd Function (and the kept Z)
+  // No graph to record: skip the autograd Function (and the kept Z).
+  if (!records_graph({x, compress_weight, compress_bias, generate_weight, generate_bias})) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return mlpmix::dynamixer(x, compress_weight, compress_bias, generate_weight, generate_bias,
                              num_segments, dim);

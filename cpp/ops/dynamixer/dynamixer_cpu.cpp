@@ -339,28 +339,36 @@ at::Tensor mix(const at::Tensor& x, const at::Tensor& compressed,
   return out;
 }
 
-at::Tensor dynamixer_cpu(const at::Tensor& x_any, const at::Tensor& compress_weight,
-                         const std::optional<at::Tensor>& compress_bias,
-                         const at::Tensor& generate_weight,
-                         const std::optional<at::Tensor>& generate_bias, int64_t num_segments,
-                         int64_t dim) {
-  const auto dims = check_inputs("dynamixer", x_any, compress_weight, compress_bias,
-                                 generate_weight, generate_bias, num_segments, dim);
-  const auto x = contiguous_channels(x_any);
-  return mix(x, compress(x, compress_weight, compress_bias, dims), generate_weight,
-             generate_bias, dims);
-}
-
-std::tuple<at::Tensor, at::Tensor> dynamixer_forward_cpu(
-    const at::Tensor& x_any, const at::Tensor& compress_weight,
-    const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
-    const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim) {
-  const auto dims = check_inputs("dynamixer_forward", x_any, compress_weight, compress_bias,
-                                 generate_weight, generate_bias, num_segments, dim);
+// (out, compressed Z) of the op named `op` in error messages.
+std::tuple<at::Tensor, at::Tensor> forward(const char* op, const at::Tensor& x_any,
+                                           const at::Tensor& compress_weight,
+                                           const std::optional<at::Tensor>& compress_bias,
+                                           const at::Tensor& generate_weight,
+                                           const std::optional<at::Tensor>& generate_bias,
+                                           int64_t num_segments, int64_t dim) {
+  const auto dims = check_inputs(op, x_any, compress_weight, compress_bias, generate_weight,
+                                 generate_bias, num_segments, dim);
   const auto x = contiguous_channels(x_any);
   auto compressed = compress(x, compress_weight, compress_bias, dims);
   auto out = mix(x, compressed, generate_weight, generate_bias, dims);
   return {out, compressed};
+}
+
+at::Tensor dynamixer_cpu(const at::Tensor& x, const at::Tensor& compress_weight,
+                         const std::optional<at::Tensor>& compress_bias,
+                         const at::Tensor& generate_weight,
+                         const std::optional<at::Tensor>& generate_bias, int64_t num_segments,
+                         int64_t dim) {
+  return std::get<0>(forward("dynamixer", x, compress_weight, compress_bias, generate_weight,
+                             generate_bias, num_segments, dim));
+}
+
+std::tuple<at::Tensor, at::Tensor> dynamixer_forward_cpu(
+    const at::Tensor& x, const at::Tensor& compress_weight,
+    const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
+    const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim) {
+  return forward("dynamixer_forward", x, compress_weight, compress_bias, generate_weight,
+                 generate_bias, num_segments, dim);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer_backward_cpu(

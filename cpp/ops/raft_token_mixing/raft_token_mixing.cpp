@@ -313,12 +313,9 @@ at::Tensor raft_token_mixing_autograd(const at::Tensor& x, const at::Tensor& nor
                                       const at::Tensor& fc2_weight,
                                       const at::Tensor& fc2_bias, int64_t raft_size,
                                       int64_t dim, double eps) {
-  const bool needs_grad =
-      at::GradMode::is_enabled() &&
-      (x.requires_grad() || norm_weight.requires_grad() || norm_bias.requires_grad() ||
-       fc1_weight.requires_grad() || fc1_bias.requires_grad() || fc2_weight.requires_grad() ||
-       fc2_bias.requires_grad());
-  if (!needs_grad) {  // no graph to record: skip the autograd Function (and the saved hidden)
+  // No graph to record: skip the autograd Function (and the saved hidden).
+  if (!records_graph(
+          {x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias})) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return mlpmix::raft_token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias,
                                      fc2_weight, fc2_bias, raft_size, dim, eps);
