@@ -57,6 +57,25 @@ raft_token_mixing_backward(const at::Tensor& grad_out, const at::Tensor& x,
                            int64_t raft_size, int64_t dim, double eps,
                            const std::optional<at::Tensor>& hidden = std::nullopt);
 
+// Channel-mixing branch (RaftMLP spec 1.1 channel mixing, DynaMixer spec 2.3 MLP(LN2(x)),
+// without the residual add) over the last axis of x (..., C): LayerNorm over C, then
+// fc2(GELU(fc1(.))) with fc1_weight (hidden, C) and fc2_weight (C, hidden).
+at::Tensor channel_mlp(const at::Tensor& x, const at::Tensor& norm_weight,
+                       const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
+                       const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+                       const at::Tensor& fc2_bias, double eps = 1e-5);
+
+// Gradients of channel_mlp: (grad_x, grad_norm_weight, grad_norm_bias, grad_fc1_weight,
+// grad_fc1_bias, grad_fc2_weight, grad_fc2_bias). `hidden` is the fc1 pre-activation
+// (T, hidden) saved by the internal op channel_mlp_forward (the autograd kernel passes it);
+// without it the backward recomputes it.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+channel_mlp_backward(const at::Tensor& grad_out, const at::Tensor& x,
+                     const at::Tensor& norm_weight, const at::Tensor& norm_bias,
+                     const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
+                     const at::Tensor& fc2_weight, const at::Tensor& fc2_bias, double eps,
+                     const std::optional<at::Tensor>& hidden = std::nullopt);
+
 // Cross-scale patch embedding (spec section 1.2) of x (B, Cin, H, W) into channels-last
 // tokens (B, H/s, W/s, Cout), s = min(kernel_sizes). `weight` is (Cout, Cin*sum(k*k)) with
 // features ordered (c, kh, kw) per kernel, kernels in list order.

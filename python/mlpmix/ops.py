@@ -24,7 +24,7 @@ from torch import Tensor
 
 from . import implementation, reference
 
-__all__ = ["dynamixer", "raft_token_mixing", "cross_scale_embed"]
+__all__ = ["dynamixer", "raft_token_mixing", "channel_mlp", "cross_scale_embed"]
 
 
 def dynamixer(
@@ -106,6 +106,46 @@ def raft_token_mixing(
         )
     return torch.ops.mlpmix.raft_token_mixing(
         x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, raft_size, dim, eps
+    )
+
+
+def channel_mlp(
+    x: Tensor,
+    norm_weight: Tensor,
+    norm_bias: Tensor,
+    fc1_weight: Tensor,
+    fc1_bias: Tensor,
+    fc2_weight: Tensor,
+    fc2_bias: Tensor,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Channel-mixing branch without the residual add: ``fc2(GELU(fc1(LayerNorm_C(x))))``
+    per token (exact GELU), as in RaftMLP's channel MLP (spec 1.1) and DynaMixer's
+    ``MLP(LN2(x))`` (spec 2.3).
+
+    On CPU the LayerNorm, fc1, bias + GELU and fc2 run fused per tile of tokens, so no
+    hidden-width tensor is materialised (under autograd the fc1 pre-activation is kept for
+    the backward, which then recomputes no GEMM).
+
+    Args:
+        x: ``(..., C)``, at least one dimension; any strides (a view whose tokens are not
+            evenly strided rows of unit-stride channels is copied once).
+        norm_weight, norm_bias: ``(C,)``, the LayerNorm affine.
+        fc1_weight: ``(hidden, C)``; fc1_bias: ``(hidden,)``.
+        fc2_weight: ``(C, hidden)``; fc2_bias: ``(C,)``.
+        eps: the LayerNorm epsilon.
+
+    Returns:
+        The branch, a contiguous tensor shaped like ``x``.
+        Under ``torch.autocast("cuda", dtype)`` the op runs in ``dtype`` (the matmul policy,
+        see the module docstring).
+    """
+    if not torch.jit.is_scripting() and implementation.use_reference():
+        return reference.channel_mlp(
+            x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps
+        )
+    return torch.ops.mlpmix.channel_mlp(
+        x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps
     )
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-__all__ = ["dynamixer", "raft_token_mixing", "cross_scale_embed"]
+__all__ = ["dynamixer", "raft_token_mixing", "channel_mlp", "cross_scale_embed"]
 
 
 @torch.jit.unused  # scripted code always runs the fused ops
@@ -73,6 +73,23 @@ def raft_token_mixing(
     rows = rearrange(u, regroup, r=raft_size)
     v = F.linear(F.gelu(F.linear(rows, fc1_weight, fc1_bias)), fc2_weight, fc2_bias)
     return rearrange(v, ungroup, r=raft_size)
+
+
+@torch.jit.unused  # scripted code always runs the fused ops
+def channel_mlp(
+    x: Tensor,
+    norm_weight: Tensor,
+    norm_bias: Tensor,
+    fc1_weight: Tensor,
+    fc1_bias: Tensor,
+    fc2_weight: Tensor,
+    fc2_bias: Tensor,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Channel-mixing branch without the residual add: ``fc2(GELU(fc1(LayerNorm_C(x))))``
+    per token (RaftMLP spec 1.1 channel mixing, DynaMixer spec 2.3 ``MLP(LN2(x))``)."""
+    u = F.layer_norm(x, x.shape[-1:], norm_weight, norm_bias, eps)
+    return F.linear(F.gelu(F.linear(u, fc1_weight, fc1_bias)), fc2_weight, fc2_bias)
 
 
 @torch.jit.unused  # scripted code always runs the fused ops

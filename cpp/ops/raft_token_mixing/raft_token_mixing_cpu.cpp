@@ -18,11 +18,8 @@
 // when autograd asks for it (raft_token_mixing_forward): (B*M, hidden, o), one contiguous
 // (hidden, o) block per line.
 //
-// Precision: the LayerNorm statistics, normalisation and backward run in double for float
-// input (a token with small variance makes them ill-conditioned: float rounding of x - mean
-// is amplified by 1/std), then round once; GELU in float uses the erf approximation of
-// ATen's vectorised kernels (Abramowitz-Stegun 7.1.26, |error| < 1.5e-7).
-// The vector helpers are always inlined: no vector crosses a call boundary.
+// Precision: see common/layer_norm_gelu_cpu.h. The vector helpers are always inlined: no
+// vector crosses a call boundary.
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 #include <ATen/ATen.h>
@@ -38,11 +35,15 @@
 #include <vector>
 
 #include "common/sequences.h"
+#include "common/layer_norm_gelu_cpu.h"
+#include "common/mlp_gradients_cpu.h"
 #include "common/simd.h"
 #include "ops/raft_token_mixing/raft_token_mixing.h"
 
 namespace mlpmix::raft_token_mixing_impl {
 namespace {
+
+using namespace cpu_math;
 
 // ---- geometry ------------------------------------------------------------------------
 
@@ -86,29 +87,6 @@ Tiling make_tiling(int64_t batch, const Dims& d, int64_t element_size) {
 
 // ---- vector helpers (inlined into each clone) ----------------------------------------
 
-using FloatVec = simd::Vec<float>;
-
-// Four doubles: one AVX2 register (wider GCC vectors end up spilled to the stack).
-typedef double Double4 __attribute__((vector_size(32)));
-typedef float Float4 __attribute__((vector_size(16)));
-
-MLPMIX_INLINE Double4 load4(const float* p) {
-  Float4 v;
-  std::memcpy(&v, p, sizeof(v));
-  return __builtin_convertvector(v, Double4);
-}
-MLPMIX_INLINE Double4 load4(const double* p) {
-  Double4 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-MLPMIX_INLINE void store4(float* p, Double4 v) {
-  const Float4 f = __builtin_convertvector(v, Float4);
-  std::memcpy(p, &f, sizeof(f));
-}
-MLPMIX_INLINE void store4(double* p, Double4 v) { std::memcpy(p, &v, sizeof(v)); }
-MLPMIX_INLINE double sum4(Double4 v) { return (v[0] + v[2]) + (v[1] + v[3]); }
-
 // Prefetches the C channels of a token.
 template <typename T>
 MLPMIX_INLINE void prefetch_token(const T* token, int64_t C) {
@@ -134,73 +112,8 @@ MLPMIX_INLINE void for_each_token(T* data, const TokenGrid& grid, const Dims& d,
     }
   }
 }
-#define MLPMIX_VISIT __attribute__((always_inline))
 
 // ---- LayerNorm into a tile -------------------------------------------------------------
-
-// Mean and 1/std of the C unit-stride channels of one token, in double (two passes).
-template <typename T>
-MLPMIX_INLINE void token_moments(const T* token, int64_t C, double eps, double* mean,
-                                 double* rstd) {
-  Double4 acc0{}, acc1{};
-  int64_t c = 0;
-  for (; c + 8 <= C; c += 8) {
-    acc0 += load4(token + c);
-    acc1 += load4(token + c + 4);
-  }
-  for (; c + 4 <= C; c += 4) {
-    acc0 += load4(token + c);
-  }
-  double total = sum4(acc0 + acc1);
-  for (; c < C; ++c) {
-    total += token[c];
-  }
-  const double mu = total / C;
-  acc0 = Double4{};
-  acc1 = Double4{};
-  for (c = 0; c + 8 <= C; c += 8) {
-    const Double4 centred0 = load4(token + c) - mu, centred1 = load4(token + c + 4) - mu;
-    acc0 += centred0 * centred0;
-    acc1 += centred1 * centred1;
-  }
-  for (; c + 4 <= C; c += 4) {
-    const Double4 centred = load4(token + c) - mu;
-    acc0 += centred * centred;
-  }
-  double variance = sum4(acc0 + acc1);
-  for (; c < C; ++c) {
-    variance += (token[c] - mu) * (token[c] - mu);
-  }
-  *mean = mu;
-  *rstd = 1.0 / std::sqrt(variance / C + eps);
-}
-
-// out = (in - mean) * rstd * gamma + beta over `count` channels. float: x - mean as
-// (x - mean_hi) - mean_lo with mean = mean_hi + mean_lo in floats (the first difference is
-// exact where it matters, x close to the mean: Sterbenz), so that the normalised value is
-// accurate to a few ulp however small the token's variance; double: plain.
-MLPMIX_INLINE void normalize_run(const float* in, const float* gamma, const float* beta,
-                                 int64_t count, double mean, double rstd, float* out) {
-  using V = FloatVec;
-  const float mean_hi = static_cast<float>(mean);
-  const float mean_lo = static_cast<float>(mean - mean_hi);
-  const float scale = static_cast<float>(rstd);
-  int64_t j = 0;
-  for (; j + V::lanes <= count; j += V::lanes) {
-    const auto centred = (V::load(in + j) - mean_hi) - mean_lo;
-    V::store(out + j, centred * scale * V::load(gamma + j) + V::load(beta + j));
-  }
-  for (; j < count; ++j) {
-    out[j] = ((in[j] - mean_hi) - mean_lo) * scale * gamma[j] + beta[j];
-  }
-}
-
-MLPMIX_INLINE void normalize_run(const double* in, const double* gamma, const double* beta,
-                                 int64_t count, double mean, double rstd, double* out) {
-  for (int64_t j = 0; j < count; ++j) {
-    out[j] = (in[j] - mean) * rstd * gamma[j] + beta[j];
-  }
-}
 
 // The LayerNorm (affine applied) of lines [line0, line0 + lines) of x into the tile's
 // (F, R) matrix `xt`; the statistics per token, index l*N + n, into mean/rstd when given.
@@ -271,98 +184,17 @@ MLPMIX_INLINE void normalize_backward_tile_impl(const T* gt, const T* x,
                                                 T* grad_x, const TokenGrid& grad_grid,
                                                 double* grad_gamma, double* grad_beta) {
   const int64_t R = lines * d.o;
-  const double scale = 1.0 / d.C;
   for_each_token(x, x_grid, d, line0, lines,
                  [&](int64_t l, int64_t n, const T* token) MLPMIX_VISIT {
-    const double mu = mean[l * d.N + n], inv_std = rstd[l * d.N + n];
-    Double4 ds_acc{}, db_acc{};
-    double ds = 0, db = 0;
-    for (int64_t i = 0; i < d.r; ++i) {
-      const T* g = gt + (n * d.r + i) * R + l * d.o;
-      const int64_t c0 = i * d.o;
-      int64_t j = 0;
-      for (; j + 4 <= d.o; j += 4) {
-        const int64_t c = c0 + j;
-        const Double4 gv = load4(g + j), xv = load4(token + c);
-        const Double4 dy = gv * load4(gamma + c);
-        ds_acc += dy * xv;
-        db_acc += dy;
-        store4(grad_gamma + c, load4(grad_gamma + c) + gv * ((xv - mu) * inv_std));
-        store4(grad_beta + c, load4(grad_beta + c) + gv);
-      }
-      for (; j < d.o; ++j) {
-        const int64_t c = c0 + j;
-        const double gv = g[j], xv = token[c];
-        const double dy = gv * gamma[c];
-        ds += dy * xv;
-        db += dy;
-        grad_gamma[c] += gv * ((xv - mu) * inv_std);
-        grad_beta[c] += gv;
-      }
-    }
-    ds += sum4(ds_acc);
-    db += sum4(db_acc);
-    const double a = inv_std;
-    const double b = (db * mu - ds) * inv_std * inv_std * inv_std * scale;
-    const double bias = -b * mu - db * inv_std * scale;
-    T* out = grad_x + grad_grid.offset(line0 + l, d.M, n);
-    for (int64_t i = 0; i < d.r; ++i) {
-      const T* g = gt + (n * d.r + i) * R + l * d.o;
-      const int64_t c0 = i * d.o;
-      int64_t j = 0;
-      for (; j + 4 <= d.o; j += 4) {
-        const int64_t c = c0 + j;
-        store4(out + c, a * (load4(g + j) * load4(gamma + c)) + b * load4(token + c) + bias);
-      }
-      for (; j < d.o; ++j) {
-        const int64_t c = c0 + j;
-        out[c] = static_cast<T>(a * (g[j] * static_cast<double>(gamma[c])) + b * token[c] +
-                                bias);
-      }
-    }
+    token_norm_backward(
+        token, d.r, d.o,
+        [&](int64_t i) MLPMIX_VISIT { return gt + (n * d.r + i) * R + l * d.o; },
+        mean[l * d.N + n], rstd[l * d.N + n], gamma,
+        grad_x + grad_grid.offset(line0 + l, d.M, n), grad_gamma, grad_beta);
   });
 }
 
 // ---- GELU and sums over a tile's rows ---------------------------------------------------
-
-// Exact GELU x*Phi(x) and its derivative Phi(x) + x*phi(x), Phi(x) = (1 + erf(x/sqrt2))/2.
-// float: erf by Abramowitz-Stegun 7.1.26 as in ATen's vectorised kernels; exp(-x^2/2)
-// serves erf and phi alike.
-MLPMIX_INLINE void gelu_and_slope(FloatVec::type x, FloatVec::type* value,
-                                  FloatVec::type* slope) {
-  using V = FloatVec::type;
-  const V z = x * 0.70710678118654752f;
-  const V az = z < 0.0f ? -z : z;
-  const V t = 1.0f / (az * 0.3275911f + 1.0f);
-  V poly = t * 1.061405429f - 1.453152027f;
-  poly = poly * t + 1.421413741f;
-  poly = poly * t - 0.284496736f;
-  poly = poly * t + 0.254829592f;
-  V e = -(z * z);
-  simd::exp_nonpositive(e);
-  const V half_erfc = poly * t * e * 0.5f;  // (1 - erf|z|) / 2
-  const V cdf = x < 0.0f ? half_erfc : 1.0f - half_erfc;
-  *value = x * cdf;
-  *slope = cdf + x * e * 0.39894228040143268f;
-}
-
-MLPMIX_INLINE void gelu_and_slope(double x, double* value, double* slope) {
-  const double cdf = 0.5 * (1.0 + std::erf(x * M_SQRT1_2));
-  *value = x * cdf;
-  *slope = cdf + x * std::exp(-0.5 * x * x) * (0.5 * M_2_SQRTPI * M_SQRT1_2);
-}
-
-// Up to 8 floats as one vector (the rest zero), and back.
-MLPMIX_INLINE FloatVec::type load_partial(const float* p, int64_t count) {
-  float lanes[FloatVec::lanes] = {};
-  std::memcpy(lanes, p, count * sizeof(float));
-  return FloatVec::load(lanes);
-}
-MLPMIX_INLINE void store_partial(float* p, FloatVec::type v, int64_t count) {
-  float lanes[FloatVec::lanes];
-  FloatVec::store(lanes, v);
-  std::memcpy(p, lanes, count * sizeof(float));
-}
 
 // Where element (k, l, j) of a tile's hidden layer lives (unit k, line l of the tile, raft
 // j): k*row + l*line + j. The tile's buffers are {R, o}; the kept pre-activation, (B*M,
@@ -663,12 +495,6 @@ std::tuple<at::Tensor, at::Tensor> raft_token_mixing_forward_cpu(
 
 // ---- backward ----------------------------------------------------------------------------
 
-// One chunk's share of the parameter gradients (weights in (n, i) feature order).
-struct Partial {
-  at::Tensor fc1_weight, fc2_weight;  // scalar_t, accumulated by GEMMs
-  std::vector<double> fc1_bias, fc2_bias, norm_weight, norm_bias;
-};
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 raft_token_mixing_backward_cpu(const at::Tensor& grad_out_any, const at::Tensor& x_any,
                                const at::Tensor& norm_weight, const at::Tensor& norm_bias,
@@ -702,7 +528,7 @@ raft_token_mixing_backward_cpu(const at::Tensor& grad_out_any, const at::Tensor&
   const auto gamma = norm_weight.contiguous(), beta = norm_bias.contiguous();
   const auto b1 = fc1_bias.contiguous();
   const TokenGrid x_grid(x, d), grad_out_grid(grad_out, d), grad_x_grid(grad_x, d);
-  std::vector<Partial> partials(tiling.chunks);
+  std::vector<MlpGradients> partials(tiling.chunks);  // weights in (n, i) feature order
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlpmix_raft_token_mixing_backward_cpu", [&] {
     const scalar_t* x_data = x.const_data_ptr<scalar_t>();
     const scalar_t* grad_out_data = grad_out.const_data_ptr<scalar_t>();
@@ -716,13 +542,8 @@ raft_token_mixing_backward_cpu(const at::Tensor& grad_out_any, const at::Tensor&
       const auto s_buffer = at::empty({d.hidden * columns}, options);  // h if recomputed, GELU'
       std::vector<double> mean(tiling.tile_lines * d.N), rstd(tiling.tile_lines * d.N);
       for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
-        Partial& p = partials[chunk];
-        p.fc1_weight = at::empty({d.hidden, F}, options);
-        p.fc2_weight = at::empty({F, d.hidden}, options);
-        p.fc1_bias.assign(d.hidden, 0.0);
-        p.fc2_bias.assign(F, 0.0);
-        p.norm_weight.assign(d.C, 0.0);
-        p.norm_bias.assign(d.C, 0.0);
+        MlpGradients& p = partials[chunk];
+        p = MlpGradients(d.hidden, F, d.C, options);
         for (int64_t tile = tiling.first(chunk); tile < tiling.first(chunk + 1); ++tile) {
           const int64_t line0 = tile * tiling.tile_lines;
           const int64_t lines = std::min(tiling.tile_lines, tiling.lines - line0);
@@ -762,29 +583,15 @@ raft_token_mixing_backward_cpu(const at::Tensor& grad_out_any, const at::Tensor&
       }
     });
   });
-  // Sum the partials in chunk order (deterministic for a given thread count).
-  auto grad_fc1_weight = partials[0].fc1_weight;
-  auto grad_fc2_weight = partials[0].fc2_weight;
-  for (size_t k = 1; k < partials.size(); ++k) {
-    grad_fc1_weight.add_(partials[k].fc1_weight);
-    grad_fc2_weight.add_(partials[k].fc2_weight);
-  }
-  auto sum_vectors = [&](std::vector<double> Partial::*member) {
-    std::vector<double> total = partials[0].*member;
-    for (size_t k = 1; k < partials.size(); ++k) {
-      for (size_t e = 0; e < total.size(); ++e) {
-        total[e] += (partials[k].*member)[e];
-      }
-    }
-    return at::tensor(total, at::dtype(at::kDouble)).to(options.dtype());
-  };
+  auto [grad_norm_weight, grad_norm_bias, grad_fc1_weight, grad_fc1_bias, grad_fc2_weight,
+        grad_fc2_bias] = sum_gradients(partials, x.scalar_type());
   return {grad_x,
-          sum_vectors(&Partial::norm_weight),
-          sum_vectors(&Partial::norm_bias),
+          grad_norm_weight,
+          grad_norm_bias,
           features_to_spec_order(grad_fc1_weight, 1, d),
-          sum_vectors(&Partial::fc1_bias),
+          grad_fc1_bias,
           features_to_spec_order(grad_fc2_weight, 0, d),
-          features_to_spec_order(sum_vectors(&Partial::fc2_bias), 0, d)};
+          features_to_spec_order(grad_fc2_bias, 0, d)};
 }
 
 }  // namespace

@@ -7,6 +7,7 @@ from typing import Tuple
 
 from torch import Tensor, nn
 
+from .. import ops
 from ..nn import DropPath, DynaMixerBlock, Mlp
 from .classifier import TokenClassifier
 from .init import drop_path_rates, init_weights
@@ -36,7 +37,8 @@ DYNAMIXER_CONFIGS = {
 
 
 class DynaMixerLayer(nn.Module):
-    """``x + DropPath(token_mixer(norm1(x)))``, then ``x + DropPath(mlp(norm2(x)))``."""
+    """``x + DropPath(token_mixer(norm1(x)))``, then ``x + DropPath(mlp(norm2(x)))``, the
+    latter through ``mlpmix.ops.channel_mlp``."""
 
     def __init__(self, dim: int, resolution: int, num_segments: int, reduced_dim: int,
                  mlp_ratio: int, drop_path: float):
@@ -49,7 +51,18 @@ class DynaMixerLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.drop_path(self.token_mixer(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        # norm2 and mlp run as one fused op (their forward hooks do not fire).
+        channel = ops.channel_mlp(
+            x,
+            self.norm2.weight,
+            self.norm2.bias,
+            self.mlp.fc1.weight,
+            self.mlp.fc1.bias,
+            self.mlp.fc2.weight,
+            self.mlp.fc2.bias,
+            self.norm2.eps,
+        )
+        return x + self.drop_path(channel)
 
 
 class DynaMixerStage(nn.Module):

@@ -77,7 +77,8 @@ class RaftTokenMixingBlock(nn.Module):
 
 class RaftBlock(nn.Module):
     """A RaftMLP block (spec 1.1): ``token_mixing`` (vertical, horizontal), then the channel
-    MLP ``x + drop_path(mlp_c(norm_c(x)))`` with ``C -> channel_expansion*C -> C``."""
+    MLP ``x + drop_path(mlp_c(norm_c(x)))`` with ``C -> channel_expansion*C -> C`` (through
+    ``mlpmix.ops.channel_mlp``)."""
 
     def __init__(
         self,
@@ -98,7 +99,18 @@ class RaftBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.token_mixing(x)
-        return x + self.drop_path(self.mlp_c(self.norm_c(x)))
+        # norm_c and mlp_c run as one fused op (their forward hooks do not fire).
+        channel = ops.channel_mlp(
+            x,
+            self.norm_c.weight,
+            self.norm_c.bias,
+            self.mlp_c.fc1.weight,
+            self.mlp_c.fc1.bias,
+            self.mlp_c.fc2.weight,
+            self.mlp_c.fc2.bias,
+            self.norm_c.eps,
+        )
+        return x + self.drop_path(channel)
 
 
 class MultiScalePatchEmbedding(nn.Module):

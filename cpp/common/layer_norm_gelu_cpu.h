@@ -1,0 +1,209 @@
+// LayerNorm and exact-GELU arithmetic shared by the fused CPU kernels (raft_token_mixing,
+// channel_mlp). Every helper is always inlined, so it is built for the instruction set of the
+// cloned kernel that calls it (common/simd.h).
+//
+// Precision: the LayerNorm statistics, normalisation and backward run in double for float
+// input (a token with small variance makes them ill-conditioned: float rounding of x - mean
+// is amplified by 1/std), then round once; GELU in float uses the erf approximation of
+// ATen's vectorised kernels (Abramowitz-Stegun 7.1.26, |error| < 1.5e-7).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "common/simd.h"
+
+namespace mlpmix::cpu_math {
+
+using FloatVec = simd::Vec<float>;
+
+// Four doubles: one AVX2 register (wider GCC vectors end up spilled to the stack).
+typedef double Double4 __attribute__((vector_size(32)));
+typedef float Float4 __attribute__((vector_size(16)));
+
+MLPMIX_INLINE Double4 load4(const float* p) {
+  Float4 v;
+  std::memcpy(&v, p, sizeof(v));
+  return __builtin_convertvector(v, Double4);
+}
+MLPMIX_INLINE Double4 load4(const double* p) {
+  Double4 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+MLPMIX_INLINE void store4(float* p, Double4 v) {
+  const Float4 f = __builtin_convertvector(v, Float4);
+  std::memcpy(p, &f, sizeof(f));
+}
+MLPMIX_INLINE void store4(double* p, Double4 v) { std::memcpy(p, &v, sizeof(v)); }
+MLPMIX_INLINE double sum4(Double4 v) { return (v[0] + v[2]) + (v[1] + v[3]); }
+
+// ---- LayerNorm ---------------------------------------------------------------------------
+
+// Mean and 1/std of the C unit-stride channels of one token, in double (two passes).
+template <typename T>
+MLPMIX_INLINE void token_moments(const T* token, int64_t C, double eps, double* mean,
+                                 double* rstd) {
+  Double4 acc0{}, acc1{};
+  int64_t c = 0;
+  for (; c + 8 <= C; c += 8) {
+    acc0 += load4(token + c);
+    acc1 += load4(token + c + 4);
+  }
+  for (; c + 4 <= C; c += 4) {
+    acc0 += load4(token + c);
+  }
+  double total = sum4(acc0 + acc1);
+  for (; c < C; ++c) {
+    total += token[c];
+  }
+  const double mu = total / C;
+  acc0 = Double4{};
+  acc1 = Double4{};
+  for (c = 0; c + 8 <= C; c += 8) {
+    const Double4 centred0 = load4(token + c) - mu, centred1 = load4(token + c + 4) - mu;
+    acc0 += centred0 * centred0;
+    acc1 += centred1 * centred1;
+  }
+  for (; c + 4 <= C; c += 4) {
+    const Double4 centred = load4(token + c) - mu;
+    acc0 += centred * centred;
+  }
+  double variance = sum4(acc0 + acc1);
+  for (; c < C; ++c) {
+    variance += (token[c] - mu) * (token[c] - mu);
+  }
+  *mean = mu;
+  *rstd = 1.0 / std::sqrt(variance / C + eps);
+}
+
+// out = (in - mean) * rstd * gamma + beta over `count` channels. float: x - mean as
+// (x - mean_hi) - mean_lo with mean = mean_hi + mean_lo in floats (the first difference is
+// exact where it matters, x close to the mean: Sterbenz), so that the normalised value is
+// accurate to a few ulp however small the token's variance; double: plain.
+MLPMIX_INLINE void normalize_run(const float* in, const float* gamma, const float* beta,
+                                 int64_t count, double mean, double rstd, float* out) {
+  using V = FloatVec;
+  const float mean_hi = static_cast<float>(mean);
+  const float mean_lo = static_cast<float>(mean - mean_hi);
+  const float scale = static_cast<float>(rstd);
+  int64_t j = 0;
+  for (; j + V::lanes <= count; j += V::lanes) {
+    const auto centred = (V::load(in + j) - mean_hi) - mean_lo;
+    V::store(out + j, centred * scale * V::load(gamma + j) + V::load(beta + j));
+  }
+  for (; j < count; ++j) {
+    out[j] = ((in[j] - mean_hi) - mean_lo) * scale * gamma[j] + beta[j];
+  }
+}
+
+MLPMIX_INLINE void normalize_run(const double* in, const double* gamma, const double* beta,
+                                 int64_t count, double mean, double rstd, double* out) {
+  for (int64_t j = 0; j < count; ++j) {
+    out[j] = (in[j] - mean) * rstd * gamma[j] + beta[j];
+  }
+}
+
+// LayerNorm backward of one token of C = runs*width unit-stride channels `token`, given the
+// gradient of its output (affine applied) for channels [i*width, (i+1)*width) at
+// grad_run(i): grad_x into `out` (unit stride) and the affine's gradients added to
+// grad_gamma/grad_beta (C, double). ATen's formulation from x, mean and 1/std, in double.
+// `grad_run` must be an always-inline lambda (MLPMIX_VISIT).
+template <typename T, typename GradRun>
+MLPMIX_INLINE void token_norm_backward(const T* token, int64_t runs, int64_t width,
+                                       GradRun&& grad_run, double mu, double inv_std,
+                                       const T* gamma, T* out, double* grad_gamma,
+                                       double* grad_beta) {
+  Double4 ds_acc{}, db_acc{};
+  double ds = 0, db = 0;
+  for (int64_t i = 0; i < runs; ++i) {
+    const T* g = grad_run(i);
+    const int64_t c0 = i * width;
+    int64_t j = 0;
+    for (; j + 4 <= width; j += 4) {
+      const int64_t c = c0 + j;
+      const Double4 gv = load4(g + j), xv = load4(token + c);
+      const Double4 dy = gv * load4(gamma + c);
+      ds_acc += dy * xv;
+      db_acc += dy;
+      store4(grad_gamma + c, load4(grad_gamma + c) + gv * ((xv - mu) * inv_std));
+      store4(grad_beta + c, load4(grad_beta + c) + gv);
+    }
+    for (; j < width; ++j) {
+      const int64_t c = c0 + j;
+      const double gv = g[j], xv = token[c];
+      const double dy = gv * gamma[c];
+      ds += dy * xv;
+      db += dy;
+      grad_gamma[c] += gv * ((xv - mu) * inv_std);
+      grad_beta[c] += gv;
+    }
+  }
+  ds += sum4(ds_acc);
+  db += sum4(db_acc);
+  const double scale = 1.0 / (runs * width);
+  const double a = inv_std;
+  const double b = (db * mu - ds) * inv_std * inv_std * inv_std * scale;
+  const double bias = -b * mu - db * inv_std * scale;
+  for (int64_t i = 0; i < runs; ++i) {
+    const T* g = grad_run(i);
+    const int64_t c0 = i * width;
+    int64_t j = 0;
+    for (; j + 4 <= width; j += 4) {
+      const int64_t c = c0 + j;
+      store4(out + c, a * (load4(g + j) * load4(gamma + c)) + b * load4(token + c) + bias);
+    }
+    for (; j < width; ++j) {
+      const int64_t c = c0 + j;
+      out[c] = static_cast<T>(a * (g[j] * static_cast<double>(gamma[c])) + b * token[c] + bias);
+    }
+  }
+}
+
+// ---- GELU ------------------------------------------------------------------------------
+
+// Exact GELU x*Phi(x) and its derivative Phi(x) + x*phi(x), Phi(x) = (1 + erf(x/sqrt2))/2.
+// float: erf by Abramowitz-Stegun 7.1.26 as in ATen's vectorised kernels; exp(-x^2/2)
+// serves erf and phi alike.
+MLPMIX_INLINE void gelu_and_slope(FloatVec::type x, FloatVec::type* value,
+                                  FloatVec::type* slope) {
+  using V = FloatVec::type;
+  const V z = x * 0.70710678118654752f;
+  const V az = z < 0.0f ? -z : z;
+  const V t = 1.0f / (az * 0.3275911f + 1.0f);
+  V poly = t * 1.061405429f - 1.453152027f;
+  poly = poly * t + 1.421413741f;
+  poly = poly * t - 0.284496736f;
+  poly = poly * t + 0.254829592f;
+  V e = -(z * z);
+  simd::exp_nonpositive(e);
+  const V half_erfc = poly * t * e * 0.5f;  // (1 - erf|z|) / 2
+  const V cdf = x < 0.0f ? half_erfc : 1.0f - half_erfc;
+  *value = x * cdf;
+  *slope = cdf + x * e * 0.39894228040143268f;
+}
+
+MLPMIX_INLINE void gelu_and_slope(double x, double* value, double* slope) {
+  const double cdf = 0.5 * (1.0 + std::erf(x * M_SQRT1_2));
+  *value = x * cdf;
+  *slope = cdf + x * std::exp(-0.5 * x * x) * (0.5 * M_2_SQRTPI * M_SQRT1_2);
+}
+
+// Up to 8 floats as one vector (the rest zero), and back.
+MLPMIX_INLINE FloatVec::type load_partial(const float* p, int64_t count) {
+  float lanes[FloatVec::lanes] = {};
+  std::memcpy(lanes, p, count * sizeof(float));
+  return FloatVec::load(lanes);
+}
+MLPMIX_INLINE void store_partial(float* p, FloatVec::type v, int64_t count) {
+  float lanes[FloatVec::lanes];
+  FloatVec::store(lanes, v);
+  std::memcpy(p, lanes, count * sizeof(float));
+}
+
+}  // namespace mlpmix::cpu_math
+
+// For a lambda passed to an always-inline helper: inlined too, so built for the caller's
+// instruction set.
+#define MLPMIX_VISIT __attribute__((always_inline))

@@ -1,0 +1,299 @@
+// mlpmix::channel_mlp — schema, C++ API, argument checks, the device-agnostic ATen branch,
+// Meta kernels and autograd. The CPU kernels (the branch fused per tile of tokens) live in
+// channel_mlp_cpu.cpp.
+#include "ops/channel_mlp/channel_mlp.h"
+
+#include <ATen/ATen.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include "common/autograd.h"
+#include "common/checks.h"
+#include "mlpmix/mlpmix.h"
+
+namespace mlpmix {
+
+// ---- C++ API (through the dispatcher) ------------------------------------------------
+
+at::Tensor channel_mlp(const at::Tensor& x, const at::Tensor& norm_weight,
+                       const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
+                       const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+                       const at::Tensor& fc2_bias, double eps) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("mlpmix::channel_mlp", "")
+                       .typed<decltype(channel_mlp)>();
+  return op.call(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+channel_mlp_backward(const at::Tensor& grad_out, const at::Tensor& x,
+                     const at::Tensor& norm_weight, const at::Tensor& norm_bias,
+                     const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
+                     const at::Tensor& fc2_weight, const at::Tensor& fc2_bias, double eps,
+                     const std::optional<at::Tensor>& hidden) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("mlpmix::channel_mlp_backward", "")
+                       .typed<decltype(channel_mlp_backward)>();
+  return op.call(grad_out, x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
+                 fc2_bias, eps, hidden);
+}
+
+namespace channel_mlp_impl {
+
+std::tuple<at::Tensor, at::Tensor> channel_mlp_forward(
+    const at::Tensor& x, const at::Tensor& norm_weight, const at::Tensor& norm_bias,
+    const at::Tensor& fc1_weight, const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+    const at::Tensor& fc2_bias, double eps) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("mlpmix::channel_mlp_forward", "")
+                       .typed<decltype(channel_mlp_forward)>();
+  return op.call(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps);
+}
+
+// ---- checks --------------------------------------------------------------------------
+
+Dims check_inputs(const char* op, const at::Tensor& x, const at::Tensor& norm_weight,
+                  const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
+                  const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+                  const at::Tensor& fc2_bias) {
+  checks::rank(op, "x", x, 1, /*at_least=*/true);
+  checks::floating(op, "x", x);
+  const int64_t C = x.sym_size(-1).guard_int(__FILE__, __LINE__);
+  TORCH_CHECK(C >= 1, "mlpmix.", op, ": x (..., C) must have at least one channel C, got shape ",
+              x.sym_sizes());
+  checks::vector(op, "norm_weight", norm_weight, C, "(C,)", "x", x);
+  checks::vector(op, "norm_bias", norm_bias, C, "(C,)", "x", x);
+  checks::same_dtype_device(op, "fc1_weight", fc1_weight, "x", x);
+  checks::rank(op, "fc1_weight", fc1_weight, 2);
+  const int64_t hidden = fc1_weight.sym_size(0).guard_int(__FILE__, __LINE__);
+  TORCH_CHECK(hidden >= 1, "mlpmix.", op,
+              ": fc1_weight (hidden, C) must have a hidden width of at least 1, got shape ",
+              fc1_weight.sym_sizes());
+  checks::shape(op, "fc1_weight", fc1_weight, {hidden, C}, "(hidden, C)");
+  checks::vector(op, "fc1_bias", fc1_bias, hidden, "(hidden,) with hidden = fc1_weight.size(0)",
+                 "x", x);
+  checks::same_dtype_device(op, "fc2_weight", fc2_weight, "x", x);
+  checks::shape(op, "fc2_weight", fc2_weight, {C, hidden}, "(C, hidden)");
+  checks::vector(op, "fc2_bias", fc2_bias, C, "(C,)", "x", x);
+  return Dims{C, hidden};
+}
+
+void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x) {
+  const char* op = "channel_mlp_backward";
+  checks::same_dtype_device(op, "grad_out", grad_out, "x", x);
+  checks::sym_shape(op, "grad_out", grad_out, x.sym_sizes(), "(..., C) of x");
+}
+
+std::vector<c10::SymInt> hidden_shape(const at::Tensor& x, const Dims& dims) {
+  c10::SymInt tokens = 1;
+  for (int64_t k = 0; k + 1 < x.dim(); ++k) {
+    tokens = tokens * x.sym_size(k);
+  }
+  return {tokens, c10::SymInt(dims.hidden)};
+}
+
+void check_hidden(const std::optional<at::Tensor>& hidden, const at::Tensor& x,
+                  const Dims& dims) {
+  if (!hidden.has_value()) {
+    return;
+  }
+  const char* op = "channel_mlp_backward";
+  checks::same_dtype_device(op, "hidden", *hidden, "x", x);
+  checks::sym_shape(op, "hidden", *hidden, hidden_shape(x, dims),
+                    "(T, hidden) of channel_mlp_forward, T = x.numel() / C");
+}
+
+// ---- the branch with ATen ops (any device) --------------------------------------------
+
+std::tuple<at::Tensor, at::Tensor> mlp(const at::Tensor& x, const at::Tensor& norm_weight,
+                                       const at::Tensor& norm_bias,
+                                       const at::Tensor& fc1_weight,
+                                       const at::Tensor& fc1_bias,
+                                       const at::Tensor& fc2_weight,
+                                       const at::Tensor& fc2_bias, double eps,
+                                       bool keep_hidden) {
+  const int64_t C = x.size(-1);
+  const auto normed =
+      at::layer_norm(x.reshape({-1, C}), {C}, norm_weight, norm_bias, eps);
+  auto hidden = at::linear(normed, fc1_weight, fc1_bias);
+  const auto activated = keep_hidden ? at::gelu(hidden) : at::gelu_(hidden);
+  auto out = at::linear(activated, fc2_weight, fc2_bias).view(x.sizes());
+  return {out, keep_hidden ? hidden : at::Tensor()};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+mlp_backward(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& norm_weight,
+             const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
+             const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+             const at::Tensor& fc2_bias, double eps, const std::optional<at::Tensor>& hidden) {
+  const int64_t C = x.size(-1);
+  const auto tokens = x.reshape({-1, C});
+  const auto [normed, mean, rstd] =
+      at::native_layer_norm(tokens, {C}, norm_weight, norm_bias, eps);
+  const auto h = hidden.has_value() ? *hidden : at::linear(normed, fc1_weight, fc1_bias);
+  const auto g = grad_out.reshape({-1, C});
+  auto grad_fc2_weight = g.t().mm(at::gelu(h));
+  auto grad_fc2_bias = g.sum(0);
+  const auto grad_h = at::gelu_backward(g.mm(fc2_weight), h);
+  auto grad_fc1_weight = grad_h.t().mm(normed);
+  auto grad_fc1_bias = grad_h.sum(0);
+  auto [grad_x, grad_norm_weight, grad_norm_bias] = at::native_layer_norm_backward(
+      grad_h.mm(fc1_weight), tokens, {C}, mean, rstd, norm_weight, norm_bias,
+      {true, true, true});
+  return {grad_x.reshape(x.sizes()), grad_norm_weight, grad_norm_bias, grad_fc1_weight,
+          grad_fc1_bias, grad_fc2_weight, grad_fc2_bias};
+}
+
+// ---- Meta kernels ------------------------------------------------------------------------
+
+namespace {
+
+at::Tensor channel_mlp_meta(const at::Tensor& x, const at::Tensor& norm_weight,
+                            const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
+                            const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+                            const at::Tensor& fc2_bias, double eps) {
+  check_inputs("channel_mlp", x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
+               fc2_bias);
+  return at::empty_symint(x.sym_sizes(), x.options());
+}
+
+std::tuple<at::Tensor, at::Tensor> channel_mlp_forward_meta(
+    const at::Tensor& x, const at::Tensor& norm_weight, const at::Tensor& norm_bias,
+    const at::Tensor& fc1_weight, const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+    const at::Tensor& fc2_bias, double eps) {
+  const auto dims = check_inputs("channel_mlp_forward", x, norm_weight, norm_bias, fc1_weight,
+                                 fc1_bias, fc2_weight, fc2_bias);
+  return {at::empty_symint(x.sym_sizes(), x.options()),
+          at::empty_symint(hidden_shape(x, dims), x.options())};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+channel_mlp_backward_meta(const at::Tensor& grad_out, const at::Tensor& x,
+                          const at::Tensor& norm_weight, const at::Tensor& norm_bias,
+                          const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
+                          const at::Tensor& fc2_weight, const at::Tensor& fc2_bias, double eps,
+                          const std::optional<at::Tensor>& hidden) {
+  const auto dims = check_inputs("channel_mlp_backward", x, norm_weight, norm_bias, fc1_weight,
+                                 fc1_bias, fc2_weight, fc2_bias);
+  check_grad_out(grad_out, x);
+  check_hidden(hidden, x, dims);
+  const auto contiguous = at::MemoryFormat::Contiguous;
+  return {at::empty_symint(x.sym_sizes(), x.options()),
+          at::empty_like(norm_weight, contiguous),
+          at::empty_like(norm_bias, contiguous),
+          at::empty_like(fc1_weight, contiguous),
+          at::empty_like(fc1_bias, contiguous),
+          at::empty_like(fc2_weight, contiguous),
+          at::empty_like(fc2_bias, contiguous)};
+}
+
+// ---- autograd -------------------------------------------------------------------------
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+class ChannelMlpBackwardFunction : public torch::autograd::Function<ChannelMlpBackwardFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad_out,
+                               const at::Tensor& x, const at::Tensor& norm_weight,
+                               const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
+                               const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+                               const at::Tensor& fc2_bias, double eps,
+                               const std::optional<at::Tensor>& hidden) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [gx, gnw, gnb, g1w, g1b, g2w, g2b] =
+        mlpmix::channel_mlp_backward(grad_out, x, norm_weight, norm_bias, fc1_weight, fc1_bias,
+                                     fc2_weight, fc2_bias, eps, hidden);
+    return {gx, gnw, gnb, g1w, g1b, g2w, g2b};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    double_backward_unsupported("channel_mlp");
+  }
+};
+
+class ChannelMlpFunction : public torch::autograd::Function<ChannelMlpFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x,
+                               const at::Tensor& norm_weight, const at::Tensor& norm_bias,
+                               const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
+                               const at::Tensor& fc2_weight, const at::Tensor& fc2_bias,
+                               double eps) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    // The fc1 pre-activation (hidden/C times the size of x) is kept: the backward then
+    // recomputes the LayerNorm and GELU, not a GEMM. Nothing else of the branch is saved.
+    auto [out, hidden] = channel_mlp_forward(x, norm_weight, norm_bias, fc1_weight, fc1_bias,
+                                             fc2_weight, fc2_bias, eps);
+    ctx->save_for_backward(
+        {x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, hidden});
+    ctx->saved_data["eps"] = eps;
+    return {out};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    auto result = ChannelMlpBackwardFunction::apply(grads[0], s[0], s[1], s[2], s[3], s[4],
+                                                    s[5], s[6], ctx->saved_data["eps"].toDouble(),
+                                                    optional_of(s[7]));
+    result.resize(result.size() + 1);  // no gradient for eps
+    return result;
+  }
+};
+
+at::Tensor channel_mlp_autograd(const at::Tensor& x, const at::Tensor& norm_weight,
+                                const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
+                                const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+                                const at::Tensor& fc2_bias, double eps) {
+  // No graph to record: skip the autograd Function (and the kept hidden).
+  if (!records_graph({x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias})) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return mlpmix::channel_mlp(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
+                               fc2_bias, eps);
+  }
+  return ChannelMlpFunction::apply(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
+                                   fc2_bias, eps)[0];
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+channel_mlp_backward_autograd(const at::Tensor& grad_out, const at::Tensor& x,
+                              const at::Tensor& norm_weight, const at::Tensor& norm_bias,
+                              const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
+                              const at::Tensor& fc2_weight, const at::Tensor& fc2_bias,
+                              double eps, const std::optional<at::Tensor>& hidden) {
+  auto r = ChannelMlpBackwardFunction::apply(grad_out, x, norm_weight, norm_bias, fc1_weight,
+                                             fc1_bias, fc2_weight, fc2_bias, eps, hidden);
+  return {r[0], r[1], r[2], r[3], r[4], r[5], r[6]};
+}
+
+}  // namespace
+}  // namespace channel_mlp_impl
+}  // namespace mlpmix
+
+TORCH_LIBRARY_FRAGMENT(mlpmix, m) {
+  m.def(
+      "channel_mlp(Tensor x, Tensor norm_weight, Tensor norm_bias, Tensor fc1_weight, "
+      "Tensor fc1_bias, Tensor fc2_weight, Tensor fc2_bias, float eps=1e-05) -> Tensor",
+      {at::Tag::pt2_compliant_tag});
+  // Internal: the forward that also returns the fc1 pre-activation for the backward.
+  m.def(
+      "channel_mlp_forward(Tensor x, Tensor norm_weight, Tensor norm_bias, Tensor fc1_weight, "
+      "Tensor fc1_bias, Tensor fc2_weight, Tensor fc2_bias, float eps=1e-05) "
+      "-> (Tensor out, Tensor hidden)",
+      {at::Tag::pt2_compliant_tag});
+  m.def(
+      "channel_mlp_backward(Tensor grad_out, Tensor x, Tensor norm_weight, Tensor norm_bias, "
+      "Tensor fc1_weight, Tensor fc1_bias, Tensor fc2_weight, Tensor fc2_bias, float eps, "
+      "Tensor? hidden=None) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
+}
+
+TORCH_LIBRARY_IMPL(mlpmix, Meta, m) {
+  m.impl("channel_mlp", &mlpmix::channel_mlp_impl::channel_mlp_meta);
+  m.impl("channel_mlp_forward", &mlpmix::channel_mlp_impl::channel_mlp_forward_meta);
+  m.impl("channel_mlp_backward", &mlpmix::channel_mlp_impl::channel_mlp_backward_meta);
+}
+
+TORCH_LIBRARY_IMPL(mlpmix, Autograd, m) {
+  m.impl("channel_mlp", &mlpmix::channel_mlp_impl::channel_mlp_autograd);
+  m.impl("channel_mlp_backward", &mlpmix::channel_mlp_impl::channel_mlp_backward_autograd);
+}

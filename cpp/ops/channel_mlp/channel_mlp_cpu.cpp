@@ -1,0 +1,440 @@
+// mlpmix::channel_mlp CPU kernels: the branch fused per tile of tokens.
+//
+// A tile is `rows` consecutive tokens held as row-major matrices: the LayerNorm output
+// U (rows, C) and the hidden layer A (rows, hidden); fc2 writes straight into the output's
+// rows:
+//
+//   A = GELU(U @ W1^T + b1),   out[tile] = A @ W2^T + b2
+//
+// Per tile, in cache: the LayerNorm of x into U, fc1 (ATen GEMM), bias and exact GELU in one
+// vectorised pass (copying the pre-activation out when the forward keeps it), fc2 (ATen GEMM
+// into the output), bias. The backward likewise: LayerNorm recomputed, GELU and its slope
+// from the kept pre-activation (or fc1 recomputed), the weight gradients accumulated per
+// thread by GEMMs with beta = 1, the LayerNorm backward straight into grad_x. No
+// hidden-width tensor exists but the kept pre-activation (T, hidden), and no whole-tensor
+// intermediate of width C but the output and grad_x themselves.
+//
+// Precision: see common/layer_norm_gelu_cpu.h.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUFunctions.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <vector>
+
+#include "common/layer_norm_gelu_cpu.h"
+#include "common/mlp_gradients_cpu.h"
+#include "common/sequences.h"
+#include "common/simd.h"
+#include "ops/channel_mlp/channel_mlp.h"
+
+namespace mlpmix::channel_mlp_impl {
+namespace {
+
+using namespace cpu_math;
+
+// ---- geometry ------------------------------------------------------------------------
+
+// Element offsets of the tokens of a tensor (..., C) with unit channel stride, in the
+// row-major order of its leading axes: any other strides are read in place.
+class Tokens {
+ public:
+  explicit Tokens(const at::Tensor& t)
+      : layout_(sequence_layout(t.dim() == 1 ? t.unsqueeze(0) : t, std::max<int64_t>(t.dim() - 2, 0))),
+        per_sequence_(t.dim() == 1 ? 1 : t.size(-2)) {}
+
+  int64_t offset(int64_t token) const {
+    return layout_.offsets[token / per_sequence_] + (token % per_sequence_) * layout_.token_stride;
+  }
+
+ private:
+  SequenceLayout layout_;
+  int64_t per_sequence_;
+};
+
+// One call's tiling: `tokens` tokens, `tile_rows` per tile, tiles grouped into `chunks`
+// runs of consecutive tiles, one per thread. With fewer tiles than threads there is one
+// chunk, run outside a parallel region, so that ATen's GEMMs use every thread themselves.
+struct Tiling {
+  int64_t tokens, tile_rows, tiles, chunks;
+
+  Tiling(int64_t tokens_, const Dims& d, int64_t element_size) : tokens(tokens_) {
+    static const int64_t rows_env = std::getenv("MLPMIX_TILE_ROWS") ? std::atoll(std::getenv("MLPMIX_TILE_ROWS")) : 512;
+    tile_rows = rows_env;
+    tiles = (tokens + tile_rows - 1) / tile_rows;
+    const int64_t threads = at::get_num_threads();
+    chunks = tiles >= threads ? threads : 1;
+  }
+
+  // Tiles [first(k), first(k + 1)) belong to chunk k.
+  int64_t first(int64_t chunk) const { return chunk * tiles / chunks; }
+  int64_t row0(int64_t tile) const { return tile * tile_rows; }
+  int64_t rows(int64_t tile) const { return std::min(tile_rows, tokens - row0(tile)); }
+
+  // Runs body(chunk_begin, chunk_end) over the chunks.
+  template <typename Body>
+  void run(const Body& body) const {
+    if (chunks == 1) {
+      body(0, 1);
+    } else {
+      at::parallel_for(0, chunks, 1, body);
+    }
+  }
+};
+
+// ---- per-tile passes (inlined into each clone) -------------------------------------------
+
+// The LayerNorm (affine applied) of tokens [row0, row0 + rows) into u (rows, C); their
+// statistics into mean/rstd when given.
+template <typename T>
+MLPMIX_INLINE void normalize_rows_impl(const T* x, const Tokens& tokens, int64_t row0,
+                                       int64_t rows, int64_t C, const T* gamma, const T* beta,
+                                       double eps, T* u, double* mean_out, double* rstd_out) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* token = x + tokens.offset(row0 + i);
+    double mean, rstd;
+    token_moments(token, C, eps, &mean, &rstd);
+    if (mean_out != nullptr) {
+      mean_out[i] = mean;
+      rstd_out[i] = rstd;
+    }
+    normalize_run(token, gamma, beta, C, mean, rstd, u + i * C);
+  }
+}
+
+// Pre-activations h (rows, width) row-major, + bias[j] when given: GELU into `a` and, when
+// given, GELU' into `s` (either may be h); h + bias copied to `kept` when given.
+MLPMIX_INLINE void gelu_rows_impl(const float* h, const float* bias, int64_t rows,
+                                  int64_t width, float* kept, float* a, float* s) {
+  constexpr int64_t L = FloatVec::lanes;
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t e0 = i * width;
+    for (int64_t j = 0; j < width; j += L) {
+      const int64_t count = std::min(L, width - j);
+      auto v = count == L ? FloatVec::load(h + e0 + j) : load_partial(h + e0 + j, count);
+      if (bias != nullptr) {
+        v += count == L ? FloatVec::load(bias + j) : load_partial(bias + j, count);
+      }
+      FloatVec::type value, slope;
+      gelu_and_slope(v, &value, &slope);
+      if (count == L) {
+        if (kept != nullptr) FloatVec::store(kept + e0 + j, v);
+        FloatVec::store(a + e0 + j, value);
+        if (s != nullptr) FloatVec::store(s + e0 + j, slope);
+      } else {
+        if (kept != nullptr) store_partial(kept + e0 + j, v, count);
+        store_partial(a + e0 + j, value, count);
+        if (s != nullptr) store_partial(s + e0 + j, slope, count);
+      }
+    }
+  }
+}
+
+MLPMIX_INLINE void gelu_rows_impl(const double* h, const double* bias, int64_t rows,
+                                  int64_t width, double* kept, double* a, double* s) {
+  for (int64_t e = 0; e < rows * width; ++e) {
+    const double v = h[e] + (bias != nullptr ? bias[e % width] : 0.0);
+    if (kept != nullptr) {
+      kept[e] = v;
+    }
+    double value, slope;
+    gelu_and_slope(v, &value, &slope);
+    a[e] = value;
+    if (s != nullptr) {
+      s[e] = slope;
+    }
+  }
+}
+
+// y (rows, width) += bias[j] per row.
+template <typename T>
+MLPMIX_INLINE void add_bias_rows_impl(T* y, const T* bias, int64_t rows, int64_t width) {
+  using V = simd::Vec<T>;
+  for (int64_t i = 0; i < rows; ++i) {
+    T* row = y + i * width;
+    int64_t j = 0;
+    for (; j + V::lanes <= width; j += V::lanes) {
+      V::store(row + j, V::load(row + j) + V::load(bias + j));
+    }
+    for (; j < width; ++j) {
+      row[j] += bias[j];
+    }
+  }
+}
+
+// m (rows, width) row-major, *= s first when s is given; its column sums added to sums
+// (width, double).
+template <typename T>
+MLPMIX_INLINE void column_sums_impl(T* m, const T* s, int64_t rows, int64_t width,
+                                    double* sums) {
+  for (int64_t i = 0; i < rows; ++i) {
+    T* row = m + i * width;
+    const T* s_row = s != nullptr ? s + i * width : nullptr;
+    int64_t j = 0;
+    for (; j + 4 <= width; j += 4) {
+      Double4 v = load4(row + j);
+      if (s_row != nullptr) {
+        v *= load4(s_row + j);  // the exact product, rounded once: T's own product
+        store4(row + j, v);
+        v = load4(row + j);
+      }
+      store4(sums + j, load4(sums + j) + v);
+    }
+    for (; j < width; ++j) {
+      if (s_row != nullptr) {
+        row[j] *= s_row[j];
+      }
+      sums[j] += row[j];
+    }
+  }
+}
+
+// The tokens [row0, row0 + rows) of a tensor laid out by `tokens` into g (rows, C).
+template <typename T>
+MLPMIX_INLINE void gather_rows_impl(const T* src, const Tokens& tokens, int64_t row0,
+                                    int64_t rows, int64_t C, T* g) {
+  for (int64_t i = 0; i < rows; ++i) {
+    std::memcpy(g + i * C, src + tokens.offset(row0 + i), C * sizeof(T));
+  }
+}
+
+// LayerNorm backward of tokens [row0, row0 + rows) given gu (rows, C), the gradient of the
+// LayerNorm output: grad_x rows (contiguous (T, C)) and the affine's gradients.
+template <typename T>
+MLPMIX_INLINE void normalize_backward_rows_impl(const T* gu, const T* x, const Tokens& tokens,
+                                                const double* mean, const double* rstd,
+                                                const T* gamma, int64_t row0, int64_t rows,
+                                                int64_t C, T* grad_x, double* grad_gamma,
+                                                double* grad_beta) {
+  for (int64_t i = 0; i < rows; ++i) {
+    token_norm_backward(
+        x + tokens.offset(row0 + i), 1, C, [&](int64_t) MLPMIX_VISIT { return gu + i * C; },
+        mean[i], rstd[i], gamma, grad_x + (row0 + i) * C, grad_gamma, grad_beta);
+  }
+}
+
+// ---- the cloned entry points (target_clones takes no templates: one overload per dtype) --
+
+#define MLPMIX_CHANNEL_MLP_CLONES(T)                                                          \
+  MLPMIX_CLONE_FOR_AVX2 void normalize_rows(const T* x, const Tokens& tokens, int64_t row0,    \
+                                            int64_t rows, int64_t C, const T* gamma,           \
+                                            const T* beta, double eps, T* u, double* mean,     \
+                                            double* rstd) {                                    \
+    normalize_rows_impl(x, tokens, row0, rows, C, gamma, beta, eps, u, mean, rstd);            \
+  }                                                                                            \
+  MLPMIX_CLONE_FOR_AVX2 void gelu_rows(const T* h, const T* bias, int64_t rows, int64_t width, \
+                                       T* kept, T* a, T* s) {                                  \
+    gelu_rows_impl(h, bias, rows, width, kept, a, s);                                          \
+  }                                                                                            \
+  MLPMIX_CLONE_FOR_AVX2 void add_bias_rows(T* y, const T* bias, int64_t rows, int64_t width) { \
+    add_bias_rows_impl(y, bias, rows, width);                                                  \
+  }                                                                                            \
+  MLPMIX_CLONE_FOR_AVX2 void column_sums(T* m, const T* s, int64_t rows, int64_t width,        \
+                                         double* sums) {                                       \
+    column_sums_impl(m, s, rows, width, sums);                                                 \
+  }                                                                                            \
+  MLPMIX_CLONE_FOR_AVX2 void gather_rows(const T* src, const Tokens& tokens, int64_t row0,     \
+                                         int64_t rows, int64_t C, T* g) {                      \
+    gather_rows_impl(src, tokens, row0, rows, C, g);                                           \
+  }                                                                                            \
+  MLPMIX_CLONE_FOR_AVX2 void normalize_backward_rows(                                          \
+      const T* gu, const T* x, const Tokens& tokens, const double* mean, const double* rstd,   \
+      const T* gamma, int64_t row0, int64_t rows, int64_t C, T* grad_x, double* grad_gamma,    \
+      double* grad_beta) {                                                                     \
+    normalize_backward_rows_impl(gu, x, tokens, mean, rstd, gamma, row0, rows, C, grad_x,      \
+                                 grad_gamma, grad_beta);                                       \
+  }
+
+MLPMIX_CHANNEL_MLP_CLONES(float)
+MLPMIX_CHANNEL_MLP_CLONES(double)
+#undef MLPMIX_CHANNEL_MLP_CLONES
+
+// A (rows, cols) matrix over the start of a per-thread buffer.
+at::Tensor matrix(const at::Tensor& buffer, int64_t rows, int64_t cols) {
+  return at::from_blob(buffer.data_ptr(), {rows, cols}, buffer.options());
+}
+
+int64_t token_count(const at::Tensor& x) { return x.numel() / x.size(-1); }
+
+// ---- forward -----------------------------------------------------------------------------
+
+// out (contiguous, shaped like x), and the fc1 pre-activation (T, hidden) when `keep_hidden`.
+std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_any, const at::Tensor& norm_weight,
+                                           const at::Tensor& norm_bias,
+                                           const at::Tensor& fc1_weight,
+                                           const at::Tensor& fc1_bias,
+                                           const at::Tensor& fc2_weight,
+                                           const at::Tensor& fc2_bias, double eps,
+                                           const Dims& d, bool keep_hidden) {
+  const auto x = contiguous_channels(x_any);
+  const auto options = x.options();
+  const int64_t T = token_count(x);
+  auto out = at::empty(x.sizes(), options);
+  auto hidden = keep_hidden ? at::empty({T, d.hidden}, options) : at::Tensor();
+  if (T == 0) {
+    return {out, hidden};
+  }
+  const Tiling tiling(T, d, x.element_size());
+  const Tokens tokens(x);
+  const auto w1_t = fc1_weight.t(), w2_t = fc2_weight.t();
+  const auto gamma = norm_weight.contiguous(), beta = norm_bias.contiguous();
+  const auto b1 = fc1_bias.contiguous(), b2 = fc2_bias.contiguous();
+  const auto out_rows = out.view({T, d.C});
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlpmix_channel_mlp_cpu", [&] {
+    const scalar_t* x_data = x.const_data_ptr<scalar_t>();
+    tiling.run([&](int64_t chunk_begin, int64_t chunk_end) {
+      const auto u_buffer = at::empty({tiling.tile_rows * d.C}, options);
+      const auto a_buffer = at::empty({tiling.tile_rows * d.hidden}, options);
+      for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
+        for (int64_t tile = tiling.first(chunk); tile < tiling.first(chunk + 1); ++tile) {
+          const int64_t row0 = tiling.row0(tile), rows = tiling.rows(tile);
+          const auto u = matrix(u_buffer, rows, d.C);
+          auto a = matrix(a_buffer, rows, d.hidden);
+          scalar_t* a_data = a.mutable_data_ptr<scalar_t>();
+          normalize_rows(x_data, tokens, row0, rows, d.C, gamma.const_data_ptr<scalar_t>(),
+                         beta.const_data_ptr<scalar_t>(), eps, u.mutable_data_ptr<scalar_t>(),
+                         nullptr, nullptr);
+          at::cpu::mm_out(a, u, w1_t);
+          gelu_rows(a_data, b1.const_data_ptr<scalar_t>(), rows, d.hidden,
+                    keep_hidden ? hidden.mutable_data_ptr<scalar_t>() + row0 * d.hidden
+                                : nullptr,
+                    a_data, nullptr);
+          auto y = out_rows.narrow(0, row0, rows);
+          at::cpu::mm_out(y, a, w2_t);
+          add_bias_rows(y.mutable_data_ptr<scalar_t>(), b2.const_data_ptr<scalar_t>(), rows,
+                        d.C);
+        }
+      }
+    });
+  });
+  return {out, hidden};
+}
+
+at::Tensor channel_mlp_cpu(const at::Tensor& x, const at::Tensor& norm_weight,
+                           const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
+                           const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+                           const at::Tensor& fc2_bias, double eps) {
+  const auto dims = check_inputs("channel_mlp", x, norm_weight, norm_bias, fc1_weight,
+                                 fc1_bias, fc2_weight, fc2_bias);
+  return std::get<0>(forward(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
+                             fc2_bias, eps, dims, false));
+}
+
+std::tuple<at::Tensor, at::Tensor> channel_mlp_forward_cpu(
+    const at::Tensor& x, const at::Tensor& norm_weight, const at::Tensor& norm_bias,
+    const at::Tensor& fc1_weight, const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+    const at::Tensor& fc2_bias, double eps) {
+  const auto dims = check_inputs("channel_mlp_forward", x, norm_weight, norm_bias, fc1_weight,
+                                 fc1_bias, fc2_weight, fc2_bias);
+  return forward(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps,
+                 dims, true);
+}
+
+// ---- backward ----------------------------------------------------------------------------
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+channel_mlp_backward_cpu(const at::Tensor& grad_out_any, const at::Tensor& x_any,
+                         const at::Tensor& norm_weight, const at::Tensor& norm_bias,
+                         const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
+                         const at::Tensor& fc2_weight, const at::Tensor& fc2_bias, double eps,
+                         const std::optional<at::Tensor>& hidden_given) {
+  const auto d = check_inputs("channel_mlp_backward", x_any, norm_weight, norm_bias,
+                              fc1_weight, fc1_bias, fc2_weight, fc2_bias);
+  check_grad_out(grad_out_any, x_any);
+  check_hidden(hidden_given, x_any, d);
+  const auto x = contiguous_channels(x_any);
+  const auto grad_out = contiguous_channels(grad_out_any);
+  const auto options = x.options();
+  const int64_t T = token_count(x);
+  auto grad_x = at::empty(x.sizes(), options);
+  if (T == 0) {
+    const auto contiguous = at::MemoryFormat::Contiguous;
+    return {grad_x, at::zeros_like(norm_weight, contiguous),
+            at::zeros_like(norm_bias, contiguous), at::zeros_like(fc1_weight, contiguous),
+            at::zeros_like(fc1_bias, contiguous), at::zeros_like(fc2_weight, contiguous),
+            at::zeros_like(fc2_bias, contiguous)};
+  }
+  const auto hidden = hidden_given.has_value()
+                          ? std::optional<at::Tensor>(hidden_given->contiguous())
+                          : std::nullopt;
+  const Tiling tiling(T, d, x.element_size());
+  const Tokens x_tokens(x), grad_tokens(grad_out);
+  const auto w1_t = fc1_weight.t(), w2_t = fc2_weight.t();
+  const auto w1 = fc1_weight.contiguous(), w2 = fc2_weight.contiguous();
+  const auto gamma = norm_weight.contiguous(), beta = norm_bias.contiguous();
+  const auto b1 = fc1_bias.contiguous();
+  std::vector<MlpGradients> partials(tiling.chunks);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlpmix_channel_mlp_backward_cpu", [&] {
+    const scalar_t* x_data = x.const_data_ptr<scalar_t>();
+    const scalar_t* grad_out_data = grad_out.const_data_ptr<scalar_t>();
+    scalar_t* grad_x_data = grad_x.mutable_data_ptr<scalar_t>();
+    const scalar_t* gamma_data = gamma.const_data_ptr<scalar_t>();
+    tiling.run([&](int64_t chunk_begin, int64_t chunk_end) {
+      const int64_t R = tiling.tile_rows;
+      const auto u_buffer = at::empty({R * d.C}, options);
+      const auto g_buffer = at::empty({R * d.C}, options);   // grad of fc2 output
+      const auto gu_buffer = at::empty({R * d.C}, options);  // grad of the LayerNorm output
+      const auto a_buffer = at::empty({R * d.hidden}, options);  // GELU, then grad of h
+      const auto s_buffer = at::empty({R * d.hidden}, options);  // h if recomputed, GELU'
+      std::vector<double> mean(R), rstd(R);
+      for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
+        MlpGradients& p = partials[chunk];
+        p = MlpGradients(d.hidden, d.C, d.C, options);
+        for (int64_t tile = tiling.first(chunk); tile < tiling.first(chunk + 1); ++tile) {
+          const int64_t row0 = tiling.row0(tile), rows = tiling.rows(tile);
+          const auto u = matrix(u_buffer, rows, d.C);
+          auto g = matrix(g_buffer, rows, d.C);
+          auto gu = matrix(gu_buffer, rows, d.C);
+          auto a = matrix(a_buffer, rows, d.hidden);
+          auto s = matrix(s_buffer, rows, d.hidden);
+          scalar_t* a_data = a.mutable_data_ptr<scalar_t>();
+          scalar_t* s_data = s.mutable_data_ptr<scalar_t>();
+          normalize_rows(x_data, x_tokens, row0, rows, d.C, gamma_data,
+                         beta.const_data_ptr<scalar_t>(), eps, u.mutable_data_ptr<scalar_t>(),
+                         mean.data(), rstd.data());
+          gather_rows(grad_out_data, grad_tokens, row0, rows, d.C, g.mutable_data_ptr<scalar_t>());
+          column_sums(g.mutable_data_ptr<scalar_t>(), static_cast<const scalar_t*>(nullptr),
+                      rows, d.C, p.fc2_bias.data());
+          if (hidden.has_value()) {
+            gelu_rows(hidden->const_data_ptr<scalar_t>() + row0 * d.hidden,
+                      static_cast<const scalar_t*>(nullptr), rows, d.hidden,
+                      static_cast<scalar_t*>(nullptr), a_data, s_data);
+          } else {
+            at::cpu::mm_out(s, u, w1_t);
+            gelu_rows(s_data, b1.const_data_ptr<scalar_t>(), rows, d.hidden,
+                      static_cast<scalar_t*>(nullptr), a_data, s_data);
+          }
+          const double accumulate = tile == tiling.first(chunk) ? 0.0 : 1.0;
+          at::cpu::addmm_(p.fc2_weight, g.t(), a, accumulate, 1.0);
+          at::cpu::mm_out(a, g, w2);  // grad of the GELU output, then of h
+          column_sums(a_data, s_data, rows, d.hidden, p.fc1_bias.data());
+          at::cpu::addmm_(p.fc1_weight, a.t(), u, accumulate, 1.0);
+          at::cpu::mm_out(gu, a, w1);
+          normalize_backward_rows(gu.const_data_ptr<scalar_t>(), x_data, x_tokens, mean.data(),
+                                  rstd.data(), gamma_data, row0, rows, d.C, grad_x_data,
+                                  p.norm_weight.data(), p.norm_bias.data());
+        }
+      }
+    });
+  });
+  auto [grad_norm_weight, grad_norm_bias, grad_fc1_weight, grad_fc1_bias, grad_fc2_weight,
+        grad_fc2_bias] = sum_gradients(partials, x.scalar_type());
+  return {grad_x,          grad_norm_weight, grad_norm_bias, grad_fc1_weight,
+          grad_fc1_bias,   grad_fc2_weight,  grad_fc2_bias};
+}
+
+}  // namespace
+}  // namespace mlpmix::channel_mlp_impl
+
+TORCH_LIBRARY_IMPL(mlpmix, CPU, m) {
+  m.impl("channel_mlp", &mlpmix::channel_mlp_impl::channel_mlp_cpu);
+  m.impl("channel_mlp_forward", &mlpmix::channel_mlp_impl::channel_mlp_forward_cpu);
+  m.impl("channel_mlp_backward", &mlpmix::channel_mlp_impl::channel_mlp_backward_cpu);
+}
