@@ -130,6 +130,26 @@ def raft_cases(setting: Setting, key: str, resolution: int, channels: int, axis:
                                   f"r={raft} along {axis_name}"))
 
 
+def channel_cases(setting: Setting, key: str, resolution: int, channels: int,
+                  hidden: int) -> List[Case]:
+    """The channel MLP fc2(GELU(fc1(LayerNorm_C(x)))) of a RaftMLP level / DynaMixer stage."""
+    batch = setting.batch
+    randn = partial(_randn, setting)
+
+    def make_args(grad: bool) -> List[object]:
+        torch.manual_seed(0)
+        return [
+            randn(batch, resolution, resolution, channels, grad=grad),
+            randn(channels, grad=grad), randn(channels, grad=grad),
+            randn(hidden, channels, scale=channels ** -0.5, grad=grad), randn(hidden, grad=grad),
+            randn(channels, hidden, scale=hidden ** -0.5, grad=grad), randn(channels, grad=grad),
+        ]
+
+    return _op_cases("channel_mlp", key, make_args, dict(eps=1e-5),
+                     _shape_label(setting, (batch, resolution, resolution, channels),
+                                  f"hidden={hidden}"))
+
+
 def embed_cases(setting: Setting, key: str, in_channels: int, size: int, kernels: List[int],
                 out_channels: int, image_input: bool) -> List[Case]:
     window, batch = in_channels * sum(k * k for k in kernels), setting.batch
@@ -151,6 +171,7 @@ def embed_cases(setting: Setting, key: str, in_channels: int, size: int, kernels
 def op_cases(setting: Setting, quick: bool) -> List[Case]:
     cases = dynamixer_cases(setting, "dynamixer_s_stage_a_h", 32, 192, 8, axis=1)
     cases += raft_cases(setting, "raftmlp_s_level_1_h", 56, 64, axis=1)
+    cases += channel_cases(setting, "raftmlp_s_level_1", 56, 64, 256)
     cases += embed_cases(setting, "raftmlp_s_level_1", 3, IMAGE, [4, 8], 64, image_input=True)
     if quick:
         return cases
@@ -161,6 +182,9 @@ def op_cases(setting: Setting, quick: bool) -> List[Case]:
     cases += raft_cases(setting, "raftmlp_s_level_1_w", 56, 64, axis=2)
     cases += raft_cases(setting, "raftmlp_s_level_2_h", 28, 128, axis=1)
     cases += raft_cases(setting, "raftmlp_s_level_3_w", 14, 256, axis=2)
+    cases += channel_cases(setting, "raftmlp_s_level_3", 14, 256, 1024)
+    cases += channel_cases(setting, "dynamixer_s_stage_a", 32, 192, 576)
+    cases += channel_cases(setting, "dynamixer_s_stage_b", 16, 384, 1152)
     cases += embed_cases(setting, "raftmlp_s_level_2", 64, 56, [2, 4], 128, image_input=False)
     return cases
 

@@ -45,6 +45,20 @@ def _raft(x=None, nw=None, nb=None, w1=None, b1=None, w2=None, b2=None, r=2, dim
         r, dim, 1e-5]
 
 
+def _channel(x=None, nw=None, nb=None, w1=None, b1=None, w2=None, b2=None, c=6, hidden=12,
+             dtype=F32):
+    x = torch.randn(2, 3, 4, c, dtype=dtype) if x is None else x
+    return ops.channel_mlp, [
+        x,
+        torch.randn(c, dtype=dtype) if nw is None else nw,
+        torch.randn(c, dtype=dtype) if nb is None else nb,
+        torch.randn(hidden, c, dtype=dtype) if w1 is None else w1,
+        torch.randn(hidden, dtype=dtype) if b1 is None else b1,
+        torch.randn(c, hidden, dtype=dtype) if w2 is None else w2,
+        torch.randn(c, dtype=dtype) if b2 is None else b2,
+        1e-5]
+
+
 def _embed(x=None, w=None, b=None, ks=(2, 4), dtype=F32):
     x = torch.randn(2, 3, 8, 8, dtype=dtype) if x is None else x
     features = x.shape[1] * sum(k * k for k in ks) if x.dim() == 4 else 60
@@ -85,6 +99,30 @@ def _raft_backward_with_hidden(hidden=lambda h: h):
     args = _raft()[1]
     out, kept = ops.raft_token_mixing_forward(*args)
     return ops.raft_token_mixing_backward, [torch.randn_like(out), *args, hidden(kept)]
+
+
+def _channel_on_threads(threads, **kwargs):
+    """_channel(**kwargs) run with `threads` threads (the child process keeps the setting)."""
+    torch.set_num_threads(threads)
+    return _channel(**kwargs)
+
+
+def _channel_forward(**kwargs):
+    """channel_mlp_forward: the forward that also returns fc1's pre-activation (T, hidden)."""
+    return ops.channel_mlp_forward, _channel(**kwargs)[1]
+
+
+def _channel_backward(**kwargs):
+    """channel_mlp_backward on the arguments of _channel(**kwargs), grad_out shaped like x."""
+    args = _channel(**kwargs)[1]
+    return ops.channel_mlp_backward, [torch.randn_like(args[0], dtype=F32), *args]
+
+
+def _channel_backward_with_hidden(hidden=lambda h: h):
+    """channel_mlp_backward given (a function of) the hidden the forward kept."""
+    args = _channel()[1]
+    out, kept = ops.channel_mlp_forward(*args)
+    return ops.channel_mlp_backward, [torch.randn_like(out), *args, hidden(kept)]
 
 
 def _nan_at_first(t):
@@ -165,6 +203,54 @@ CASES = {
     "raft_token_mixing_forward/fc1_weight size": (lambda: _raft_forward(w1=torch.randn(12, 5)), ("raises", "fc1_weight")),
     "raft_token_mixing_forward/empty batch": (lambda: _raft_forward(x=torch.randn(0, 3, 4, 6)), ("ok", (0, 3, 4, 6))),
     "raft_token_mixing_forward/NaN": (lambda: _with_nonfinite(_raft_forward(), float("nan")), ("propagates",)),
+    # channel_mlp
+    "channel_mlp/x 0-dim": (lambda: _channel(x=torch.tensor(1.0)), ("raises", "x")),
+    "channel_mlp/x int": (lambda: _channel(x=_int(torch.randn(2, 3, 4, 6))), ("raises", "x")),
+    "channel_mlp/x bool": (lambda: _channel(x=torch.ones(2, 3, 4, 6, dtype=torch.bool)), ("raises", "x")),
+    "channel_mlp/x complex": (lambda: _channel(x=torch.randn(2, 3, 4, 6, dtype=torch.complex64)), ("raises", "x")),
+    "channel_mlp/x bfloat16 on CPU": (lambda: _channel(dtype=torch.bfloat16), ("raises", "x", "CUDA")),
+    "channel_mlp/x float16 on CPU": (lambda: _channel(dtype=torch.float16), ("raises", "x", "CUDA")),
+    # C = 0 with every weight agreeing: still rejected, naming x
+    "channel_mlp/x without channels": (lambda: _channel(x=torch.randn(2, 3, 4, 0), c=0), ("raises", "x")),
+    "channel_mlp/norm_weight size": (lambda: _channel(nw=torch.randn(5)), ("raises", "norm_weight")),
+    "channel_mlp/norm_weight rank": (lambda: _channel(nw=torch.randn(1, 6)), ("raises", "norm_weight")),
+    "channel_mlp/norm_bias size": (lambda: _channel(nb=torch.randn(7)), ("raises", "norm_bias")),
+    "channel_mlp/norm_bias dtype": (lambda: _channel(nb=torch.randn(6, dtype=torch.float64)), ("raises", "norm_bias")),
+    "channel_mlp/fc1_weight size": (lambda: _channel(w1=torch.randn(12, 5)), ("raises", "fc1_weight")),
+    "channel_mlp/fc1_weight rank": (lambda: _channel(w1=torch.randn(12 * 6)), ("raises", "fc1_weight")),
+    "channel_mlp/fc1_bias size": (lambda: _channel(b1=torch.randn(11)), ("raises", "fc1_bias")),
+    "channel_mlp/fc2_weight size": (lambda: _channel(w2=torch.randn(5, 12)), ("raises", "fc2_weight")),
+    "channel_mlp/fc2_weight hidden": (lambda: _channel(w2=torch.randn(6, 11)), ("raises", "fc2_weight")),
+    "channel_mlp/fc2_weight transposed": (lambda: _channel(w2=torch.randn(12, 6)), ("raises", "fc2_weight")),
+    "channel_mlp/fc2_bias size": (lambda: _channel(b2=torch.randn(5)), ("raises", "fc2_bias")),
+    "channel_mlp/mixed dtype": (lambda: _channel(w2=torch.randn(6, 12, dtype=torch.float64)), ("raises", "fc2_weight")),
+    "channel_mlp/mixed device": (lambda: _channel(b1=torch.randn(12, device="meta")), ("raises", "fc1_bias")),
+    "channel_mlp/fc2_bias device": (lambda: _channel(b2=torch.randn(6, device="meta")), ("raises", "fc2_bias")),
+    "channel_mlp/empty batch": (lambda: _channel(x=torch.randn(0, 3, 4, 6)), ("ok", (0, 3, 4, 6))),
+    "channel_mlp/zero tokens rank 2": (lambda: _channel(x=torch.randn(0, 6)), ("ok", (0, 6))),
+    "channel_mlp/rank 1": (lambda: _channel(x=torch.randn(6)), ("ok", (6,))),
+    # a 64-thread machine: 800 tokens are more tiles than one per thread would need
+    "channel_mlp/64 threads": (lambda: _channel_on_threads(64, x=torch.randn(800, 6)), ("ok", (800, 6))),
+    "channel_mlp/NaN": (lambda: _with_nonfinite(_channel(), float("nan")), ("propagates",)),
+    "channel_mlp/inf": (lambda: _with_nonfinite(_channel(), float("inf")), ("propagates",)),
+    "channel_mlp_backward/grad_out shape": (lambda: _backward(_channel(), lambda o: o[..., :-1]), ("raises", "grad_out")),
+    "channel_mlp_backward/grad_out dtype": (lambda: _backward(_channel(), lambda o: o.double()), ("raises", "grad_out")),
+    "channel_mlp_backward/grad_out device": (lambda: _backward(_channel(), lambda o: o.to("meta")), ("raises", "grad_out")),
+    "channel_mlp_backward/x int": (lambda: _channel_backward(x=_int(torch.randn(2, 3, 4, 6))), ("raises", "x")),
+    "channel_mlp_backward/fc1_weight size": (lambda: _channel_backward(w1=torch.randn(12, 5)), ("raises", "fc1_weight")),
+    "channel_mlp_backward/fc2_bias size": (lambda: _channel_backward(b2=torch.randn(5)), ("raises", "fc2_bias")),
+    "channel_mlp_backward/empty batch": (lambda: _channel_backward(x=torch.randn(0, 3, 4, 6)), ("ok", (0, 3, 4, 6))),
+    "channel_mlp_backward/NaN": (lambda: _with_nonfinite(_backward(_channel()), float("nan")), ("propagates",)),
+    "channel_mlp_backward/hidden shape": (lambda: _channel_backward_with_hidden(lambda h: h[:, :-1]), ("raises", "hidden")),
+    "channel_mlp_backward/hidden tokens": (lambda: _channel_backward_with_hidden(lambda h: h[:-1]), ("raises", "hidden")),
+    "channel_mlp_backward/hidden dtype": (lambda: _channel_backward_with_hidden(lambda h: h.double()), ("raises", "hidden")),
+    "channel_mlp_backward/hidden device": (lambda: _channel_backward_with_hidden(lambda h: h.to("meta")), ("raises", "hidden")),
+    "channel_mlp_backward/hidden NaN": (lambda: _channel_backward_with_hidden(_nan_at_first), ("propagates",)),
+    "channel_mlp_forward/x 0-dim": (lambda: _channel_forward(x=torch.tensor(1.0)), ("raises", "x")),
+    "channel_mlp_forward/x without channels": (lambda: _channel_forward(x=torch.randn(2, 3, 4, 0), c=0), ("raises", "x")),
+    "channel_mlp_forward/fc1_weight size": (lambda: _channel_forward(w1=torch.randn(12, 5)), ("raises", "fc1_weight")),
+    "channel_mlp_forward/empty batch": (lambda: _channel_forward(x=torch.randn(0, 3, 4, 6)), ("ok", (0, 3, 4, 6))),
+    "channel_mlp_forward/NaN": (lambda: _with_nonfinite(_channel_forward(), float("nan")), ("propagates",)),
     # cross_scale_embed
     "cross_scale_embed/x rank 3": (lambda: _embed(x=torch.randn(3, 8, 8)), ("raises", "x")),
     "cross_scale_embed/x int": (lambda: _embed(x=_int(torch.randn(2, 3, 8, 8))), ("raises", "x")),

@@ -30,6 +30,7 @@ x = randn(2, 4, 6, 8)
 calls = [
     ("dynamixer", (x, randn(8, 8), None, randn(16, 8), None, 4, 1)),
     ("raft_token_mixing", (x, randn(8), randn(8), randn(16, 8), randn(16), randn(8, 16), randn(8), 2, 1)),
+    ("channel_mlp", (x, randn(8), randn(8), randn(16, 8), randn(16), randn(8, 16), randn(8))),
     ("cross_scale_embed", (x, randn(5, 4 * (4 + 16)), randn(5), [2, 4])),
 ]
 for name, args in calls:

@@ -19,6 +19,7 @@ import torch
 from torch.testing import assert_close
 
 import mlpmix
+import test_ops_channel_mlp
 import test_ops_cross_scale_embed
 import test_ops_dynamixer
 import test_ops_raft_token_mixing
@@ -30,6 +31,7 @@ from op_testing import (
     differentiable,
     on_device,
 )
+from test_ops_channel_mlp import gradcheck_sample
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -38,6 +40,7 @@ OPS = {
     "dynamixer": (ops.dynamixer, reference.dynamixer, test_ops_dynamixer.sample_inputs),
     "raft_token_mixing": (ops.raft_token_mixing, reference.raft_token_mixing,
                           test_ops_raft_token_mixing.sample_inputs),
+    "channel_mlp": (ops.channel_mlp, reference.channel_mlp, test_ops_channel_mlp.sample_inputs),
     "cross_scale_embed": (ops.cross_scale_embed, reference.cross_scale_embed,
                           test_ops_cross_scale_embed.sample_inputs),
 }
@@ -99,8 +102,8 @@ def test_gradcheck(name):
     op, _, samples = OPS[name]
     torch.manual_seed(2)
     for args in samples(torch.float64, requires_grad=True):
-        if args[0].numel():
-            assert torch.autograd.gradcheck(op, on_device(args, "cuda"), fast_mode=True)
+        if args[0].numel():  # expanded (stride-0) samples are expanded inside the check
+            assert gradcheck_sample(op, on_device(args, "cuda"), fast_mode=True)
 
 
 @pytest.mark.parametrize("name", OPS)
@@ -178,6 +181,12 @@ def test_arguments_on_another_device_are_named():
     raft = on_device(next(test_ops_raft_token_mixing.sample_inputs(torch.float32)), "cuda")
     raft[5] = raft[5].cpu()
     assert_rejected(ops.raft_token_mixing, raft, "raft_token_mixing", "fc2_weight")
+    channel = on_device(next(test_ops_channel_mlp.sample_inputs(torch.float32)), "cuda")
+    channel[4] = channel[4].cpu()
+    assert_rejected(ops.channel_mlp, channel, "channel_mlp", "fc1_bias")
+    channel = on_device(next(test_ops_channel_mlp.sample_inputs(torch.float32)), "cuda")
+    channel[1] = channel[1].cpu()
+    assert_rejected(ops.channel_mlp, channel, "channel_mlp", "norm_weight")
     embed = on_device(next(test_ops_cross_scale_embed.sample_inputs(torch.float32)), "cuda")
     embed[2] = embed[2].cpu()
     assert_rejected(ops.cross_scale_embed, embed, "cross_scale_embed", "bias")
@@ -224,6 +233,15 @@ def test_index_arithmetic_past_2_31_elements():
     with torch.no_grad():
         tail = ops.raft_token_mixing(x, *params, 2, 1)[-2:]
         assert_close(tail, ops.raft_token_mixing(x[-2:], *params, 2, 1))
+    del x, tail
+    torch.cuda.empty_cache()
+    # channel_mlp: (T, C) with T*C > 2**31 tokens' channels
+    args = test_ops_channel_mlp.make_args((1, 64), "contiguous", torch.float32, 128)
+    x = torch.randn(2**31 // 64 + 3, 64, device="cuda", dtype=dtype)
+    params = [p.to("cuda", dtype) for p in args[1:7]]
+    with torch.no_grad():
+        tail = ops.channel_mlp(x, *params)[-2:]
+        assert_close(tail, ops.channel_mlp(x[-2:], *params))
 
 
 @pytest.mark.parametrize("name", ["raftmlp_tiny", "dynamixer_tiny"])

@@ -57,8 +57,17 @@ def _raft_call():
     return x, lambda x: mlpmix.ops.raft_token_mixing(x, *weights, 2, 1)
 
 
+def _channel_call():
+    # 4*24*16 = 1536 tokens: several tiles of channel_mlp's CPU kernel, 2 chunks on 2 threads
+    x = torch.randn(4, 24, 16, 40, requires_grad=True)
+    weights = [torch.randn(40), torch.randn(40), torch.randn(160, 40) / 7, torch.randn(160),
+               torch.randn(40, 160) / 13, torch.randn(40)]
+    return x, lambda x: mlpmix.ops.channel_mlp(x, *weights)
+
+
 @pytest.mark.parametrize("op_threads", [1, 2])
-@pytest.mark.parametrize("call", [_dynamixer_call, _raft_call], ids=["dynamixer", "raft"])
+@pytest.mark.parametrize("call", [_dynamixer_call, _raft_call, _channel_call],
+                         ids=["dynamixer", "raft", "channel_mlp"])
 def test_op_results_do_not_depend_on_thread_count(call, op_threads):
     torch.manual_seed(0)
     x, op = call()

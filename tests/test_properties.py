@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from mlpmix import ops, reference
@@ -86,6 +86,35 @@ def test_raft_token_mixing(batch, height, width, raft_size, rafts, hidden, dim, 
         return [view(t[0]), 1 + t[1], *t[2:], raft_size, dim, eps]
 
     check(ops.raft_token_mixing, reference.raft_token_mixing, leaves, build, dtype)
+
+
+@SETTINGS
+@given(lead=st.lists(st.integers(0, 4), min_size=0, max_size=3), channels=st.integers(1, 8),
+       hidden=st.integers(1, 8), eps=st.sampled_from([1e-5, 1e-3, 0.1]),
+       offset=st.sampled_from([0.0, 10.0]), layout=st.sampled_from(LAYOUTS), dtype=dtypes,
+       seed=st.integers(0, 2**31 - 1))
+def test_channel_mlp(lead, channels, hidden, eps, offset, layout, dtype, seed):
+    """x of rank 1 to 4 (any leading shape, zero tokens included); in float32 with a mean
+    offset too (float64 is held to 1e-12, which an offset's cancellation in a token of two
+    close channels takes from the reference as much as from the op)."""
+    # Expanding a rank-1 x would expand its channel axis: a constant token, whose summed
+    # input gradient is a pure cancellation (tests/test_ops_channel_mlp.py tests constant tokens).
+    assume(not (layout == "expanded" and not lead))
+    torch.manual_seed(seed)
+    shape = (*lead, channels)
+    x_shape, view = view_of(layout, shape)
+    sizes = [x_shape, (channels,), (channels,), (hidden, channels), (hidden,),
+             (channels, hidden), (channels,)]
+    leaves = [param(*size) for size in sizes]
+    # x on a 2**-20 grid: x + offset is exact in float32 too, so that float32 is judged on
+    # its arithmetic, not on rounding the offset input (which both results would inherit)
+    leaves[0] = ((leaves[0] * 2**20).round() / 2**20).detach().requires_grad_()
+    offset = offset if dtype == torch.float32 else 0.0
+
+    def build(t):
+        return [view(t[0] + offset), 1 + t[1], *t[2:], eps]
+
+    check(ops.channel_mlp, reference.channel_mlp, leaves, build, dtype)
 
 
 @SETTINGS

@@ -41,24 +41,28 @@ MLPMIX_INLINE double sum4(Double4 v) { return (v[0] + v[2]) + (v[1] + v[3]); }
 
 // ---- LayerNorm ---------------------------------------------------------------------------
 
-// Mean and 1/std of the C unit-stride channels of one token, in double (two passes).
+// Mean and 1/std of the C unit-stride channels of one token, in double (two passes). The
+// mean is taken relative to the first channel, mu = x0 + sum(x - x0) / C, so a token whose
+// channels are all equal has exactly that mean and normalises to exactly 0 (sum(x) / C can
+// be off by an ulp, which 1/sqrt(eps) would amplify).
 template <typename T>
 MLPMIX_INLINE void token_moments(const T* token, int64_t C, double eps, double* mean,
                                  double* rstd) {
+  const double first = token[0];
   Double4 acc0{}, acc1{};
   int64_t c = 0;
   for (; c + 8 <= C; c += 8) {
-    acc0 += load4(token + c);
-    acc1 += load4(token + c + 4);
+    acc0 += load4(token + c) - first;
+    acc1 += load4(token + c + 4) - first;
   }
   for (; c + 4 <= C; c += 4) {
-    acc0 += load4(token + c);
+    acc0 += load4(token + c) - first;
   }
   double total = sum4(acc0 + acc1);
   for (; c < C; ++c) {
-    total += token[c];
+    total += token[c] - first;
   }
-  const double mu = total / C;
+  const double mu = first + total / C;
   acc0 = Double4{};
   acc1 = Double4{};
   for (c = 0; c + 8 <= C; c += 8) {

@@ -62,9 +62,9 @@ class Tokens {
 // most), grouped into `chunks` runs of consecutive tiles, one per thread. Measured on
 // RaftMLP's and DynaMixer's shapes: 512-row tiles keep ATen's GEMMs at least as fast as one
 // whole-tensor GEMM (whose output leaves the cache), while 128-row ones pay for packing the
-// weights again per tile. The tile count is a multiple of the thread count, so the chunks
-// are even; a call too small for two tiles is one chunk, run outside a parallel region, so
-// that ATen's GEMMs use every thread themselves.
+// weights again per tile. The tile count is a multiple of the thread count where the
+// tokens allow it, so the chunks are even; a call too small for two tiles is one chunk, run
+// outside a parallel region, so that ATen's GEMMs use every thread themselves.
 struct Tiling {
   int64_t tokens, tile_rows, tiles, chunks;
 
@@ -76,7 +76,8 @@ struct Tiling {
       tiles = (tiles + threads - 1) / threads * threads;
     }
     tile_rows = (tokens + tiles - 1) / tiles;
-    chunks = tiles > 1 ? threads : 1;
+    tiles = (tokens + tile_rows - 1) / tile_rows;  // no empty tile when tiles^2 > tokens
+    chunks = tiles > 1 ? std::min(threads, tiles) : 1;
   }
 
   // Tiles [first(k), first(k + 1)) belong to chunk k.
