@@ -46,11 +46,13 @@ using namespace cpu_math;
 class Tokens {
  public:
   explicit Tokens(const at::Tensor& t)
-      : layout_(sequence_layout(t.dim() == 1 ? t.unsqueeze(0) : t, std::max<int64_t>(t.dim() - 2, 0))),
+      : layout_(t.dim() == 1 ? sequence_layout(t.unsqueeze(0), 0)
+                             : sequence_layout(t, t.dim() - 2)),
         per_sequence_(t.dim() == 1 ? 1 : t.size(-2)) {}
 
   int64_t offset(int64_t token) const {
-    return layout_.offsets[token / per_sequence_] + (token % per_sequence_) * layout_.token_stride;
+    return layout_.offsets[token / per_sequence_] +
+           (token % per_sequence_) * layout_.token_stride;
   }
 
  private:
