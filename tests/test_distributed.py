@@ -21,11 +21,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_torchrun(mode: str, out: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
-         "--master-addr=127.0.0.1", f"--master-port={free_port()}", WORKER, mode, str(out)],
-        capture_output=True, text=True, timeout=600)
+# A rank of the gloo FSDP2 run sometimes aborts with this std::terminate (about 1 run in 8
+# on the project's 2-core machines, with the fused ops and with the reference alike): one
+# more attempt is made then. The results are compared after a successful run either way.
+GLOO_ABORT = "terminate called without an active exception"
+
+
+def run_torchrun(mode: str, out: Path, attempts: int = 2) -> None:
+    for _ in range(attempts):
+        result = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
+             "--master-addr=127.0.0.1", f"--master-port={free_port()}", WORKER, mode, str(out)],
+            capture_output=True, text=True, timeout=600)
+        if result.returncode == 0 or GLOO_ABORT not in result.stderr:
+            break
     assert result.returncode == 0, result.stderr[-3000:]
 
 
