@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from .. import ops
 from ..nn import DropPath, DynaMixerBlock, Mlp
+from ..nn.layers import add_residual
 from .classifier import TokenClassifier
 from .init import drop_path_rates, init_weights
 from .registry import register_model
@@ -50,7 +51,7 @@ class DynaMixerLayer(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x + self.drop_path(self.token_mixer(self.norm1(x)))
+        x = add_residual(x, self.drop_path(self.token_mixer(self.norm1(x))))
         # norm2 and mlp run as one fused op (their forward hooks do not fire).
         channel = ops.channel_mlp(
             x,
@@ -62,7 +63,7 @@ class DynaMixerLayer(nn.Module):
             self.mlp.fc2.bias,
             self.norm2.eps,
         )
-        return x + self.drop_path(channel)
+        return add_residual(x, self.drop_path(channel))
 
 
 class DynaMixerStage(nn.Module):

@@ -118,8 +118,9 @@ class DynaMixerBlock(nn.Module):
         tokens = height * width
         mixed = torch.baddbmm(bias, mixed_h.reshape(batch, tokens, channels),
                               (out_h.weight * a[0]).transpose(1, 2))
-        mixed = torch.baddbmm(mixed, mixed_w.reshape(batch, tokens, channels),
-                              (out_w.weight * a[1]).transpose(1, 2))
-        mixed = torch.baddbmm(mixed, x.reshape(batch, tokens, channels),
-                              (self.mlp_c.weight * a[2]).transpose(1, 2))
+        # In place: a fresh (B, H*W, D) result per branch would only copy `mixed` into it.
+        mixed.baddbmm_(mixed_w.reshape(batch, tokens, channels),
+                       (out_w.weight * a[1]).transpose(1, 2))
+        mixed.baddbmm_(x.reshape(batch, tokens, channels),
+                       (self.mlp_c.weight * a[2]).transpose(1, 2))
         return self.proj(mixed.reshape(batch, height, width, channels))

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops
-from .layers import DropPath, Mlp
+from .layers import DropPath, Mlp, add_residual
 
 
 def _pair(resolution: Union[int, Tuple[int, int]]) -> Tuple[int, int]:
@@ -59,7 +59,7 @@ class RaftTokenMixingBlock(nn.Module):
             1,
             self.norm_v.eps,
         )
-        x = x + self.drop_path(vertical)
+        x = add_residual(x, self.drop_path(vertical))
         horizontal = ops.raft_token_mixing(
             x,
             self.norm_h.weight,
@@ -72,7 +72,7 @@ class RaftTokenMixingBlock(nn.Module):
             2,
             self.norm_h.eps,
         )
-        return x + self.drop_path(horizontal)
+        return add_residual(x, self.drop_path(horizontal))
 
 
 class RaftBlock(nn.Module):
@@ -110,7 +110,7 @@ class RaftBlock(nn.Module):
             self.mlp_c.fc2.bias,
             self.norm_c.eps,
         )
-        return x + self.drop_path(channel)
+        return add_residual(x, self.drop_path(channel))
 
 
 class MultiScalePatchEmbedding(nn.Module):
