@@ -36,7 +36,7 @@ def reference_block(block: DynaMixerBlock, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.fixture(params=[(4, 6), (2, 3)], ids=["folded", "plain"])
 def block(request):
-    """D=16 over 4x6 tokens runs forward_folded (D < H*W), over 2x3 the plain formula."""
+    """D=16 over 4x6 tokens runs forward_folded (D < H*W), over 2x3 forward_unfolded."""
     torch.manual_seed(0)
     block = DynaMixerBlock(16, request.param, num_segments=4, reduced_dim=2).double()
     assert block.folded == (request.param == (4, 6))

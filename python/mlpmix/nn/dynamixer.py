@@ -60,10 +60,10 @@ class DynaMixerBlock(nn.Module):
     the three branches are re-weighted per channel (``reweight``, as in Vision Permutator)
     and projected by ``proj``.
 
-    Where the per-sample weights are smaller than a branch (``dim < H*W``, DynaMixer's
-    first stage), the fused implementation runs the same function folded
-    (:meth:`forward_folded`); ``mlpmix.implementation.use("reference")`` runs the spec's
-    formula as written.
+    The fused implementation runs the same function folded where the per-sample weights
+    are smaller than a branch (:meth:`forward_folded`, ``dim < H*W``, DynaMixer's first
+    stage) and with fewer full-size passes elsewhere (:meth:`forward_unfolded`);
+    ``mlpmix.implementation.use("reference")`` runs the spec's formula as written.
     """
 
     def __init__(
@@ -83,8 +83,8 @@ class DynaMixerBlock(nn.Module):
         self.folded = dim < height * width
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.folded and (torch.jit.is_scripting() or not implementation.use_reference()):
-            return self.forward_folded(x)
+        if torch.jit.is_scripting() or not implementation.use_reference():
+            return self.forward_folded(x) if self.folded else self.forward_unfolded(x)
         batch, channels = x.shape[0], x.shape[-1]
         h = self.mix_h(x, 1)
         w = self.mix_w(x, 2)
@@ -93,6 +93,25 @@ class DynaMixerBlock(nn.Module):
         a = self.reweight(a).reshape(batch, channels, 3).softmax(dim=2)
         a = a.permute(2, 0, 1).unsqueeze(2).unsqueeze(2)  # (3, B, 1, 1, D)
         return self.proj(h * a[0] + w * a[1] + c * a[2])
+
+    def forward_unfolded(self, x: Tensor) -> Tensor:
+        """``forward`` with fewer passes over the ``(B, H, W, D)`` branches, for
+        ``dim >= H*W`` (where the per-sample weights of :meth:`forward_folded` would be the
+        larger tensors).
+
+        The token mean of ``h + w + c`` is the sum of the branches' token sums over
+        ``H*W`` (read passes only, and their backward is a broadcast view), and the weighted
+        sum accumulates in place into ``h * a[0]`` with ``addcmul_``: one fresh tensor where
+        the formula as written allocates six.
+        """
+        batch, height, width, channels = x.shape
+        h = self.mix_h(x, 1)
+        w = self.mix_w(x, 2)
+        c = self.mlp_c(x)
+        mean = (h.sum(dim=(1, 2)) + w.sum(dim=(1, 2)) + c.sum(dim=(1, 2))) / (height * width)
+        a = self.reweight(mean).reshape(batch, channels, 3).softmax(dim=2)
+        a = a.permute(2, 0, 1).unsqueeze(2).unsqueeze(2)  # (3, B, 1, 1, D)
+        return self.proj((h * a[0]).addcmul_(w, a[1]).addcmul_(c, a[2]))
 
     def forward_folded(self, x: Tensor) -> Tensor:
         """``forward`` without materialising the branches ``h``, ``w``, ``c``.
