@@ -50,10 +50,12 @@ def add_residual(x: Tensor, branch: Tensor) -> Tensor:
     no other reference to (a block's branch output, after its DropPath).
 
     The fused implementation adds into ``branch`` in place when the two match in shape and
-    dtype: no fresh activation-sized tensor per residual, which on CPU means no first-touch
-    page faults (about 1 ms per 3 MiB here). The result is bit-identical: addition is
-    commutative. ``mlpmix.implementation.use("reference")`` runs ``x + branch`` as the
-    authors wrote it."""
+    dtype: no fresh activation-sized tensor per residual (in a profiled DynaMixer-S training
+    step on CPU, an out-of-place add of a 3 MiB activation took about 1.2 ms, in place
+    0.13 ms). The result is bit-identical, as addition is commutative; autograd is
+    unaffected, since none of the ops that end a block's branch keeps its output for the
+    backward.
+    ``mlpmix.implementation.use("reference")`` runs ``x + branch`` as the authors wrote it."""
     fused = torch.jit.is_scripting() or not implementation.use_reference()
     if fused and branch.dtype == x.dtype and branch.shape == x.shape:
         return branch.add_(x)
