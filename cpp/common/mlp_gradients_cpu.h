@@ -51,4 +51,19 @@ sum_gradients(std::vector<MlpGradients>& shares, at::ScalarType dtype) {
           fc2_weight, sum_vectors(&MlpGradients::fc2_bias)};
 }
 
+// The backward's result for an input without tokens: grad_x as given (empty) and zero
+// parameter gradients, in the order the ops return them.
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                  at::Tensor>
+no_token_gradients(const at::Tensor& grad_x, const at::Tensor& norm_weight,
+                   const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
+                   const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+                   const at::Tensor& fc2_bias) {
+  const auto zeros = [](const at::Tensor& t) {
+    return at::zeros_like(t, at::MemoryFormat::Contiguous);
+  };
+  return {grad_x,           zeros(norm_weight), zeros(norm_bias), zeros(fc1_weight),
+          zeros(fc1_bias), zeros(fc2_weight),  zeros(fc2_bias)};
+}
+
 }  // namespace mlpmix

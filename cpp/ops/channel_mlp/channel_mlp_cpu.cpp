@@ -364,11 +364,8 @@ channel_mlp_backward_cpu(const at::Tensor& grad_out_any, const at::Tensor& x_any
   const int64_t T = token_count(x);
   auto grad_x = at::empty(x.sizes(), options);
   if (T == 0) {
-    const auto contiguous = at::MemoryFormat::Contiguous;
-    return {grad_x, at::zeros_like(norm_weight, contiguous),
-            at::zeros_like(norm_bias, contiguous), at::zeros_like(fc1_weight, contiguous),
-            at::zeros_like(fc1_bias, contiguous), at::zeros_like(fc2_weight, contiguous),
-            at::zeros_like(fc2_bias, contiguous)};
+    return no_token_gradients(grad_x, norm_weight, norm_bias, fc1_weight, fc1_bias,
+                              fc2_weight, fc2_bias);
   }
   const auto hidden = hidden_given.has_value()
                           ? std::optional<at::Tensor>(hidden_given->contiguous())

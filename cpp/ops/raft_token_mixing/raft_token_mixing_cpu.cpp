@@ -514,11 +514,8 @@ raft_token_mixing_backward_cpu(const at::Tensor& grad_out_any, const at::Tensor&
   auto grad_x = at::empty({batch, d.H, d.W, d.C}, options);
   const Tiling tiling = make_tiling(batch, d, x.element_size());
   if (tiling.lines == 0) {
-    const auto contiguous = at::MemoryFormat::Contiguous;
-    return {grad_x, at::zeros_like(norm_weight, contiguous),
-            at::zeros_like(norm_bias, contiguous), at::zeros_like(fc1_weight, contiguous),
-            at::zeros_like(fc1_bias, contiguous), at::zeros_like(fc2_weight, contiguous),
-            at::zeros_like(fc2_bias, contiguous)};
+    return no_token_gradients(grad_x, norm_weight, norm_bias, fc1_weight, fc1_bias,
+                              fc2_weight, fc2_bias);
   }
   const auto hidden = hidden_given.has_value()
                           ? std::optional<at::Tensor>(hidden_given->contiguous())
