@@ -70,19 +70,14 @@ def test_scripts():
     torch.testing.assert_close(torch.jit.script(Residual())(x), 3 * x, rtol=0, atol=0)
 
 
-def layers() -> list[nn.Module]:
-    torch.manual_seed(0)
-    return [
-        RaftBlock(8, (4, 6), drop_path=0.3),
-        DynaMixerLayer(8, 4, 2, 2, 3, drop_path=0.3),
-    ]
-
-
-@pytest.mark.parametrize("index", [0, 1], ids=["raft_block", "dynamixer_layer"])
-def test_training_block_with_drop_path_matches_the_reference(index):
+@pytest.mark.parametrize("make_block, shape", [
+    (lambda: RaftBlock(8, (4, 6), drop_path=0.3), (6, 4, 6, 8)),
+    (lambda: DynaMixerLayer(8, 4, 2, 2, 3, drop_path=0.3), (6, 4, 4, 8)),
+], ids=["raft_block", "dynamixer_layer"])
+def test_training_block_with_drop_path_matches_the_reference(make_block, shape):
     """In-place residuals under DropPath (kept and dropped samples) and autograd."""
-    block = layers()[index].double().train()
-    shape = (6, 4, 6, 8) if index == 0 else (6, 4, 4, 8)
+    torch.manual_seed(0)
+    block = make_block().double().train()
     x = torch.randn(shape, dtype=torch.float64)
     results = []
     for impl in ("reference", "fused"):

@@ -82,16 +82,20 @@ class DynaMixerBlock(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.folded = dim < height * width
 
+    def branch_weights(self, mean: Tensor) -> Tensor:
+        """The per-channel weights of the three branches, ``(3, B, D)``, from the token mean
+        of ``h + w + c``, ``(B, D)``: ``reweight``, then a softmax over the branches."""
+        batch, channels = mean.shape[0], mean.shape[1]
+        return self.reweight(mean).reshape(batch, channels, 3).softmax(dim=2).permute(2, 0, 1)
+
     def forward(self, x: Tensor) -> Tensor:
         if torch.jit.is_scripting() or not implementation.use_reference():
             return self.forward_folded(x) if self.folded else self.forward_unfolded(x)
-        batch, channels = x.shape[0], x.shape[-1]
         h = self.mix_h(x, 1)
         w = self.mix_w(x, 2)
         c = self.mlp_c(x)
         a = (h + w + c).mean(dim=(1, 2))
-        a = self.reweight(a).reshape(batch, channels, 3).softmax(dim=2)
-        a = a.permute(2, 0, 1).unsqueeze(2).unsqueeze(2)  # (3, B, 1, 1, D)
+        a = self.branch_weights(a).unsqueeze(2).unsqueeze(2)  # (3, B, 1, 1, D)
         return self.proj(h * a[0] + w * a[1] + c * a[2])
 
     def forward_unfolded(self, x: Tensor) -> Tensor:
@@ -104,13 +108,12 @@ class DynaMixerBlock(nn.Module):
         sum accumulates in place into ``h * a[0]`` with ``addcmul_``: one fresh tensor where
         the formula as written allocates six.
         """
-        batch, height, width, channels = x.shape
+        height, width = x.shape[1], x.shape[2]
         h = self.mix_h(x, 1)
         w = self.mix_w(x, 2)
         c = self.mlp_c(x)
         mean = (h.sum(dim=(1, 2)) + w.sum(dim=(1, 2)) + c.sum(dim=(1, 2))) / (height * width)
-        a = self.reweight(mean).reshape(batch, channels, 3).softmax(dim=2)
-        a = a.permute(2, 0, 1).unsqueeze(2).unsqueeze(2)  # (3, B, 1, 1, D)
+        a = self.branch_weights(mean).unsqueeze(2).unsqueeze(2)  # (3, B, 1, 1, D)
         return self.proj((h * a[0]).addcmul_(w, a[1]).addcmul_(c, a[2]))
 
     def forward_folded(self, x: Tensor) -> Tensor:
@@ -131,8 +134,7 @@ class DynaMixerBlock(nn.Module):
             + F.linear(mixed_w.mean(dim=(1, 2)), out_w.weight, out_w.bias)
             + F.linear(x.mean(dim=(1, 2)), self.mlp_c.weight)
         )
-        a = self.reweight(mean).reshape(batch, channels, 3).softmax(dim=2)
-        a = a.permute(2, 0, 1).unsqueeze(3)  # (3, B, D, 1): scales output rows
+        a = self.branch_weights(mean).unsqueeze(3)  # (3, B, D, 1): scales output rows
         bias = (out_h.bias.unsqueeze(1) * a[0] + out_w.bias.unsqueeze(1) * a[1]).transpose(1, 2)
         tokens = height * width
         mixed = torch.baddbmm(bias, mixed_h.reshape(batch, tokens, channels),
