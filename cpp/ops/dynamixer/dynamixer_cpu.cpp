@@ -9,7 +9,6 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <ATen/ops/mm_cpu_dispatch.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -17,6 +16,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/gemm_cpu.h"
 #include "common/sequences.h"
 #include "common/simd.h"
 #include "ops/dynamixer/dynamixer.h"
@@ -294,9 +294,7 @@ void for_each_chunk(const at::Tensor& compressed, const at::Tensor& generate_wei
     for (int64_t c = begin; c < end; ++c) {
       const int64_t first = c * chunk, count = std::min(chunk, sequences - first);
       auto chunk_logits = logits.narrow(0, 0, count * dims.S);
-      // at::cpu:: runs the CPU kernel directly: worker threads do not carry the caller's
-      // below-autograd dispatch state.
-      at::cpu::mm_out(chunk_logits, z.narrow(0, first * dims.S, count * dims.S), generate_t);
+      cpu::mm_out(chunk_logits, z.narrow(0, first * dims.S, count * dims.S), generate_t);
       body(first, count, chunk_logits);
     }
   });
@@ -432,12 +430,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
       // grad_Z of the chunk while its logits gradient is in cache.
       auto chunk_grad_compressed = grad_compressed.view({rows, N * dims.d})
                                        .narrow(0, first * S, count * S);
-      at::cpu::mm_out(chunk_grad_compressed, grad_logits.narrow(0, first * S, count * S),
+      cpu::mm_out(chunk_grad_compressed, grad_logits.narrow(0, first * S, count * S),
                       generate);
     });
   });
   // The weight gradients sum over every chunk: whole-tensor GEMMs, in a fixed order.
-  auto grad_generate_weight = grad_logits.t().mm(compressed.view({rows, N * dims.d}));
+  auto grad_generate_weight = cpu::mm(grad_logits.t(), compressed.view({rows, N * dims.d}));
   auto grad_generate_bias = grad_logits.sum(0);
   auto [gcw, gcb] = compress_backward(grad_compressed, x, compress_weight, dims, grad_x);
   return {grad_x, gcw, gcb, grad_generate_weight, grad_generate_bias};

@@ -1,0 +1,75 @@
+#include "common/gemm_cpu.h"
+
+#include <ATen/Config.h>
+#include <ATen/Context.h>
+#include <ATen/ops/addmm_cpu_dispatch.h>
+#include <ATen/ops/mm_cpu_dispatch.h>
+
+#if AT_MKLDNN_ENABLED()
+// Exported by libtorch_cpu (TORCH_API in ATen/native/mkldnn/Matmul.h, which the wheels do not
+// ship): result = beta * result + alpha * mat1 @ mat2.
+namespace at::native {
+TORCH_API void mkldnn_matmul(const at::Tensor& mat1, const at::Tensor& mat2,
+                             const at::Tensor& result, float beta, float alpha);
+}  // namespace at::native
+#endif
+
+namespace mlpmix::cpu {
+namespace {
+
+// Below this many multiply-adds oneDNN's per-call setup costs more than the product.
+constexpr int64_t kMinOnednnMacs = 16 * 16 * 16;
+
+#if AT_MKLDNN_ENABLED()
+// mkldnn_matmul refuses float32 on CPUs without AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT: ask
+// it once.
+bool onednn_runs_float32() {
+  static const bool runs = [] {
+    try {
+      const auto a = at::ones({2, 2}, at::kFloat);
+      const auto out = at::empty({2, 2}, at::kFloat);
+      at::native::mkldnn_matmul(a, a, out, 0.0f, 1.0f);
+      return out.eq(2).all().item<bool>();
+    } catch (const c10::Error&) {
+      return false;
+    }
+  }();
+  return runs;
+}
+#endif
+
+}  // namespace
+
+bool uses_onednn(at::ScalarType dtype, int64_t M, int64_t K, int64_t N) {
+#if AT_MKLDNN_ENABLED()
+  return dtype == at::kFloat && M * K * N >= kMinOnednnMacs &&
+         at::globalContext().userEnabledMkldnn() && onednn_runs_float32();
+#else
+  (void)dtype, (void)M, (void)K, (void)N;
+  return false;
+#endif
+}
+
+void mm_out(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {
+#if AT_MKLDNN_ENABLED()
+  if (uses_onednn(out.scalar_type(), a.size(0), a.size(1), b.size(1))) {
+    at::native::mkldnn_matmul(a, b, out, accumulate ? 1.0f : 0.0f, 1.0f);
+    return;
+  }
+#endif
+  // at::cpu:: runs the CPU kernel directly: worker threads do not carry the caller's
+  // below-autograd dispatch state.
+  if (accumulate) {
+    at::cpu::addmm_(const_cast<at::Tensor&>(out), a, b);
+  } else {
+    at::cpu::mm_out(const_cast<at::Tensor&>(out), a, b);
+  }
+}
+
+at::Tensor mm(const at::Tensor& a, const at::Tensor& b) {
+  auto out = at::empty({a.size(0), b.size(1)}, a.options());
+  mm_out(out, a, b);
+  return out;
+}
+
+}  // namespace mlpmix::cpu

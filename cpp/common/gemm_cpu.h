@@ -1,0 +1,25 @@
+// The matrix products of the fused CPU kernels. float32 runs through oneDNN when ATen was
+// built with it, `torch.backends.mkldnn.enabled` is on and this CPU runs oneDNN's float32
+// matmul (AVX-512): on the AMD EPYC machines of benchmarks/results, ATen's MKL sgemm takes
+// its AVX2 path and oneDNN ran the models' GEMMs 15-45% faster. Everything else (float64,
+// tiny products, other CPUs) goes to ATen's CPU BLAS as before. Both are float32 FMAs, so
+// results differ from ATen's only in rounding.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace mlpmix::cpu {
+
+// out = a @ b, or out += a @ b when `accumulate`. out (M, N) has unit column stride; a and
+// b are (M, K) and (K, N). Callable from inside at::parallel_for (it runs on the calling
+// thread there).
+void mm_out(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
+            bool accumulate = false);
+
+// a @ b into a fresh tensor.
+at::Tensor mm(const at::Tensor& a, const at::Tensor& b);
+
+// Whether mm_out would run (M, K) @ (K, N) products of `dtype` through oneDNN.
+bool uses_onednn(at::ScalarType dtype, int64_t M, int64_t K, int64_t N);
+
+}  // namespace mlpmix::cpu
