@@ -69,6 +69,21 @@ def _embed(x=None, w=None, b=None, ks=(2, 4), dtype=F32):
         list(ks)]
 
 
+def _linear(x=None, w=None, b=None, features=8, out=5, dtype=F32):
+    x = torch.randn(2, 3, features, dtype=dtype) if x is None else x
+    return ops.linear, [
+        x,
+        torch.randn(out, features, dtype=dtype) if w is None else w,
+        torch.randn(out, dtype=dtype) if b is None else b]
+
+
+def _linear_backward(forward_case, grad_out=lambda o: o):
+    """linear_backward (grad_out, x, weight, bias: bool) on a _linear case."""
+    op, (x, weight, bias) = forward_case
+    out = op(x, weight, bias)
+    return ops.linear_backward, [grad_out(torch.randn_like(out)), x, weight, True]
+
+
 def _backward(forward_case, grad_out=None):
     """The op's backward with a grad_out shaped like the forward output (or `grad_out`)."""
     op, args = forward_case
@@ -270,6 +285,25 @@ CASES = {
     "cross_scale_embed/inf": (lambda: _with_nonfinite(_embed(), float("inf")), ("propagates",)),
     "cross_scale_embed_backward/grad_out shape": (lambda: _backward(_embed(), lambda o: o[:, :-1]), ("raises", "grad_out")),
     "cross_scale_embed_backward/NaN": (lambda: _with_nonfinite(_backward(_embed()), float("nan")), ("propagates",)),
+    # linear
+    "linear/x 0-dim": (lambda: _linear(x=torch.tensor(1.0)), ("raises", "x")),
+    "linear/x int": (lambda: _linear(x=_int(torch.randn(2, 3, 8))), ("raises", "x")),
+    "linear/x bfloat16 on CPU": (lambda: _linear(dtype=torch.bfloat16), ("raises", "x", "CUDA")),
+    "linear/weight size": (lambda: _linear(w=torch.randn(5, 7)), ("raises", "weight")),
+    "linear/weight rank": (lambda: _linear(w=torch.randn(40)), ("raises", "weight")),
+    "linear/bias size": (lambda: _linear(b=torch.randn(4)), ("raises", "bias")),
+    "linear/mixed dtype": (lambda: _linear(w=torch.randn(5, 8, dtype=torch.float64)), ("raises", "weight")),
+    "linear/mixed device": (lambda: _linear(b=torch.randn(5, device="meta")), ("raises", "bias")),
+    "linear/no rows": (lambda: _linear(x=torch.randn(0, 3, 8)), ("ok", (0, 3, 5))),
+    "linear/no features": (lambda: _linear(x=torch.randn(2, 0), features=0), ("ok", (2, 5))),
+    "linear/rank 1": (lambda: _linear(x=torch.randn(8)), ("ok", (5,))),
+    "linear/NaN": (lambda: _with_nonfinite(_linear(), float("nan")), ("propagates",)),
+    "linear/inf": (lambda: _with_nonfinite(_linear(), float("inf")), ("propagates",)),
+    # large enough for oneDNN's float32 path
+    "linear/NaN model size": (lambda: _with_nonfinite(_linear(x=torch.randn(512, 384), features=384, out=384), float("nan")), ("propagates",)),
+    "linear_backward/grad_out shape": (lambda: _linear_backward(_linear(), lambda g: g[..., :-1]), ("raises", "grad_out")),
+    "linear_backward/grad_out dtype": (lambda: _linear_backward(_linear(), lambda g: g.double()), ("raises", "grad_out")),
+    "linear_backward/NaN": (lambda: _with_nonfinite(_linear_backward(_linear()), float("nan")), ("propagates",)),
 }
 
 

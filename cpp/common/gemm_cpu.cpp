@@ -2,6 +2,7 @@
 
 #include <ATen/Config.h>
 #include <ATen/Context.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/addmm_cpu_dispatch.h>
 #include <ATen/ops/mm_cpu_dispatch.h>
 
@@ -36,6 +37,23 @@ bool onednn_runs_float32() {
   }();
   return runs;
 }
+
+// mkldnn::_linear_pointwise, the fused linear that Inductor emits for CPU, where this torch
+// registers it.
+using OnednnLinear = at::Tensor(const at::Tensor&, const at::Tensor&,
+                                const std::optional<at::Tensor>&, std::string_view,
+                                c10::List<std::optional<c10::Scalar>>,
+                                std::optional<std::string_view>);
+const std::optional<c10::TypedOperatorHandle<OnednnLinear>>& onednn_linear() {
+  static const auto op = []() -> std::optional<c10::TypedOperatorHandle<OnednnLinear>> {
+    const auto handle = c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
+    if (!handle.has_value()) {
+      return std::nullopt;
+    }
+    return handle->typed<OnednnLinear>();
+  }();
+  return op;
+}
 #endif
 
 }  // namespace
@@ -50,7 +68,7 @@ bool uses_onednn(at::ScalarType dtype, int64_t M, int64_t K, int64_t N) {
 #endif
 }
 
-void mm_out(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {
+void gemm_out(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {
 #if AT_MKLDNN_ENABLED()
   if (uses_onednn(out.scalar_type(), a.size(0), a.size(1), b.size(1))) {
     at::native::mkldnn_matmul(a, b, out, accumulate ? 1.0f : 0.0f, 1.0f);
@@ -66,9 +84,27 @@ void mm_out(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, boo
   }
 }
 
-at::Tensor mm(const at::Tensor& a, const at::Tensor& b) {
+at::Tensor gemm(const at::Tensor& a, const at::Tensor& b) {
   auto out = at::empty({a.size(0), b.size(1)}, a.options());
-  mm_out(out, a, b);
+  gemm_out(out, a, b);
+  return out;
+}
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight,
+                  const std::optional<at::Tensor>& bias) {
+  const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
+#if AT_MKLDNN_ENABLED()
+  if (uses_onednn(x.scalar_type(), M, K, N) && onednn_linear().has_value()) {
+    const auto b = bias.has_value() ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
+    return onednn_linear()->call(x.contiguous(), weight.contiguous(), b, "none",
+                                 c10::List<std::optional<c10::Scalar>>(), std::nullopt);
+  }
+#endif
+  auto out = at::empty({M, N}, x.options());
+  if (bias.has_value()) {
+    out.copy_(bias->expand({M, N}));
+  }
+  gemm_out(out, x, weight.t(), /*accumulate=*/bias.has_value());
   return out;
 }
 

@@ -8,18 +8,25 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
+
 namespace mlpmix::cpu {
 
 // out = a @ b, or out += a @ b when `accumulate`. out (M, N) has unit column stride; a and
 // b are (M, K) and (K, N). Callable from inside at::parallel_for (it runs on the calling
 // thread there).
-void mm_out(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
+void gemm_out(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
             bool accumulate = false);
 
 // a @ b into a fresh tensor.
-at::Tensor mm(const at::Tensor& a, const at::Tensor& b);
+at::Tensor gemm(const at::Tensor& a, const at::Tensor& b);
 
-// Whether mm_out would run (M, K) @ (K, N) products of `dtype` through oneDNN.
+// x (M, K) @ weight (N, K)^T + bias into a fresh (M, N) tensor. Through oneDNN, its inner
+// product adds the bias as it writes the output (no broadcast copy of it first).
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight,
+                  const std::optional<at::Tensor>& bias);
+
+// Whether gemm_out would run (M, K) @ (K, N) products of `dtype` through oneDNN.
 bool uses_onednn(at::ScalarType dtype, int64_t M, int64_t K, int64_t N);
 
 }  // namespace mlpmix::cpu

@@ -90,6 +90,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_scale_embed_backward(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
     const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes, bool x_grad = true);
 
+// y = x weight^T + bias over the last axis of x (..., in_features), weight
+// (out_features, in_features): nn.Linear's function, as an op so that the models'
+// projections run on mlpmix's CPU GEMMs (oneDNN for float32 where it runs).
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight,
+                  const std::optional<at::Tensor>& bias);
+
+// Gradients of linear: (grad_x, grad_weight, grad_bias); grad_bias is an empty (0,) tensor
+// when `bias` is false.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward(const at::Tensor& grad_out,
+                                                               const at::Tensor& x,
+                                                               const at::Tensor& weight,
+                                                               bool bias);
+
 }  // namespace mlpmix
 
 // Every translation unit that includes this header references the anchor, so the linker

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from . import implementation, reference
 
-__all__ = ["dynamixer", "raft_token_mixing", "channel_mlp", "cross_scale_embed"]
+__all__ = ["dynamixer", "raft_token_mixing", "channel_mlp", "cross_scale_embed", "linear"]
 
 
 def dynamixer(
@@ -174,3 +174,23 @@ def cross_scale_embed(
     if not torch.jit.is_scripting() and implementation.use_reference():
         return reference.cross_scale_embed(x, weight, bias, kernel_sizes)
     return torch.ops.mlpmix.cross_scale_embed(x, weight, bias, kernel_sizes)
+
+
+def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    """``x @ weight.T + bias`` over the last axis: ``torch.nn.functional.linear``'s function,
+    as an op so that the models' projections run on mlpmix's CPU matrix products (float32
+    through oneDNN where ATen has it and the CPU runs it; ATen's BLAS otherwise, and
+    cuBLAS on CUDA).
+
+    Args:
+        x: ``(..., in_features)``, at least 1-D; any strides.
+        weight: ``(out_features, in_features)``.
+        bias: ``(out_features,)`` or None.
+
+    Returns:
+        ``(..., out_features)``, contiguous. Under ``torch.autocast("cuda", dtype)`` the op
+        runs in ``dtype`` (the matmul policy, see the module docstring).
+    """
+    if not torch.jit.is_scripting() and implementation.use_reference():
+        return reference.linear(x, weight, bias)
+    return torch.ops.mlpmix.linear(x, weight, bias)

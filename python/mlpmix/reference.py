@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-__all__ = ["dynamixer", "raft_token_mixing", "channel_mlp", "cross_scale_embed"]
+__all__ = ["dynamixer", "raft_token_mixing", "channel_mlp", "cross_scale_embed", "linear"]
 
 
 @torch.jit.unused  # scripted code always runs the fused ops
@@ -102,3 +102,9 @@ def cross_scale_embed(
     patches = [F.unfold(x, k, padding=(k - stride) // 2, stride=stride) for k in kernel_sizes]
     tokens = rearrange(torch.cat(patches, dim=1), "b f (h w) -> b h w f", h=x.shape[-2] // stride)
     return F.linear(tokens, weight, bias)
+
+
+@torch.jit.unused  # scripted code always runs the fused ops
+def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    """``y[..., o] = sum_i x[..., i] weight[o, i] + bias[o]``: the authors' ``nn.Linear``."""
+    return F.linear(x, weight, bias)

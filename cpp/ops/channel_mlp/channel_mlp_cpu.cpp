@@ -310,13 +310,13 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_any, const at::Te
           normalize_rows(x_data, tokens, row0, rows, d.C, gamma.const_data_ptr<scalar_t>(),
                          beta.const_data_ptr<scalar_t>(), eps, u.mutable_data_ptr<scalar_t>(),
                          nullptr, nullptr);
-          cpu::mm_out(a, u, w1_t);
+          cpu::gemm_out(a, u, w1_t);
           gelu_rows(a_data, b1.const_data_ptr<scalar_t>(), rows, d.hidden,
                     keep_hidden ? hidden.mutable_data_ptr<scalar_t>() + row0 * d.hidden
                                 : nullptr,
                     a_data, nullptr);
           auto y = out_rows.narrow(0, row0, rows);
-          cpu::mm_out(y, a, w2_t);
+          cpu::gemm_out(y, a, w2_t);
           add_bias_rows(y.mutable_data_ptr<scalar_t>(), b2.const_data_ptr<scalar_t>(), rows,
                         d.C);
         }
@@ -413,16 +413,16 @@ channel_mlp_backward_cpu(const at::Tensor& grad_out_any, const at::Tensor& x_any
                       static_cast<const scalar_t*>(nullptr), rows, d.hidden,
                       static_cast<scalar_t*>(nullptr), a_data, s_data);
           } else {
-            cpu::mm_out(s, u, w1_t);
+            cpu::gemm_out(s, u, w1_t);
             gelu_rows(s_data, b1.const_data_ptr<scalar_t>(), rows, d.hidden,
                       static_cast<scalar_t*>(nullptr), a_data, s_data);
           }
           const bool accumulate = tile != tiling.first(chunk);
-          cpu::mm_out(p.fc2_weight, g.t(), a, accumulate);
-          cpu::mm_out(a, g, w2);  // grad of the GELU output, then of h
+          cpu::gemm_out(p.fc2_weight, g.t(), a, accumulate);
+          cpu::gemm_out(a, g, w2);  // grad of the GELU output, then of h
           column_sums(a_data, s_data, rows, d.hidden, p.fc1_bias.data());
-          cpu::mm_out(p.fc1_weight, a.t(), u, accumulate);
-          cpu::mm_out(gu, a, w1);
+          cpu::gemm_out(p.fc1_weight, a.t(), u, accumulate);
+          cpu::gemm_out(gu, a, w1);
           normalize_backward_rows(gu.const_data_ptr<scalar_t>(), x_data, x_tokens, mean.data(),
                                   rstd.data(), gamma_data, row0, rows, d.C, grad_x_data,
                                   p.norm_weight.data(), p.norm_bias.data());

@@ -294,7 +294,7 @@ void for_each_chunk(const at::Tensor& compressed, const at::Tensor& generate_wei
     for (int64_t c = begin; c < end; ++c) {
       const int64_t first = c * chunk, count = std::min(chunk, sequences - first);
       auto chunk_logits = logits.narrow(0, 0, count * dims.S);
-      cpu::mm_out(chunk_logits, z.narrow(0, first * dims.S, count * dims.S), generate_t);
+      cpu::gemm_out(chunk_logits, z.narrow(0, first * dims.S, count * dims.S), generate_t);
       body(first, count, chunk_logits);
     }
   });
@@ -430,12 +430,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
       // grad_Z of the chunk while its logits gradient is in cache.
       auto chunk_grad_compressed = grad_compressed.view({rows, N * dims.d})
                                        .narrow(0, first * S, count * S);
-      cpu::mm_out(chunk_grad_compressed, grad_logits.narrow(0, first * S, count * S),
+      cpu::gemm_out(chunk_grad_compressed, grad_logits.narrow(0, first * S, count * S),
                       generate);
     });
   });
   // The weight gradients sum over every chunk: whole-tensor GEMMs, in a fixed order.
-  auto grad_generate_weight = cpu::mm(grad_logits.t(), compressed.view({rows, N * dims.d}));
+  auto grad_generate_weight = cpu::gemm(grad_logits.t(), compressed.view({rows, N * dims.d}));
   auto grad_generate_bias = grad_logits.sum(0);
   auto [gcw, gcb] = compress_backward(grad_compressed, x, compress_weight, dims, grad_x);
   return {grad_x, gcw, gcb, grad_generate_weight, grad_generate_bias};

@@ -456,13 +456,13 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_any, const at::Te
           normalize_tile(x_data, x_grid, d, line0, lines, gamma.const_data_ptr<scalar_t>(),
                          beta.const_data_ptr<scalar_t>(), eps, xt.mutable_data_ptr<scalar_t>(),
                          nullptr, nullptr);
-          cpu::mm_out(act, w.w1, xt);
+          cpu::gemm_out(act, w.w1, xt);
           bias_gelu(act.mutable_data_ptr<scalar_t>(), b1.const_data_ptr<scalar_t>(), d.hidden,
                     lines, d.o,
                     keep_hidden ? hidden.mutable_data_ptr<scalar_t>() + line0 * d.hidden * d.o
                                 : nullptr,
                     kept_layout);
-          cpu::mm_out(yt, w.w2, act);
+          cpu::gemm_out(yt, w.w2, act);
           write_output(yt.const_data_ptr<scalar_t>(), w.b2.const_data_ptr<scalar_t>(), d,
                        line0, lines, out_data, out_grid);
         }
@@ -563,16 +563,16 @@ raft_token_mixing_backward_cpu(const at::Tensor& grad_out_any, const at::Tensor&
                        HiddenLayout{d.o, d.hidden * d.o}, nullptr, d.hidden, lines, d.o, a_data,
                        s_data);
           } else {
-            cpu::mm_out(st, w.w1, xt);
+            cpu::gemm_out(st, w.w1, xt);
             gelu_slope(s_data, HiddenLayout{R, d.o}, b1.const_data_ptr<scalar_t>(), d.hidden,
                        lines, d.o, a_data, s_data);
           }
           const bool accumulate = tile != tiling.first(chunk);
-          cpu::mm_out(p.fc2_weight, gt, act.t(), accumulate);
-          cpu::mm_out(act, w2_t, gt);  // grad of the GELU output, then of h
+          cpu::gemm_out(p.fc2_weight, gt, act.t(), accumulate);
+          cpu::gemm_out(act, w2_t, gt);  // grad of the GELU output, then of h
           row_sums(a_data, s_data, d.hidden, R, p.fc1_bias.data());
-          cpu::mm_out(p.fc1_weight, act, xt.t(), accumulate);
-          cpu::mm_out(gt, w1_t, act);  // grad of the LayerNorm output
+          cpu::gemm_out(p.fc1_weight, act, xt.t(), accumulate);
+          cpu::gemm_out(gt, w1_t, act);  // grad of the LayerNorm output
           normalize_backward_tile(gt.const_data_ptr<scalar_t>(), x_data, x_grid, mean.data(),
                                   rstd.data(), gamma_data, d, line0, lines, grad_x_data,
                                   grad_x_grid, p.norm_weight.data(), p.norm_bias.data());

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import implementation, ops
-from .layers import Mlp
+from .layers import Linear, Mlp
 
 
 class DynaMixerOperation(nn.Module):
@@ -34,7 +34,7 @@ class DynaMixerOperation(nn.Module):
         self.reduced_dim = reduced_dim
         self.compress = nn.Linear(dim, num_segments * reduced_dim)
         self.generate = nn.Linear(num_tokens * reduced_dim, num_tokens * num_tokens)
-        self.out = nn.Linear(dim, dim)
+        self.out = Linear(dim, dim)
 
     def mix(self, x: Tensor, dim: int = -2) -> Tensor:
         """The mixed tokens before the output projection ``out``."""
@@ -77,9 +77,9 @@ class DynaMixerBlock(nn.Module):
         height, width = (resolution, resolution) if isinstance(resolution, int) else resolution
         self.mix_h = DynaMixerOperation(height, dim, num_segments, reduced_dim)
         self.mix_w = DynaMixerOperation(width, dim, num_segments, reduced_dim)
-        self.mlp_c = nn.Linear(dim, dim, bias=False)
+        self.mlp_c = Linear(dim, dim, bias=False)
         self.reweight = Mlp(dim, dim // 4, dim * 3)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.folded = dim < height * width
 
     def branch_weights(self, mean: Tensor) -> Tensor:

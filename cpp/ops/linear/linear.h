@@ -1,0 +1,36 @@
+// Internals of the linear operator shared by its kernels: y = x W^T + b over x's last axis,
+// the projections of the models' blocks (nn.Linear's function). It exists so that those
+// projections reach the CPU GEMMs of common/gemm_cpu.h; the device-agnostic kernels below
+// are ATen's own linear and its gradients.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <tuple>
+
+namespace mlpmix::linear_impl {
+
+// Validates x (..., in_features), weight (out_features, in_features) and bias
+// (out_features,) with messages naming them.
+void check_inputs(const char* op, const at::Tensor& x, const at::Tensor& weight,
+                  const std::optional<at::Tensor>& bias);
+
+// The backward also checks grad_out, (..., out_features) with x's leading sizes.
+void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight);
+
+// The number of rows x (..., in_features) holds: the product of its leading sizes (a
+// reshape to (-1, in_features) is ambiguous when in_features is 0).
+int64_t rows_of(const at::Tensor& x);
+
+// The operator and its backward on ATen, for any device. The backward returns a (0,) bias
+// gradient when `bias` is false.
+at::Tensor linear_aten(const at::Tensor& x, const at::Tensor& weight,
+                       const std::optional<at::Tensor>& bias);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_aten(const at::Tensor& grad_out,
+                                                                    const at::Tensor& x,
+                                                                    const at::Tensor& weight,
+                                                                    bool bias);
+
+}  // namespace mlpmix::linear_impl

@@ -1,0 +1,40 @@
+// mlpmix::linear on CPU: the matrix products of common/gemm_cpu.h (float32 through oneDNN
+// where it runs, see there), with the bias added inside oneDNN's inner product instead of a
+// broadcast copy into the output first (what ATen's addmm does).
+#include <torch/library.h>
+
+#include "common/gemm_cpu.h"
+#include "ops/linear/linear.h"
+
+namespace mlpmix::linear_impl {
+namespace {
+
+at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& weight,
+                      const std::optional<at::Tensor>& bias) {
+  check_inputs("linear", x, weight, bias);
+  const int64_t in_features = weight.size(1), out_features = weight.size(0);
+  auto sizes = x.sizes().vec();
+  sizes.back() = out_features;
+  return cpu::linear(x.reshape({rows_of(x), in_features}), weight, bias).view(sizes);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_cpu(const at::Tensor& grad_out,
+                                                                   const at::Tensor& x,
+                                                                   const at::Tensor& weight,
+                                                                   bool bias) {
+  check_inputs("linear_backward", x, weight, std::nullopt);
+  check_grad_out(grad_out, x, weight);
+  const int64_t rows = rows_of(x);
+  const auto g = grad_out.reshape({rows, weight.size(0)});
+  auto grad_x = cpu::gemm(g, weight).view(x.sizes());
+  auto grad_weight = cpu::gemm(g.t(), x.reshape({rows, weight.size(1)}));
+  return {grad_x, grad_weight, bias ? g.sum(0) : at::empty({0}, x.options())};
+}
+
+}  // namespace
+}  // namespace mlpmix::linear_impl
+
+TORCH_LIBRARY_IMPL(mlpmix, CPU, m) {
+  m.impl("linear", &mlpmix::linear_impl::linear_cpu);
+  m.impl("linear_backward", &mlpmix::linear_impl::linear_backward_cpu);
+}
