@@ -168,6 +168,23 @@ def embed_cases(setting: Setting, key: str, in_channels: int, size: int, kernels
                      _shape_label(setting, (batch, in_channels, size, size), f"k={kernels} -> {out_channels}"))
 
 
+def linear_cases(setting: Setting, key: str, resolution: int, channels: int) -> List[Case]:
+    """A DynaMixer block projection (``proj``, a branch's ``out``): Linear(D, D) per token."""
+    batch = setting.batch
+    randn = partial(_randn, setting)
+
+    def make_args(grad: bool) -> List[object]:
+        torch.manual_seed(0)
+        return [
+            randn(batch, resolution, resolution, channels, grad=grad),
+            randn(channels, channels, scale=channels ** -0.5, grad=grad), randn(channels, grad=grad),
+        ]
+
+    return _op_cases("linear", key, make_args, {},
+                     _shape_label(setting, (batch, resolution, resolution, channels),
+                                  f"-> {channels}"))
+
+
 def op_cases(setting: Setting, quick: bool) -> List[Case]:
     cases = dynamixer_cases(setting, "dynamixer_s_stage_a_h", 32, 192, 8, axis=1)
     cases += raft_cases(setting, "raftmlp_s_level_1_h", 56, 64, axis=1)
@@ -185,6 +202,8 @@ def op_cases(setting: Setting, quick: bool) -> List[Case]:
     cases += channel_cases(setting, "raftmlp_s_level_3", 14, 256, 1024)
     cases += channel_cases(setting, "dynamixer_s_stage_a", 32, 192, 576)
     cases += channel_cases(setting, "dynamixer_s_stage_b", 16, 384, 1152)
+    cases += linear_cases(setting, "dynamixer_s_stage_a_proj", 32, 192)
+    cases += linear_cases(setting, "dynamixer_s_stage_b_proj", 16, 384)
     cases += embed_cases(setting, "raftmlp_s_level_2", 64, 56, [2, 4], 128, image_input=False)
     return cases
 
