@@ -77,13 +77,6 @@ def _linear(x=None, w=None, b=None, features=8, out=5, dtype=F32):
         torch.randn(out, dtype=dtype) if b is None else b]
 
 
-def _linear_backward(forward_case, grad_out=lambda o: o):
-    """linear_backward (grad_out, x, weight, bias: bool) on a _linear case."""
-    op, (x, weight, bias) = forward_case
-    out = op(x, weight, bias)
-    return ops.linear_backward, [grad_out(torch.randn_like(out)), x, weight, True]
-
-
 def _backward(forward_case, grad_out=None):
     """The op's backward with a grad_out shaped like the forward output (or `grad_out`)."""
     op, args = forward_case
@@ -301,9 +294,10 @@ CASES = {
     "linear/inf": (lambda: _with_nonfinite(_linear(), float("inf")), ("propagates",)),
     # large enough for oneDNN's float32 path
     "linear/NaN model size": (lambda: _with_nonfinite(_linear(x=torch.randn(512, 384), features=384, out=384), float("nan")), ("propagates",)),
-    "linear_backward/grad_out shape": (lambda: _linear_backward(_linear(), lambda g: g[..., :-1]), ("raises", "grad_out")),
-    "linear_backward/grad_out dtype": (lambda: _linear_backward(_linear(), lambda g: g.double()), ("raises", "grad_out")),
-    "linear_backward/NaN": (lambda: _with_nonfinite(_linear_backward(_linear()), float("nan")), ("propagates",)),
+    "linear_backward/grad_out shape": (lambda: _backward(_linear(), lambda o: o[..., :-1]), ("raises", "grad_out")),
+    "linear_backward/grad_out dtype": (lambda: _backward(_linear(), lambda o: o.double()), ("raises", "grad_out")),
+    "linear_backward/bias size": (lambda: (ops.linear_backward, _backward(_linear())[1][:3] + [torch.randn(4)]), ("raises", "bias")),
+    "linear_backward/NaN": (lambda: _with_nonfinite(_backward(_linear()), float("nan")), ("propagates",)),
 }
 
 

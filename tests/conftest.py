@@ -32,6 +32,7 @@ calls = [
     ("raft_token_mixing", (x, randn(8), randn(8), randn(16, 8), randn(16), randn(8, 16), randn(8), 2, 1)),
     ("channel_mlp", (x, randn(8), randn(8), randn(16, 8), randn(16), randn(8, 16), randn(8))),
     ("cross_scale_embed", (x, randn(5, 4 * (4 + 16)), randn(5), [2, 4])),
+    ("linear", (x, randn(5, 8), randn(5))),
 ]
 for name, args in calls:
     assert torch.allclose(getattr(ops, name)(*args), getattr(reference, name)(*args)), name

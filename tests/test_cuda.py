@@ -22,6 +22,7 @@ import mlpmix
 import test_ops_channel_mlp
 import test_ops_cross_scale_embed
 import test_ops_dynamixer
+import test_ops_linear
 import test_ops_raft_token_mixing
 from mlpmix import ops, reference
 from op_testing import (
@@ -43,6 +44,7 @@ OPS = {
     "channel_mlp": (ops.channel_mlp, reference.channel_mlp, test_ops_channel_mlp.sample_inputs),
     "cross_scale_embed": (ops.cross_scale_embed, reference.cross_scale_embed,
                           test_ops_cross_scale_embed.sample_inputs),
+    "linear": (ops.linear, reference.linear, test_ops_linear.sample_inputs),
 }
 LOW_PRECISION = [torch.float32, torch.float16, torch.bfloat16]
 

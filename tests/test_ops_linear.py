@@ -101,11 +101,14 @@ def test_float32_model_sizes_as_accurate_as_the_reference(mkldnn, bias):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_output_and_input_gradient_are_contiguous(dtype):
+    """And the backward's bias gradient is (0,) without a bias."""
     for x, weight, bias in sample_inputs(dtype):
         out = ops.linear(x, weight, bias)
         assert out.shape == (*x.shape[:-1], weight.shape[0]) and out.is_contiguous()
-        grad_x, _, _ = torch.ops.mlpmix.linear_backward(torch.ones_like(out), x, weight, True)
+        grad_x, _, grad_bias = torch.ops.mlpmix.linear_backward(torch.ones_like(out), x, weight,
+                                                                bias)
         assert grad_x.shape == x.shape and grad_x.is_contiguous()
+        assert grad_bias.shape == ((0,) if bias is None else bias.shape)
 
 
 def test_gradcheck():
@@ -148,8 +151,8 @@ def test_bad_input_is_rejected_naming_it(argument, position, replacement):
     "grad_out", [torch.zeros(2, 3, 4), torch.zeros(2, 3, 5, dtype=torch.float64)]
 )
 def test_backward_rejects_bad_grad_out(grad_out):
-    x, weight, _ = make_args((2, 3, 8), "contiguous", torch.float32, 5)
-    assert_rejected(torch.ops.mlpmix.linear_backward, (grad_out, x, weight, True),
+    x, weight, bias = make_args((2, 3, 8), "contiguous", torch.float32, 5)
+    assert_rejected(torch.ops.mlpmix.linear_backward, (grad_out, x, weight, bias),
                     "linear_backward", "grad_out")
 
 

@@ -97,11 +97,10 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight,
                   const std::optional<at::Tensor>& bias);
 
 // Gradients of linear: (grad_x, grad_weight, grad_bias); grad_bias is an empty (0,) tensor
-// when `bias` is false.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward(const at::Tensor& grad_out,
-                                                               const at::Tensor& x,
-                                                               const at::Tensor& weight,
-                                                               bool bias);
+// when `bias` is absent (it is only checked, not read).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias);
 
 }  // namespace mlpmix
 

@@ -22,10 +22,9 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight,
   return op.call(x, weight, bias);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward(const at::Tensor& grad_out,
-                                                               const at::Tensor& x,
-                                                               const at::Tensor& weight,
-                                                               bool bias) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("mlpmix::linear_backward", "")
                        .typed<decltype(linear_backward)>();
@@ -72,14 +71,14 @@ at::Tensor linear_aten(const at::Tensor& x, const at::Tensor& weight,
 std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_aten(const at::Tensor& grad_out,
                                                                     const at::Tensor& x,
                                                                     const at::Tensor& weight,
-                                                                    bool bias) {
-  check_inputs("linear_backward", x, weight, std::nullopt);
+                                                                    const std::optional<at::Tensor>& bias) {
+  check_inputs("linear_backward", x, weight, bias);
   check_grad_out(grad_out, x, weight);
   const int64_t rows = rows_of(x);
   const auto g = grad_out.reshape({rows, weight.size(0)});
   auto grad_x = g.mm(weight).view(x.sizes());
   auto grad_weight = g.t().mm(x.reshape({rows, weight.size(1)}));
-  return {grad_x, grad_weight, bias ? g.sum(0) : at::empty({0}, x.options())};
+  return {grad_x, grad_weight, bias.has_value() ? g.sum(0) : at::empty({0}, x.options())};
 }
 
 // ---- Meta kernels ------------------------------------------------------------------------
@@ -101,12 +100,12 @@ at::Tensor linear_meta(const at::Tensor& x, const at::Tensor& weight,
 std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_meta(const at::Tensor& grad_out,
                                                                     const at::Tensor& x,
                                                                     const at::Tensor& weight,
-                                                                    bool bias) {
-  check_inputs("linear_backward", x, weight, std::nullopt);
+                                                                    const std::optional<at::Tensor>& bias) {
+  check_inputs("linear_backward", x, weight, bias);
   check_grad_out(grad_out, x, weight);
   return {at::empty_symint(x.sym_sizes(), x.options()),
           at::empty_like(weight, at::MemoryFormat::Contiguous),
-          bias ? at::empty_symint({weight.sym_size(0)}, x.options())
+          bias.has_value() ? at::empty_symint({weight.sym_size(0)}, x.options())
                : at::empty({0}, x.options())};
 }
 
@@ -118,7 +117,8 @@ using torch::autograd::variable_list;
 class LinearBackwardFunction : public torch::autograd::Function<LinearBackwardFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& grad_out,
-                               const at::Tensor& x, const at::Tensor& weight, bool bias) {
+                               const at::Tensor& x, const at::Tensor& weight,
+                               const std::optional<at::Tensor>& bias) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [grad_x, grad_weight, grad_bias] = mlpmix::linear_backward(grad_out, x, weight, bias);
     return {grad_x, grad_weight, grad_bias};
@@ -135,16 +135,15 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
                                const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto out = mlpmix::linear(x, weight, bias);
-    ctx->save_for_backward({x, weight});
-    ctx->saved_data["bias"] = bias.has_value();
+    ctx->save_for_backward({x, weight, bias.value_or(at::Tensor())});
     return {out};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const bool bias = ctx->saved_data["bias"].toBool();
-    auto result = LinearBackwardFunction::apply(grads[0], saved[0], saved[1], bias);
-    return {result[0], result[1], bias ? result[2] : at::Tensor()};
+    auto result = LinearBackwardFunction::apply(grads[0], saved[0], saved[1],
+                                                optional_of(saved[2]));
+    return {result[0], result[1], saved[2].defined() ? result[2] : at::Tensor()};
   }
 };
 
@@ -154,7 +153,8 @@ at::Tensor linear_autograd(const at::Tensor& x, const at::Tensor& weight,
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_autograd(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, bool bias) {
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias) {
   auto r = LinearBackwardFunction::apply(grad_out, x, weight, bias);
   return {r[0], r[1], r[2]};
 }
@@ -166,7 +166,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_autograd(
 TORCH_LIBRARY_FRAGMENT(mlpmix, m) {
   m.def("linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor", {at::Tag::pt2_compliant_tag});
   m.def(
-      "linear_backward(Tensor grad_out, Tensor x, Tensor weight, bool bias) "
+      "linear_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias) "
       "-> (Tensor, Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
 }

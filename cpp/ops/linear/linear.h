@@ -24,13 +24,13 @@ void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x, const at::T
 int64_t rows_of(const at::Tensor& x);
 
 // The operator and its backward on ATen, for any device. The backward returns a (0,) bias
-// gradient when `bias` is false.
+// gradient when `bias` is absent.
 at::Tensor linear_aten(const at::Tensor& x, const at::Tensor& weight,
                        const std::optional<at::Tensor>& bias);
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_aten(const at::Tensor& grad_out,
                                                                     const at::Tensor& x,
                                                                     const at::Tensor& weight,
-                                                                    bool bias);
+                                                                    const std::optional<at::Tensor>& bias);
 
 }  // namespace mlpmix::linear_impl

@@ -21,14 +21,14 @@ at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& weight,
 std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_cpu(const at::Tensor& grad_out,
                                                                    const at::Tensor& x,
                                                                    const at::Tensor& weight,
-                                                                   bool bias) {
-  check_inputs("linear_backward", x, weight, std::nullopt);
+                                                                   const std::optional<at::Tensor>& bias) {
+  check_inputs("linear_backward", x, weight, bias);
   check_grad_out(grad_out, x, weight);
   const int64_t rows = rows_of(x);
   const auto g = grad_out.reshape({rows, weight.size(0)});
   auto grad_x = cpu::gemm(g, weight).view(x.sizes());
   auto grad_weight = cpu::gemm(g.t(), x.reshape({rows, weight.size(1)}));
-  return {grad_x, grad_weight, bias ? g.sum(0) : at::empty({0}, x.options())};
+  return {grad_x, grad_weight, bias.has_value() ? g.sum(0) : at::empty({0}, x.options())};
 }
 
 }  // namespace

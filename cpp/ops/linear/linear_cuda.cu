@@ -19,8 +19,8 @@ at::Tensor linear_cuda(const at::Tensor& x, const at::Tensor& weight,
 std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_cuda(const at::Tensor& grad_out,
                                                                     const at::Tensor& x,
                                                                     const at::Tensor& weight,
-                                                                    bool bias) {
-  check_inputs("linear_backward", x, weight, std::nullopt);
+                                                                    const std::optional<at::Tensor>& bias) {
+  check_inputs("linear_backward", x, weight, bias);
   check_grad_out(grad_out, x, weight);
   const c10::cuda::CUDAGuard guard(x.device());
   return linear_backward_aten(grad_out, x, weight, bias);
