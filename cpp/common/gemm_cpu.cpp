@@ -70,7 +70,9 @@ bool uses_onednn(at::ScalarType dtype, int64_t M, int64_t K, int64_t N) {
 
 void gemm_out(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {
 #if AT_MKLDNN_ENABLED()
-  if (uses_onednn(out.scalar_type(), a.size(0), a.size(1), b.size(1))) {
+  // A strided `out` would make oneDNN write into a buffer of its own and copy it back,
+  // where the accumulation would not see out's values.
+  if (out.is_contiguous() && uses_onednn(out.scalar_type(), a.size(0), a.size(1), b.size(1))) {
     at::native::mkldnn_matmul(a, b, out, accumulate ? 1.0f : 0.0f, 1.0f);
     return;
   }
