@@ -68,17 +68,24 @@ at::Tensor linear_aten(const at::Tensor& x, const at::Tensor& weight,
   return at::linear(x, weight, bias).contiguous();
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_aten(const at::Tensor& grad_out,
-                                                                    const at::Tensor& x,
-                                                                    const at::Tensor& weight,
-                                                                    const std::optional<at::Tensor>& bias) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_with(
+    MatrixProduct mm, const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias) {
   check_inputs("linear_backward", x, weight, bias);
   check_grad_out(grad_out, x, weight);
   const int64_t rows = rows_of(x);
   const auto g = grad_out.reshape({rows, weight.size(0)});
-  auto grad_x = g.mm(weight).view(x.sizes());
-  auto grad_weight = g.t().mm(x.reshape({rows, weight.size(1)}));
+  auto grad_x = mm(g, weight).view(x.sizes());
+  auto grad_weight = mm(g.t(), x.reshape({rows, weight.size(1)}));
   return {grad_x, grad_weight, bias.has_value() ? g.sum(0) : at::empty({0}, x.options())};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_aten(const at::Tensor& grad_out,
+                                                                    const at::Tensor& x,
+                                                                    const at::Tensor& weight,
+                                                                    const std::optional<at::Tensor>& bias) {
+  return linear_backward_with([](const at::Tensor& a, const at::Tensor& b) { return a.mm(b); },
+                              grad_out, x, weight, bias);
 }
 
 // ---- Meta kernels ------------------------------------------------------------------------

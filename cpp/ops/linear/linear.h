@@ -28,6 +28,13 @@ int64_t rows_of(const at::Tensor& x);
 at::Tensor linear_aten(const at::Tensor& x, const at::Tensor& weight,
                        const std::optional<at::Tensor>& bias);
 
+// The backward with its two matrix products computed by `mm` (ATen's for linear_backward_aten,
+// common/gemm_cpu's for the CPU kernel).
+using MatrixProduct = at::Tensor (*)(const at::Tensor&, const at::Tensor&);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_with(
+    MatrixProduct mm, const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias);
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_aten(const at::Tensor& grad_out,
                                                                     const at::Tensor& x,
                                                                     const at::Tensor& weight,

@@ -22,13 +22,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_cpu(const at::Ten
                                                                    const at::Tensor& x,
                                                                    const at::Tensor& weight,
                                                                    const std::optional<at::Tensor>& bias) {
-  check_inputs("linear_backward", x, weight, bias);
-  check_grad_out(grad_out, x, weight);
-  const int64_t rows = rows_of(x);
-  const auto g = grad_out.reshape({rows, weight.size(0)});
-  auto grad_x = cpu::gemm(g, weight).view(x.sizes());
-  auto grad_weight = cpu::gemm(g.t(), x.reshape({rows, weight.size(1)}));
-  return {grad_x, grad_weight, bias.has_value() ? g.sum(0) : at::empty({0}, x.options())};
+  return linear_backward_with(&cpu::gemm, grad_out, x, weight, bias);
 }
 
 }  // namespace
