@@ -67,6 +67,9 @@ def sample_inputs(dtype, requires_grad=False):
     # multiple of the tile rows, rows copied to scratch (along H) and read in place (W).
     yield make_args((2, 7, 3, 80), 2, 2, 1, dtype, rg)
     yield make_args((2, 3, 7, 54), 2, 1, 2, dtype, rg, layout=transposed)
+    # N past the softmax's vector of output tokens (8 float, 4 double) with a remainder.
+    yield make_args((2, 11, 3, 16), 2, 1, 1, dtype, rg)
+    yield make_args((2, 2, 9, 8), 2, 1, 2, dtype, rg, bias=False)
 
 
 def sample_ids(args):

@@ -50,11 +50,11 @@ struct Vec {
   }
 };
 
-// exp(x) for x <= 0 (softmax after subtracting the maximum), in place over n values.
+// exp(x) for x <= 0 (softmax after subtracting the maximum), in place on one vector (by
+// reference: a vector argument or result would change the ABI).
 // float: range reduction x = k ln2 + r, |r| <= ln2/2, and a degree-7 Taylor polynomial
 // (relative error < 1e-8, below float's resolution); inputs below -87 give exp(-87).
-// double: the C library's exp, exact to the last bit that the tests compare.
-// In place on one vector (by reference: a vector argument or result would change the ABI).
+// double: the C library's exp per lane, exact to the last bit that the tests compare.
 MLPMIX_INLINE void exp_nonpositive(Vec<float>::type& values) {
   using V = Vec<float>;
   typedef int32_t Int __attribute__((vector_size(32)));
@@ -76,22 +76,9 @@ MLPMIX_INLINE void exp_nonpositive(Vec<float>::type& values) {
   values = poly * scale;
 }
 
-MLPMIX_INLINE void exp_nonpositive(float* values, int64_t n) {
-  using V = Vec<float>;
-  int64_t i = 0;
-  for (; i + V::lanes <= n; i += V::lanes) {
-    auto x = V::load(values + i);
-    exp_nonpositive(x);
-    V::store(values + i, x);
-  }
-  for (; i < n; ++i) {
-    values[i] = std::exp(values[i]);
-  }
-}
-
-MLPMIX_INLINE void exp_nonpositive(double* values, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    values[i] = std::exp(values[i]);
+MLPMIX_INLINE void exp_nonpositive(Vec<double>::type& values) {
+  for (int64_t lane = 0; lane < Vec<double>::lanes; ++lane) {
+    values[lane] = std::exp(values[lane]);
   }
 }
 

@@ -140,80 +140,102 @@ void transpose_into(Rows<const T> src, int64_t rows, int64_t width, T* dst) {
 }
 
 // p[i*N + j] = softmax over i of logits[i*N + j] + bias[i*N + j] (bias may be null): each
-// output token j's weights over the input tokens i sum to one. `column` holds N scratch
-// values. Loops run along j.
+// output token j's weights over the input tokens i sum to one. A vector of output tokens at
+// a time, its maximum and sum held in registers: three passes over its N inputs.
 template <typename T>
-MLPMIX_INLINE void softmax_over_inputs_impl(const T* logits, const T* bias, T* p, T* column,
-                                            int64_t N) {
-  if (bias != nullptr) {
-    for (int64_t k = 0; k < N * N; ++k) {
-      p[k] = logits[k] + bias[k];
+MLPMIX_INLINE void softmax_over_inputs_impl(const T* __restrict logits, const T* __restrict bias,
+                                            T* __restrict p, int64_t N) {
+  using V = simd::Vec<T>;
+  constexpr int64_t L = V::lanes;
+  int64_t j0 = 0;
+  for (; j0 + L <= N; j0 += L) {
+    auto biased = [&](int64_t i) {
+      const auto v = V::load(logits + i * N + j0);
+      return bias != nullptr ? v + V::load(bias + i * N + j0) : v;
+    };
+    auto maximum = biased(0);
+    V::store(p + j0, maximum);
+    for (int64_t i = 1; i < N; ++i) {
+      const auto v = biased(i);
+      V::store(p + i * N + j0, v);
+      maximum = v > maximum ? v : maximum;
     }
-  } else {
-    std::copy(logits, logits + N * N, p);
-  }
-  std::copy(p, p + N, column);
-  for (int64_t i = 1; i < N; ++i) {
-    for (int64_t j = 0; j < N; ++j) {
-      column[j] = std::max(column[j], p[i * N + j]);
+    typename V::type sum = {};
+    for (int64_t i = 0; i < N; ++i) {
+      auto e = V::load(p + i * N + j0) - maximum;
+      simd::exp_nonpositive(e);
+      V::store(p + i * N + j0, e);
+      sum += e;
+    }
+    const auto inverse = V::broadcast(T(1)) / sum;
+    for (int64_t i = 0; i < N; ++i) {
+      V::store(p + i * N + j0, V::load(p + i * N + j0) * inverse);
     }
   }
-  for (int64_t i = 0; i < N; ++i) {
-    for (int64_t j = 0; j < N; ++j) {
-      p[i * N + j] -= column[j];
+  for (int64_t j = j0; j < N; ++j) {
+    auto biased = [&](int64_t i) {
+      return logits[i * N + j] + (bias != nullptr ? bias[i * N + j] : T(0));
+    };
+    T maximum = biased(0);
+    for (int64_t i = 1; i < N; ++i) {
+      maximum = std::max(maximum, biased(i));
     }
-  }
-  simd::exp_nonpositive(p, N * N);
-  std::fill(column, column + N, T(0));
-  for (int64_t i = 0; i < N; ++i) {
-    for (int64_t j = 0; j < N; ++j) {
-      column[j] += p[i * N + j];
+    T sum = 0;
+    for (int64_t i = 0; i < N; ++i) {
+      p[i * N + j] = std::exp(biased(i) - maximum);
+      sum += p[i * N + j];
     }
-  }
-  for (int64_t j = 0; j < N; ++j) {
-    column[j] = T(1) / column[j];
-  }
-  for (int64_t i = 0; i < N; ++i) {
-    for (int64_t j = 0; j < N; ++j) {
-      p[i * N + j] *= column[j];
+    for (int64_t i = 0; i < N; ++i) {
+      p[i * N + j] /= sum;
     }
   }
 }
 
-// grad_logits[i*N + j] = p[i, j] * (grad_p[i, j] - sum_i' p[i', j] grad_p[i', j]).
+// grad_logits[i*N + j] = p[i, j] * (grad_p[i, j] - sum_i' p[i', j] grad_p[i', j]), a vector
+// of output tokens j at a time.
 template <typename T>
-MLPMIX_INLINE void softmax_over_inputs_backward_impl(const T* p, const T* grad_p, T* column,
-                                              int64_t N, T* grad_logits) {
-  std::fill(column, column + N, T(0));
-  for (int64_t i = 0; i < N; ++i) {
-    for (int64_t j = 0; j < N; ++j) {
-      column[j] += p[i * N + j] * grad_p[i * N + j];
+MLPMIX_INLINE void softmax_over_inputs_backward_impl(const T* __restrict p,
+                                                     const T* __restrict grad_p, int64_t N,
+                                                     T* __restrict grad_logits) {
+  using V = simd::Vec<T>;
+  constexpr int64_t L = V::lanes;
+  int64_t j0 = 0;
+  for (; j0 + L <= N; j0 += L) {
+    typename V::type dot = {};
+    for (int64_t i = 0; i < N; ++i) {
+      dot += V::load(p + i * N + j0) * V::load(grad_p + i * N + j0);
+    }
+    for (int64_t i = 0; i < N; ++i) {
+      V::store(grad_logits + i * N + j0,
+               V::load(p + i * N + j0) * (V::load(grad_p + i * N + j0) - dot));
     }
   }
-  for (int64_t i = 0; i < N; ++i) {
-    for (int64_t j = 0; j < N; ++j) {
-      grad_logits[i * N + j] = p[i * N + j] * (grad_p[i * N + j] - column[j]);
+  for (int64_t j = j0; j < N; ++j) {
+    T dot = 0;
+    for (int64_t i = 0; i < N; ++i) {
+      dot += p[i * N + j] * grad_p[i * N + j];
+    }
+    for (int64_t i = 0; i < N; ++i) {
+      grad_logits[i * N + j] = p[i * N + j] * (grad_p[i * N + j] - dot);
     }
   }
 }
 
 MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs(const float* logits, const float* bias,
-                                               float* p, float* column, int64_t N) {
-  softmax_over_inputs_impl(logits, bias, p, column, N);
+                                               float* p, int64_t N) {
+  softmax_over_inputs_impl(logits, bias, p, N);
 }
 MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs(const double* logits, const double* bias,
-                                               double* p, double* column, int64_t N) {
-  softmax_over_inputs_impl(logits, bias, p, column, N);
+                                               double* p, int64_t N) {
+  softmax_over_inputs_impl(logits, bias, p, N);
 }
 MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs_backward(const float* p, const float* grad_p,
-                                                        float* column, int64_t N,
-                                                        float* grad_logits) {
-  softmax_over_inputs_backward_impl(p, grad_p, column, N, grad_logits);
+                                                        int64_t N, float* grad_logits) {
+  softmax_over_inputs_backward_impl(p, grad_p, N, grad_logits);
 }
 MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs_backward(const double* p, const double* grad_p,
-                                                        double* column, int64_t N,
-                                                        double* grad_logits) {
-  softmax_over_inputs_backward_impl(p, grad_p, column, N, grad_logits);
+                                                        int64_t N, double* grad_logits) {
+  softmax_over_inputs_backward_impl(p, grad_p, N, grad_logits);
 }
 
 // The N token rows (D channels, unit stride) of one sequence of a tensor, either read in
@@ -316,14 +338,13 @@ at::Tensor mix(const at::Tensor& x, const at::Tensor& compressed,
                    [&](int64_t first, int64_t count, const at::Tensor& logits) {
       SequenceRows<const scalar_t> x_rows(x.const_data_ptr<scalar_t>(), x_layout, N, D);
       SequenceRows<scalar_t> out_rows(out.mutable_data_ptr<scalar_t>(), out_layout, N, D);
-      std::vector<scalar_t> p(N * N), column(N);
+      std::vector<scalar_t> p(N * N);
       const scalar_t* logits_data = logits.const_data_ptr<scalar_t>();
       for (int64_t k = 0; k < count; ++k) {
         const auto xs = x_rows.load(first + k, /*read=*/true);
         const auto ys = out_rows.load(first + k, /*read=*/false);
         for (int64_t segment = 0; segment < S; ++segment) {
-          softmax_over_inputs(logits_data + (k * S + segment) * N * N, bias_data, p.data(),
-                              column.data(), N);
+          softmax_over_inputs(logits_data + (k * S + segment) * N * N, bias_data, p.data(), N);
           const int64_t c0 = segment * width;
           // y[j, :] = sum_i P[i, j] x[i, :]
           combine_rows(Coefficients<scalar_t>{p.data(), N, 1},
@@ -403,7 +424,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
                                            grad_out_layout, N, D);
       SequenceRows<scalar_t> gx_rows(grad_x.mutable_data_ptr<scalar_t>(), grad_x_layout, N,
                                      D);
-      std::vector<scalar_t> p(N * N), grad_p(N * N), column(N), gy_t(width * N);
+      std::vector<scalar_t> p(N * N), grad_p(N * N), gy_t(width * N);
       const scalar_t* logits_data = logits.const_data_ptr<scalar_t>();
       scalar_t* grad_logits_data = grad_logits.mutable_data_ptr<scalar_t>() + first * S * N * N;
       for (int64_t k = 0; k < count; ++k) {
@@ -413,7 +434,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
         for (int64_t segment = 0; segment < S; ++segment) {
           const int64_t item = k * S + segment, c0 = segment * width;
           const Rows<const scalar_t> x_segment{xs.data + c0, D}, gy_segment{gys.data + c0, D};
-          softmax_over_inputs(logits_data + item * N * N, bias_data, p.data(), column.data(), N);
+          softmax_over_inputs(logits_data + item * N * N, bias_data, p.data(), N);
           // grad_x[i, :] = sum_j P[i, j] gy[j, :]
           combine_rows(Coefficients<scalar_t>{p.data(), 1, N}, gy_segment,
                        Rows<scalar_t>{gxs.data + c0, D}, N, N, width);
@@ -422,7 +443,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
           combine_rows(Coefficients<scalar_t>{x_segment.data, 1, D},
                        Rows<const scalar_t>{gy_t.data(), N}, Rows<scalar_t>{grad_p.data(), N}, N,
                        width, N);
-          softmax_over_inputs_backward(p.data(), grad_p.data(), column.data(), N,
+          softmax_over_inputs_backward(p.data(), grad_p.data(), N,
                                        grad_logits_data + item * N * N);
         }
         gx_rows.store();
