@@ -126,12 +126,26 @@ void check_compressed(const std::optional<at::Tensor>& compressed, const at::Ten
 
 // ---- the GEMM steps (device-agnostic ATen) ---------------------------------------------
 
+const MatrixProducts kAtenProducts{
+    [](const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+      return at::linear(x, weight, bias);
+    },
+    [](const at::Tensor& a, const at::Tensor& b) { return a.mm(b); },
+    [](const at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+      const_cast<at::Tensor&>(out).addmm_(a, b);
+    },
+};
+
 at::Tensor compress(const at::Tensor& x, const at::Tensor& compress_weight,
-                    const std::optional<at::Tensor>& compress_bias, const Dims& dims) {
+                    const std::optional<at::Tensor>& compress_bias, const Dims& dims,
+                    const MatrixProducts& products) {
   const auto [token_dim, N, D, S, d] = dims;
   const int64_t sequences = x.numel() / (N * D);
+  auto sizes = x.sizes().vec();
+  sizes.back() = S * d;
   // Z is only S*d wide, so regrouping it (unlike x) is a cheap copy.
-  return at::linear(x, compress_weight, compress_bias)
+  return products.linear(x.reshape({-1, D}), compress_weight, compress_bias)
+      .view(sizes)
       .movedim(token_dim, -2)
       .reshape({sequences, N, S, d})
       .permute({0, 2, 1, 3})
@@ -139,10 +153,9 @@ at::Tensor compress(const at::Tensor& x, const at::Tensor& compress_weight,
       .contiguous();
 }
 
-std::tuple<at::Tensor, at::Tensor> compress_backward(const at::Tensor& grad_compressed,
-                                                     const at::Tensor& x,
-                                                     const at::Tensor& compress_weight,
-                                                     const Dims& dims, at::Tensor& grad_x) {
+std::tuple<at::Tensor, at::Tensor> compress_backward(
+    const at::Tensor& grad_compressed, const at::Tensor& x, const at::Tensor& compress_weight,
+    const Dims& dims, at::Tensor& grad_x, const MatrixProducts& products) {
   const auto [token_dim, N, D, S, d] = dims;
   auto sizes = sequence_major_sizes(x.sizes(), token_dim);
   sizes.back() = S * d;
@@ -151,8 +164,8 @@ std::tuple<at::Tensor, at::Tensor> compress_backward(const at::Tensor& grad_comp
                          .reshape(sizes)
                          .movedim(-2, token_dim)
                          .reshape({x.numel() / D, S * d});
-  grad_x.view({-1, D}).addmm_(grad_tokens, compress_weight);
-  return {grad_tokens.t().mm(x.reshape({-1, D})), grad_tokens.sum(0)};
+  products.add_product(grad_x.view({-1, D}), grad_tokens, compress_weight);
+  return {products.product(grad_tokens.t(), x.reshape({-1, D})), grad_tokens.sum(0)};
 }
 
 std::tuple<at::Tensor, at::Tensor> compress_and_generate(

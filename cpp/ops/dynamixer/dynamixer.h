@@ -38,17 +38,30 @@ std::tuple<at::Tensor, at::Tensor> dynamixer_forward(
     const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
     const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim);
 
-// Step 1 of spec 2.1 with an ATen GEMM (any device): Z, the compressed input regrouped per
-// segment, (B', S, N*d), contiguous.
+// The matrix products of the compression and its backward: ATen's (any device) or those of
+// common/gemm_cpu.h (the CPU kernels).
+struct MatrixProducts {
+  // x (M, K) @ weight (N, K)^T + bias
+  at::Tensor (*linear)(const at::Tensor& x, const at::Tensor& weight,
+                       const std::optional<at::Tensor>& bias);
+  // a @ b
+  at::Tensor (*product)(const at::Tensor& a, const at::Tensor& b);
+  // out += a @ b, out contiguous
+  void (*add_product)(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b);
+};
+extern const MatrixProducts kAtenProducts;
+
+// Step 1 of spec 2.1: Z, the compressed input regrouped per segment, (B', S, N*d),
+// contiguous.
 at::Tensor compress(const at::Tensor& x, const at::Tensor& compress_weight,
-                    const std::optional<at::Tensor>& compress_bias, const Dims& dims);
+                    const std::optional<at::Tensor>& compress_bias, const Dims& dims,
+                    const MatrixProducts& products = kAtenProducts);
 
 // Backward of compress given grad_compressed (B', S, N*d): adds the gradient of x into
 // grad_x (contiguous, shaped like x) and returns (grad_compress_weight, grad_compress_bias).
-std::tuple<at::Tensor, at::Tensor> compress_backward(const at::Tensor& grad_compressed,
-                                                     const at::Tensor& x,
-                                                     const at::Tensor& compress_weight,
-                                                     const Dims& dims, at::Tensor& grad_x);
+std::tuple<at::Tensor, at::Tensor> compress_backward(
+    const at::Tensor& grad_compressed, const at::Tensor& x, const at::Tensor& compress_weight,
+    const Dims& dims, at::Tensor& grad_x, const MatrixProducts& products = kAtenProducts);
 
 // Steps 1-2 of spec 2.1 with ATen GEMMs (any device): returns (Z, G) where
 // Z is the compressed input regrouped per segment, (B', S, N*d), and G the mixing logits,

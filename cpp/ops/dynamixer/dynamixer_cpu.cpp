@@ -287,6 +287,14 @@ class SequenceRows {
   std::vector<std::remove_const_t<T>> scratch_;
 };
 
+const MatrixProducts kCpuProducts{
+    &cpu::linear,
+    &cpu::gemm,
+    [](const at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+      cpu::gemm_out(out, a, b, /*accumulate=*/true);
+    },
+};
+
 at::Tensor contiguous_or_undefined(const std::optional<at::Tensor>& t) {
   return t.has_value() ? t->contiguous() : at::Tensor();
 }
@@ -368,7 +376,7 @@ std::tuple<at::Tensor, at::Tensor> forward(const char* op, const at::Tensor& x_a
   const auto dims = check_inputs(op, x_any, compress_weight, compress_bias, generate_weight,
                                  generate_bias, num_segments, dim);
   const auto x = contiguous_channels(x_any);
-  auto compressed = compress(x, compress_weight, compress_bias, dims);
+  auto compressed = compress(x, compress_weight, compress_bias, dims, kCpuProducts);
   auto out = mix(x, compressed, generate_weight, generate_bias, dims);
   return {out, compressed};
 }
@@ -403,7 +411,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
   const auto grad_out = contiguous_channels(grad_out_any);
   const auto compressed = kept_compressed.has_value()
                               ? kept_compressed->contiguous()
-                              : compress(x, compress_weight, compress_bias, dims);
+                              : compress(x, compress_weight, compress_bias, dims, kCpuProducts);
   const auto bias = contiguous_or_undefined(generate_bias);
   const int64_t N = dims.N, D = dims.D, S = dims.S, width = D / S;
   const int64_t rows = compressed.size(0) * S;
@@ -458,7 +466,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
   // The weight gradients sum over every chunk: whole-tensor GEMMs, in a fixed order.
   auto grad_generate_weight = cpu::gemm(grad_logits.t(), compressed.view({rows, N * dims.d}));
   auto grad_generate_bias = grad_logits.sum(0);
-  auto [gcw, gcb] = compress_backward(grad_compressed, x, compress_weight, dims, grad_x);
+  auto [gcw, gcb] = compress_backward(grad_compressed, x, compress_weight, dims, grad_x,
+                                      kCpuProducts);
   return {grad_x, gcw, gcb, grad_generate_weight, grad_generate_bias};
 }
 
