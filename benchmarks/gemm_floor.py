@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -27,15 +28,25 @@ from .implementations import REFERENCE
 from .report import cell
 from .run import DEFAULT_OUT
 
+# oneDNN's linear, which mlpmix's CPU kernels call through the dispatcher (common/gemm_cpu.h);
+# the profiler counts no FLOPs for it, so they come from its recorded shapes. Its other
+# oneDNN products (mkldnn_matmul) are no dispatcher calls and stay invisible here.
+ONEDNN_LINEAR = "mkldnn::_linear_pointwise"
 # Profiler events whose self time is matrix-product arithmetic (ATen dispatches GEMMs to
 # MKL/oneDNN from these; their FLOPs are counted by the profiler).
 GEMM_EVENTS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm",
-               "aten::mkldnn_convolution", "aten::convolution_backward",
+               ONEDNN_LINEAR, "aten::mkldnn_convolution", "aten::convolution_backward",
                "aten::_slow_conv2d_forward", "aten::_slow_conv2d_backward")
 # Events the profiler counts FLOPs for (convolutions on the conv2d event, whose self time is
 # that of its children: the FLOPs and the times are summed separately).
 FLOP_EVENTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::conv2d")
 CALLS = 3
+
+
+def linear_flops(input_shapes) -> int:
+    """2*M*K*N of x (..., K) @ weight (N, K)^T from an event's recorded input shapes."""
+    x, weight = input_shapes[0], input_shapes[1]
+    return 2 * math.prod(x) * weight[0]
 
 
 def split(step, threads: int) -> Dict[str, float]:
@@ -56,6 +67,7 @@ def split(step, threads: int) -> Dict[str, float]:
     gemm = [e for e in events if e.key in GEMM_EVENTS]
     gemm_us = sum(e.self_cpu_time_total for e in gemm)
     flops = sum(e.flops or 0 for e in events if e.key in FLOP_EVENTS)
+    flops += sum(linear_flops(e.input_shapes) for e in prof.events() if e.name == ONEDNN_LINEAR)
     return {
         "total ms": total_us / CALLS / 1e3,
         "GEMM ms": gemm_us / CALLS / 1e3,

@@ -1,5 +1,5 @@
 // mlpmix::dynamixer CPU kernels. The compression and the weight gradients are whole-tensor
-// ATen GEMMs. The generation runs per chunk of sequences (one GEMM each, its logits kept in
+// GEMMs (common/gemm_cpu.h). The generation runs per chunk of sequences (one GEMM each, its logits kept in
 // the L2 cache), followed by the softmax over input tokens and the per-segment mixing,
 // Y = P^T X (backward: their gradients and the chunk's compressed-input gradient), one
 // sequence (all its segments) at a time. A sequence's N token rows are copied into a
