@@ -1,8 +1,8 @@
 // mlpmix::dynamixer CPU kernels. The compression and the weight gradients are whole-tensor
-// GEMMs (common/gemm_cpu.h). The generation runs per chunk of sequences (one GEMM each, its logits kept in
-// the L2 cache), followed by the softmax over input tokens and the per-segment mixing,
-// Y = P^T X (backward: their gradients and the chunk's compressed-input gradient), one
-// sequence (all its segments) at a time. A sequence's N token rows are copied into a
+// GEMMs (common/gemm_cpu.h). The generation runs per chunk of sequences (one GEMM each, its
+// logits kept in the L2 cache), followed by the softmax over input tokens and the per-segment
+// mixing, Y = P^T X (backward: their gradients and the chunk's compressed-input gradient),
+// one sequence (all its segments) at a time. A sequence's N token rows are copied into a
 // contiguous scratch block when they are not already adjacent in memory: rows a
 // power-of-two stride apart (mixing along H) share one L1 cache set, and reading them in
 // place thrashed it. Inner loops are register-blocked small GEMMs cloned for AVX2.
