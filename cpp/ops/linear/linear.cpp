@@ -80,10 +80,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_with(
   return {grad_x, grad_weight, bias.has_value() ? g.sum(0) : at::empty({0}, x.options())};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_aten(const at::Tensor& grad_out,
-                                                                    const at::Tensor& x,
-                                                                    const at::Tensor& weight,
-                                                                    const std::optional<at::Tensor>& bias) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_aten(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias) {
   return linear_backward_with([](const at::Tensor& a, const at::Tensor& b) { return a.mm(b); },
                               grad_out, x, weight, bias);
 }
@@ -104,10 +103,9 @@ at::Tensor linear_meta(const at::Tensor& x, const at::Tensor& weight,
   return at::empty_symint(output_sizes(x, weight), x.options());
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_meta(const at::Tensor& grad_out,
-                                                                    const at::Tensor& x,
-                                                                    const at::Tensor& weight,
-                                                                    const std::optional<at::Tensor>& bias) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_meta(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias) {
   check_inputs("linear_backward", x, weight, bias);
   check_grad_out(grad_out, x, weight);
   return {at::empty_symint(x.sym_sizes(), x.options()),

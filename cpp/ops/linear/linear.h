@@ -35,9 +35,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_with(
     MatrixProduct mm, const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
     const std::optional<at::Tensor>& bias);
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_aten(const at::Tensor& grad_out,
-                                                                    const at::Tensor& x,
-                                                                    const at::Tensor& weight,
-                                                                    const std::optional<at::Tensor>& bias);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_aten(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias);
 
 }  // namespace mlpmix::linear_impl

@@ -18,10 +18,9 @@ at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& weight,
   return cpu::linear(x.reshape({rows_of(x), in_features}), weight, bias).view(sizes);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_cpu(const at::Tensor& grad_out,
-                                                                   const at::Tensor& x,
-                                                                   const at::Tensor& weight,
-                                                                   const std::optional<at::Tensor>& bias) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_cpu(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias) {
   return linear_backward_with(&cpu::gemm, grad_out, x, weight, bias);
 }
 

@@ -16,10 +16,9 @@ at::Tensor linear_cuda(const at::Tensor& x, const at::Tensor& weight,
   return linear_aten(x, weight, bias);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_cuda(const at::Tensor& grad_out,
-                                                                    const at::Tensor& x,
-                                                                    const at::Tensor& weight,
-                                                                    const std::optional<at::Tensor>& bias) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_cuda(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias) {
   check_inputs("linear_backward", x, weight, bias);
   check_grad_out(grad_out, x, weight);
   const c10::cuda::CUDAGuard guard(x.device());
