@@ -84,7 +84,8 @@ def test_matches_reference_and_its_gradients(dtype):
 @pytest.mark.parametrize("mkldnn", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
 def test_float32_model_sizes_as_accurate_as_the_reference(mkldnn, bias):
-    """DynaMixer-S stage-B sizes, where float32 takes oneDNN (when enabled and supported):
+    """DynaMixer-S stage-B sizes, where float32 takes oneDNN (when enabled and supported,
+    on CPUs other than Intel's):
     output and gradients judged against the float64 result as flash-attention judges low
     precision. With torch.backends.mkldnn disabled the op runs ATen's BLAS instead."""
     torch.manual_seed(0)

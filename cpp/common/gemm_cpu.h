@@ -1,9 +1,10 @@
 // The matrix products of the fused CPU kernels. float32 runs through oneDNN when ATen was
-// built with it, `torch.backends.mkldnn.enabled` is on and this CPU runs oneDNN's float32
-// matmul (AVX-512): on the AMD EPYC machines of benchmarks/results, ATen's MKL sgemm takes
-// its AVX2 path and oneDNN ran the models' GEMMs 15-45% faster. Everything else (float64,
-// tiny products, other CPUs) goes to ATen's CPU BLAS as before. Both are float32 FMAs, so
-// results differ from ATen's only in rounding.
+// built with it, `torch.backends.mkldnn.enabled` is on, this CPU runs oneDNN's float32
+// matmul (AVX-512) and it is not an Intel CPU: on the AMD EPYC machines of
+// benchmarks/results, ATen's MKL sgemm takes its AVX2 path and oneDNN ran the models' GEMMs
+// 15-45% faster; on Intel's, MKL takes its AVX-512 kernels and was 2-8% faster than oneDNN.
+// Everything else (float64, tiny products, Intel and other CPUs) goes to ATen's CPU BLAS.
+// Both are float32 FMAs, so results differ from ATen's only in rounding.
 #pragma once
 
 #include <ATen/ATen.h>

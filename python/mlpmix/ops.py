@@ -179,8 +179,8 @@ def cross_scale_embed(
 def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """``x @ weight.T + bias`` over the last axis: ``torch.nn.functional.linear``'s function,
     as an op so that the models' projections run on mlpmix's CPU matrix products (float32
-    through oneDNN where ATen has it and the CPU runs it; ATen's BLAS otherwise, and
-    cuBLAS on CUDA).
+    through oneDNN where ATen has it and the CPU, not an Intel one, runs it; ATen's BLAS
+    otherwise, and cuBLAS on CUDA).
 
     Args:
         x: ``(..., in_features)``, at least 1-D; any strides.

@@ -13,8 +13,9 @@ from .. import implementation, ops
 class Linear(nn.Linear):
     """``nn.Linear`` (same parameters, state dict and init) on :func:`mlpmix.ops.linear`:
     the models' activation-sized projections, whose matrix products the CPU op runs through
-    oneDNN for float32 (on the AVX-512 machines of ``benchmarks/results``, 15-45% faster
-    than ATen's MKL path that ``nn.Linear`` takes there)."""
+    oneDNN for float32 on AVX-512 CPUs other than Intel's (on the AMD EPYC machines of
+    ``benchmarks/results``, 15-45% faster than ATen's MKL path that ``nn.Linear`` takes
+    there) and through ATen's MKL on Intel's, where MKL is the faster."""
 
     def forward(self, x: Tensor) -> Tensor:
         return ops.linear(x, self.weight, self.bias)
