@@ -126,17 +126,19 @@ class DynaMixerBlock(nn.Module):
         ``(B, H, W, D)`` tensors for three over ``(B, D, D)`` ones.
         """
         batch, height, width, channels = x.shape
+        tokens = height * width
         mixed_h = self.mix_h.mix(x, 1)
         mixed_w = self.mix_w.mix(x, 2)
         out_h, out_w = self.mix_h.out, self.mix_w.out
+        # Token sums, not means: their backward is a broadcast view, where a mean's divides
+        # into a fresh (B, H, W, D) tensor.
         mean = (
-            F.linear(mixed_h.mean(dim=(1, 2)), out_h.weight, out_h.bias)
-            + F.linear(mixed_w.mean(dim=(1, 2)), out_w.weight, out_w.bias)
-            + F.linear(x.mean(dim=(1, 2)), self.mlp_c.weight)
+            F.linear(mixed_h.sum(dim=(1, 2)) / tokens, out_h.weight, out_h.bias)
+            + F.linear(mixed_w.sum(dim=(1, 2)) / tokens, out_w.weight, out_w.bias)
+            + F.linear(x.sum(dim=(1, 2)) / tokens, self.mlp_c.weight)
         )
         a = self.branch_weights(mean).unsqueeze(3)  # (3, B, D, 1): scales output rows
         bias = (out_h.bias.unsqueeze(1) * a[0] + out_w.bias.unsqueeze(1) * a[1]).transpose(1, 2)
-        tokens = height * width
         mixed = torch.baddbmm(bias, mixed_h.reshape(batch, tokens, channels),
                               (out_h.weight * a[0]).transpose(1, 2))
         # In place: a fresh (B, H*W, D) result per branch would only copy `mixed` into it.
