@@ -79,7 +79,11 @@ def test_gemm_floor_splits_a_case_into_matrix_products_and_the_rest(tmp_path):
                             "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "gemm_floor.json").read_text())["rows"]
     assert [r["implementation"] for r in rows] == ["reference", "mlpmix"]
-    for row in rows:
-        assert 0 < row["GEMM ms"] <= row["total ms"] and row["GEMM GFLOP/s"] > 0
-    assert rows[0]["bound"] is None and rows[1]["bound"] > 0
+    reference_row, mlpmix_row = rows
+    assert 0 < reference_row["GEMM ms"] <= reference_row["total ms"]
+    assert reference_row["GEMM GFLOP/s"] > 0
+    # mlpmix's GEMMs through at::cpu (all of them where the BLAS path runs, as on Intel
+    # CPUs) are out of the profiler's sight: its column may read 0, never more than the total.
+    assert 0 <= mlpmix_row["GEMM ms"] <= mlpmix_row["total ms"]
+    assert reference_row["bound"] is None and mlpmix_row["bound"] > 0
     assert "| bound |" in (tmp_path / "gemm_floor.md").read_text()
