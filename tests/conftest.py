@@ -33,6 +33,7 @@ calls = [
     ("channel_mlp", (x, randn(8), randn(8), randn(16, 8), randn(16), randn(8, 16), randn(8))),
     ("cross_scale_embed", (x, randn(5, 4 * (4 + 16)), randn(5), [2, 4])),
     ("linear", (x, randn(5, 8), randn(5))),
+    ("reweight_branches", (x, x.flip(1), 2 * x, randn(2, 8), randn(2), randn(24, 2), randn(24))),
 ]
 for name, args in calls:
     assert torch.allclose(getattr(ops, name)(*args), getattr(reference, name)(*args)), name

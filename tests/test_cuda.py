@@ -24,6 +24,7 @@ import test_ops_cross_scale_embed
 import test_ops_dynamixer
 import test_ops_linear
 import test_ops_raft_token_mixing
+import test_ops_reweight_branches
 from mlpmix import ops, reference
 from op_testing import (
     TOLERANCES,
@@ -45,6 +46,8 @@ OPS = {
     "cross_scale_embed": (ops.cross_scale_embed, reference.cross_scale_embed,
                           test_ops_cross_scale_embed.sample_inputs),
     "linear": (ops.linear, reference.linear, test_ops_linear.sample_inputs),
+    "reweight_branches": (ops.reweight_branches, reference.reweight_branches,
+                          test_ops_reweight_branches.sample_inputs),
 }
 LOW_PRECISION = [torch.float32, torch.float16, torch.bfloat16]
 

@@ -28,7 +28,8 @@ KERNELS = """
 import torch, mlpmix
 missing = [
     (op + suffix, key)
-    for op in ("dynamixer", "raft_token_mixing", "channel_mlp", "cross_scale_embed", "linear")
+    for op in ("dynamixer", "raft_token_mixing", "channel_mlp", "cross_scale_embed", "linear",
+               "reweight_branches")
     for suffix, keys in (("", ("CUDA", "AutocastCUDA", "CPU", "Meta")), ("_backward", ("CUDA", "CPU", "Meta")))
     for key in keys
     if not torch._C._dispatch_has_kernel_for_dispatch_key("mlpmix::" + op + suffix, key)

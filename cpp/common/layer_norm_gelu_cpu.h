@@ -18,26 +18,11 @@ namespace mlpmix::cpu_math {
 
 using FloatVec = simd::Vec<float>;
 
-// Four doubles: one AVX2 register (wider GCC vectors end up spilled to the stack).
-typedef double Double4 __attribute__((vector_size(32)));
-typedef float Float4 __attribute__((vector_size(16)));
-
-MLPMIX_INLINE Double4 load4(const float* p) {
-  Float4 v;
-  std::memcpy(&v, p, sizeof(v));
-  return __builtin_convertvector(v, Double4);
-}
-MLPMIX_INLINE Double4 load4(const double* p) {
-  Double4 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-MLPMIX_INLINE void store4(float* p, Double4 v) {
-  const Float4 f = __builtin_convertvector(v, Float4);
-  std::memcpy(p, &f, sizeof(f));
-}
-MLPMIX_INLINE void store4(double* p, Double4 v) { std::memcpy(p, &v, sizeof(v)); }
-MLPMIX_INLINE double sum4(Double4 v) { return (v[0] + v[2]) + (v[1] + v[3]); }
+using simd::Double4;
+using simd::Float4;
+using simd::load4;
+using simd::store4;
+using simd::sum4;
 
 // ---- LayerNorm ---------------------------------------------------------------------------
 

@@ -50,6 +50,26 @@ struct Vec {
   }
 };
 
+// Four doubles: one AVX2 register (wider GCC vectors end up spilled to the stack).
+typedef double Double4 __attribute__((vector_size(32)));
+typedef float Float4 __attribute__((vector_size(16)));
+MLPMIX_INLINE Double4 load4(const float* p) {
+  Float4 v;
+  std::memcpy(&v, p, sizeof(v));
+  return __builtin_convertvector(v, Double4);
+}
+MLPMIX_INLINE Double4 load4(const double* p) {
+  Double4 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+MLPMIX_INLINE void store4(float* p, Double4 v) {
+  const Float4 f = __builtin_convertvector(v, Float4);
+  std::memcpy(p, &f, sizeof(f));
+}
+MLPMIX_INLINE void store4(double* p, Double4 v) { std::memcpy(p, &v, sizeof(v)); }
+MLPMIX_INLINE double sum4(Double4 v) { return (v[0] + v[2]) + (v[1] + v[3]); }
+
 // exp(x) for x <= 0 (softmax after subtracting the maximum), in place on one vector (by
 // reference: a vector argument or result would change the ABI).
 // float: range reduction x = k ln2 + r, |r| <= ln2/2, and a degree-7 Taylor polynomial

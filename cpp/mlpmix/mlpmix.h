@@ -102,6 +102,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
     const std::optional<at::Tensor>& bias);
 
+// DynaMixer's re-weighting of its three branches h, w, c (B, ..., D), all of one shape:
+// out = h * a_0 + w * a_1 + c * a_2, where a[b, d, :] is the softmax over k of
+// fc2(GELU(fc1(m_b)))[d*3 + k] and m_b the mean of h + w + c over the sample's tokens.
+// fc1_weight (hidden, D), fc1_bias (hidden,), fc2_weight (3*D, hidden), fc2_bias (3*D,).
+at::Tensor reweight_branches(const at::Tensor& h, const at::Tensor& w, const at::Tensor& c,
+                             const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
+                             const at::Tensor& fc2_weight, const at::Tensor& fc2_bias);
+
+// Gradients of reweight_branches: (grad_h, grad_w, grad_c, grad_fc1_weight, grad_fc1_bias,
+// grad_fc2_weight, grad_fc2_bias).
+using ReweightBranchesGradients = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                             at::Tensor, at::Tensor, at::Tensor>;
+ReweightBranchesGradients reweight_branches_backward(
+    const at::Tensor& grad_out, const at::Tensor& h, const at::Tensor& w, const at::Tensor& c,
+    const at::Tensor& fc1_weight, const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+    const at::Tensor& fc2_bias);
+
 }  // namespace mlpmix
 
 // Every translation unit that includes this header references the anchor, so the linker

@@ -24,7 +24,14 @@ from torch import Tensor
 
 from . import implementation, reference
 
-__all__ = ["dynamixer", "raft_token_mixing", "channel_mlp", "cross_scale_embed", "linear"]
+__all__ = [
+    "dynamixer",
+    "raft_token_mixing",
+    "channel_mlp",
+    "cross_scale_embed",
+    "linear",
+    "reweight_branches",
+]
 
 
 def dynamixer(
@@ -194,3 +201,35 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     if not torch.jit.is_scripting() and implementation.use_reference():
         return reference.linear(x, weight, bias)
     return torch.ops.mlpmix.linear(x, weight, bias)
+
+
+def reweight_branches(
+    h: Tensor,
+    w: Tensor,
+    c: Tensor,
+    fc1_weight: Tensor,
+    fc1_bias: Tensor,
+    fc2_weight: Tensor,
+    fc2_bias: Tensor,
+) -> Tensor:
+    """DynaMixer's re-weighting of its three branches (spec section 2.2), before ``proj``:
+    ``h * a[0] + w * a[1] + c * a[2]`` with per-sample, per-channel weights
+    ``a[:, b, d] = softmax_k(fc2(GELU(fc1(mean_t(h + w + c)[b])))[d*3 + k])``.
+
+    On CPU it makes two passes over the branches forward and two backward, where the formula
+    as written makes about nine and twenty (most into fresh full-size tensors).
+
+    Args:
+        h, w, c: the branches ``(B, ..., D)``, all of one shape with at least one token (the
+            middle sizes, ``H, W`` in the model, are the tokens); any strides.
+        fc1_weight: ``(hidden, D)``; fc1_bias: ``(hidden,)``.
+        fc2_weight: ``(3*D, hidden)``, output index ``d*3 + k`` for channel d, branch k;
+            fc2_bias: ``(3*D,)``.
+
+    Returns:
+        A contiguous tensor shaped like ``h``. Under ``torch.autocast("cuda", dtype)`` the
+        op runs in ``dtype`` (the matmul policy, see the module docstring).
+    """
+    if not torch.jit.is_scripting() and implementation.use_reference():
+        return reference.reweight_branches(h, w, c, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+    return torch.ops.mlpmix.reweight_branches(h, w, c, fc1_weight, fc1_bias, fc2_weight, fc2_bias)

@@ -11,10 +11,17 @@ from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
+from einops import rearrange, reduce
 from torch import Tensor
 
-__all__ = ["dynamixer", "raft_token_mixing", "channel_mlp", "cross_scale_embed", "linear"]
+__all__ = [
+    "dynamixer",
+    "raft_token_mixing",
+    "channel_mlp",
+    "cross_scale_embed",
+    "linear",
+    "reweight_branches",
+]
 
 
 @torch.jit.unused  # scripted code always runs the fused ops
@@ -108,3 +115,24 @@ def cross_scale_embed(
 def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """``y[..., o] = sum_i x[..., i] weight[o, i] + bias[o]``: the authors' ``nn.Linear``."""
     return F.linear(x, weight, bias)
+
+
+@torch.jit.unused  # scripted code always runs the fused ops
+def reweight_branches(
+    h: Tensor,
+    w: Tensor,
+    c: Tensor,
+    fc1_weight: Tensor,
+    fc1_bias: Tensor,
+    fc2_weight: Tensor,
+    fc2_bias: Tensor,
+) -> Tensor:
+    """DynaMixer's re-weighting of its three branches, spec 2.2: the token mean of
+    ``h + w + c``, an MLP to ``3*D`` scores per sample, a softmax over the three branches of
+    each channel, and the weighted sum."""
+    mean = reduce(h + w + c, "b ... d -> b d", "mean")
+    scores = F.linear(F.gelu(F.linear(mean, fc1_weight, fc1_bias)), fc2_weight, fc2_bias)
+    a = rearrange(scores, "b (d k) -> k b 1 d", k=3).softmax(dim=0)
+    tokens = [rearrange(t, "b ... d -> b (...) d") for t in (h, w, c)]
+    out = tokens[0] * a[0] + tokens[1] * a[1] + tokens[2] * a[2]
+    return out.reshape(h.shape)

@@ -99,22 +99,21 @@ class DynaMixerBlock(nn.Module):
         return self.proj(h * a[0] + w * a[1] + c * a[2])
 
     def forward_unfolded(self, x: Tensor) -> Tensor:
-        """``forward`` with fewer passes over the ``(B, H, W, D)`` branches, for
-        ``dim >= H*W`` (where the per-sample weights of :meth:`forward_folded` would be the
-        larger tensors).
-
-        The token mean of ``h + w + c`` is the sum of the branches' token sums over
-        ``H*W`` (read passes only, and their backward is a broadcast view), and the weighted
-        sum accumulates in place into ``h * a[0]`` with ``addcmul_``: one fresh tensor where
-        the formula as written allocates six.
+        """``forward`` for ``dim >= H*W`` (where the per-sample weights of
+        :meth:`forward_folded` would be the larger tensors): the token mean, ``reweight``,
+        the softmax over the branches and the weighted sum run as one op,
+        :func:`mlpmix.ops.reweight_branches`, in two passes over the ``(B, H, W, D)``
+        branches each way.
         """
-        height, width = x.shape[1], x.shape[2]
         h = self.mix_h(x, 1)
         w = self.mix_w(x, 2)
         c = self.mlp_c(x)
-        mean = (h.sum(dim=(1, 2)) + w.sum(dim=(1, 2)) + c.sum(dim=(1, 2))) / (height * width)
-        a = self.branch_weights(mean).unsqueeze(2).unsqueeze(2)  # (3, B, 1, 1, D)
-        return self.proj((h * a[0]).addcmul_(w, a[1]).addcmul_(c, a[2]))
+        mlp = self.reweight
+        return self.proj(
+            ops.reweight_branches(
+                h, w, c, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias
+            )
+        )
 
     def forward_folded(self, x: Tensor) -> Tensor:
         """``forward`` without materialising the branches ``h``, ``w``, ``c``.

@@ -1,0 +1,279 @@
+// mlpmix::reweight_branches — schema, C++ API, argument checks, the re-weighting MLP and its
+// backward, the device-agnostic ATen kernels, Meta kernels and autograd.
+// reweight_branches_cpu.cpp holds the CPU kernels.
+#include "ops/reweight_branches/reweight_branches.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/SymBool.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include "common/autograd.h"
+#include "common/checks.h"
+#include "mlpmix/mlpmix.h"
+
+namespace mlpmix {
+
+// ---- C++ API (through the dispatcher) ------------------------------------------------
+
+at::Tensor reweight_branches(const at::Tensor& h, const at::Tensor& w, const at::Tensor& c,
+                             const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
+                             const at::Tensor& fc2_weight, const at::Tensor& fc2_bias) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("mlpmix::reweight_branches", "")
+                       .typed<decltype(reweight_branches)>();
+  return op.call(h, w, c, fc1_weight, fc1_bias, fc2_weight, fc2_bias);
+}
+
+ReweightBranchesGradients reweight_branches_backward(
+    const at::Tensor& grad_out, const at::Tensor& h, const at::Tensor& w, const at::Tensor& c,
+    const at::Tensor& fc1_weight, const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+    const at::Tensor& fc2_bias) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("mlpmix::reweight_branches_backward", "")
+                       .typed<decltype(reweight_branches_backward)>();
+  return op.call(grad_out, h, w, c, fc1_weight, fc1_bias, fc2_weight, fc2_bias);
+}
+
+namespace reweight_branches_impl {
+
+// ---- checks --------------------------------------------------------------------------
+
+void check_inputs(const char* op, const at::Tensor& h, const at::Tensor& w, const at::Tensor& c,
+                  const Mlp& mlp) {
+  checks::rank(op, "h", h, 2, /*at_least=*/true);
+  checks::floating(op, "h", h);
+  c10::SymInt tokens = 1;
+  for (int64_t i = 1; i + 1 < h.dim(); ++i) {
+    tokens *= h.sym_size(i);
+  }
+  TORCH_CHECK(tokens.sym_gt(0).expect_true(__FILE__, __LINE__), "mlpmix.", op,
+              ": h must have at least one token (B, ..., D with the middle sizes non-zero), got "
+              "shape ", h.sym_sizes());
+
+  for (const auto& [name, branch] : {std::pair<const char*, const at::Tensor&>{"w", w},
+                                     std::pair<const char*, const at::Tensor&>{"c", c}}) {
+    checks::same_dtype_device(op, name, branch, "h", h);
+    checks::sym_shape(op, name, branch, h.sym_sizes(), "h's shape (B, ..., D)");
+  }
+  const auto channels = h.sym_size(-1);
+  checks::same_dtype_device(op, "fc1_weight", mlp.fc1_weight, "h", h);
+  checks::rank(op, "fc1_weight", mlp.fc1_weight, 2);
+  const auto hidden = mlp.fc1_weight.sym_size(0);
+  checks::sym_shape(op, "fc1_weight", mlp.fc1_weight, {hidden, channels},
+                    "(hidden, D), D = h.shape[-1]");
+  checks::vector(op, "fc1_bias", mlp.fc1_bias, hidden.guard_int(__FILE__, __LINE__),
+                 "(hidden,)", "h", h);
+  checks::same_dtype_device(op, "fc2_weight", mlp.fc2_weight, "h", h);
+  checks::sym_shape(op, "fc2_weight", mlp.fc2_weight, {channels * 3, hidden},
+                    "(3*D, hidden), D = h.shape[-1]");
+  checks::vector(op, "fc2_bias", mlp.fc2_bias, (channels * 3).guard_int(__FILE__, __LINE__),
+                 "(3*D,)", "h", h);
+}
+
+void check_grad_out(const at::Tensor& grad_out, const at::Tensor& h) {
+  const char* op = "reweight_branches_backward";
+  checks::same_dtype_device(op, "grad_out", grad_out, "h", h);
+  checks::sym_shape(op, "grad_out", grad_out, h.sym_sizes(), "h's shape (B, ..., D)");
+}
+
+int64_t tokens_of(const at::Tensor& h) {
+  return c10::multiply_integers(h.sizes().begin() + 1, h.sizes().end() - 1);
+}
+
+// ---- the re-weighting MLP (small: (B, D) inputs) -------------------------------------
+
+namespace {
+
+struct MlpForward {
+  at::Tensor mean, pre_activation, hidden, weights;  // weights (B, D, 3)
+};
+
+MlpForward mlp_forward(const at::Tensor& sums, int64_t tokens, const Mlp& mlp) {
+  auto mean = sums / static_cast<double>(tokens);
+  auto pre_activation = at::linear(mean, mlp.fc1_weight, mlp.fc1_bias);
+  auto hidden = at::gelu(pre_activation);
+  auto logits = at::linear(hidden, mlp.fc2_weight, mlp.fc2_bias);
+  auto weights = logits.view({sums.size(0), sums.size(1), 3}).softmax(2);
+  return {mean, pre_activation, hidden, weights};
+}
+
+}  // namespace
+
+at::Tensor branch_weights(const at::Tensor& sums, int64_t tokens, const Mlp& mlp) {
+  return mlp_forward(sums, tokens, mlp).weights.permute({2, 0, 1}).contiguous();
+}
+
+MlpBackward mlp_backward(const at::Tensor& sums, const at::Tensor& grad_weights, int64_t tokens,
+                         const Mlp& mlp) {
+  const auto f = mlp_forward(sums, tokens, mlp);
+  const auto& a = f.weights;
+  const auto q = grad_weights.permute({1, 2, 0});  // (B, D, 3)
+  // softmax backward over the three branches
+  const auto grad_logits = (a * (q - (a * q).sum(2, /*keepdim=*/true)))
+                                .reshape({sums.size(0), 3 * sums.size(1)});
+  auto grad_hidden = grad_logits.mm(mlp.fc2_weight);
+  auto grad_pre = at::gelu_backward(grad_hidden, f.pre_activation);
+  return {a.permute({2, 0, 1}).contiguous(),
+          grad_pre.mm(mlp.fc1_weight) / static_cast<double>(tokens),
+          grad_pre.t().mm(f.mean),
+          grad_pre.sum(0),
+          grad_logits.t().mm(f.hidden),
+          grad_logits.sum(0)};
+}
+
+// ---- the device-agnostic kernels (ATen) --------------------------------------------------
+
+namespace {
+
+// (B, T, D) views of branches shaped like h.
+at::Tensor rows(const at::Tensor& t, const at::Tensor& h) {
+  return t.reshape({h.size(0), tokens_of(h), h.size(-1)});
+}
+
+at::Tensor token_sums(const at::Tensor& h, const at::Tensor& w, const at::Tensor& c) {
+  return rows(h, h).sum(1) + rows(w, h).sum(1) + rows(c, h).sum(1);
+}
+
+}  // namespace
+
+at::Tensor reweight_branches_aten(const at::Tensor& h, const at::Tensor& w, const at::Tensor& c,
+                                  const Mlp& mlp) {
+  check_inputs("reweight_branches", h, w, c, mlp);
+  const auto a = branch_weights(token_sums(h, w, c), tokens_of(h), mlp).unsqueeze(2);
+  return (rows(h, h) * a[0]).addcmul_(rows(w, h), a[1]).addcmul_(rows(c, h), a[2]).view(h.sizes());
+}
+
+Gradients reweight_branches_backward_aten(const at::Tensor& grad_out, const at::Tensor& h,
+                                          const at::Tensor& w, const at::Tensor& c,
+                                          const Mlp& mlp) {
+  check_inputs("reweight_branches_backward", h, w, c, mlp);
+  check_grad_out(grad_out, h);
+  const auto g = rows(grad_out, h);
+  const auto grad_weights =
+      at::stack({(g * rows(h, h)).sum(1), (g * rows(w, h)).sum(1), (g * rows(c, h)).sum(1)});
+  const auto r = mlp_backward(token_sums(h, w, c), grad_weights, tokens_of(h), mlp);
+  const auto per_token = r.grad_per_token.unsqueeze(1);
+  const auto a = r.weights.unsqueeze(2);
+  const auto grad = [&](int64_t k) { return at::addcmul(per_token, g, a[k]).view(h.sizes()); };
+  return {grad(0), grad(1), grad(2), r.grad_fc1_weight, r.grad_fc1_bias, r.grad_fc2_weight,
+          r.grad_fc2_bias};
+}
+
+// ---- Meta kernels ------------------------------------------------------------------------
+
+namespace {
+
+at::Tensor reweight_branches_meta(const at::Tensor& h, const at::Tensor& w, const at::Tensor& c,
+                                  const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
+                                  const at::Tensor& fc2_weight, const at::Tensor& fc2_bias) {
+  check_inputs("reweight_branches", h, w, c, {fc1_weight, fc1_bias, fc2_weight, fc2_bias});
+  return at::empty_symint(h.sym_sizes(), h.options());
+}
+
+Gradients reweight_branches_backward_meta(const at::Tensor& grad_out, const at::Tensor& h,
+                                          const at::Tensor& w, const at::Tensor& c,
+                                          const at::Tensor& fc1_weight,
+                                          const at::Tensor& fc1_bias,
+                                          const at::Tensor& fc2_weight,
+                                          const at::Tensor& fc2_bias) {
+  check_inputs("reweight_branches_backward", h, w, c,
+               {fc1_weight, fc1_bias, fc2_weight, fc2_bias});
+  check_grad_out(grad_out, h);
+  const auto like = [&](const at::Tensor& t) { return at::empty_like(t, at::MemoryFormat::Contiguous); };
+  const auto branch = [&] { return at::empty_symint(h.sym_sizes(), h.options()); };
+  return {branch(), branch(), branch(), like(fc1_weight), like(fc1_bias), like(fc2_weight),
+          like(fc2_bias)};
+}
+
+// ---- autograd -------------------------------------------------------------------------
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+variable_list as_list(const Gradients& g) {
+  return {std::get<0>(g), std::get<1>(g), std::get<2>(g), std::get<3>(g),
+          std::get<4>(g), std::get<5>(g), std::get<6>(g)};
+}
+
+class ReweightBranchesBackwardFunction
+    : public torch::autograd::Function<ReweightBranchesBackwardFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad_out,
+                               const at::Tensor& h, const at::Tensor& w, const at::Tensor& c,
+                               const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
+                               const at::Tensor& fc2_weight, const at::Tensor& fc2_bias) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return as_list(mlpmix::reweight_branches_backward(grad_out, h, w, c, fc1_weight, fc1_bias,
+                                                      fc2_weight, fc2_bias));
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    double_backward_unsupported("reweight_branches");
+  }
+};
+
+class ReweightBranchesFunction : public torch::autograd::Function<ReweightBranchesFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& h, const at::Tensor& w,
+                               const at::Tensor& c, const at::Tensor& fc1_weight,
+                               const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+                               const at::Tensor& fc2_bias) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto out = mlpmix::reweight_branches(h, w, c, fc1_weight, fc1_bias, fc2_weight, fc2_bias);
+    ctx->save_for_backward({h, w, c, fc1_weight, fc1_bias, fc2_weight, fc2_bias});
+    return {out};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    return ReweightBranchesBackwardFunction::apply(grads[0], s[0], s[1], s[2], s[3], s[4], s[5],
+                                                   s[6]);
+  }
+};
+
+at::Tensor reweight_branches_autograd(const at::Tensor& h, const at::Tensor& w,
+                                      const at::Tensor& c, const at::Tensor& fc1_weight,
+                                      const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+                                      const at::Tensor& fc2_bias) {
+  return ReweightBranchesFunction::apply(h, w, c, fc1_weight, fc1_bias, fc2_weight, fc2_bias)[0];
+}
+
+Gradients reweight_branches_backward_autograd(const at::Tensor& grad_out, const at::Tensor& h,
+                                              const at::Tensor& w, const at::Tensor& c,
+                                              const at::Tensor& fc1_weight,
+                                              const at::Tensor& fc1_bias,
+                                              const at::Tensor& fc2_weight,
+                                              const at::Tensor& fc2_bias) {
+  auto r = ReweightBranchesBackwardFunction::apply(grad_out, h, w, c, fc1_weight, fc1_bias,
+                                                   fc2_weight, fc2_bias);
+  return {r[0], r[1], r[2], r[3], r[4], r[5], r[6]};
+}
+
+}  // namespace
+}  // namespace reweight_branches_impl
+}  // namespace mlpmix
+
+TORCH_LIBRARY_FRAGMENT(mlpmix, m) {
+  m.def(
+      "reweight_branches(Tensor h, Tensor w, Tensor c, Tensor fc1_weight, Tensor fc1_bias, "
+      "Tensor fc2_weight, Tensor fc2_bias) -> Tensor",
+      {at::Tag::pt2_compliant_tag});
+  m.def(
+      "reweight_branches_backward(Tensor grad_out, Tensor h, Tensor w, Tensor c, "
+      "Tensor fc1_weight, Tensor fc1_bias, Tensor fc2_weight, Tensor fc2_bias) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
+}
+
+TORCH_LIBRARY_IMPL(mlpmix, Meta, m) {
+  m.impl("reweight_branches", &mlpmix::reweight_branches_impl::reweight_branches_meta);
+  m.impl("reweight_branches_backward",
+         &mlpmix::reweight_branches_impl::reweight_branches_backward_meta);
+}
+
+TORCH_LIBRARY_IMPL(mlpmix, Autograd, m) {
+  m.impl("reweight_branches", &mlpmix::reweight_branches_impl::reweight_branches_autograd);
+  m.impl("reweight_branches_backward",
+         &mlpmix::reweight_branches_impl::reweight_branches_backward_autograd);
+}

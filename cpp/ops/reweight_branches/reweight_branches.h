@@ -1,0 +1,56 @@
+// Internals of the reweight_branches operator shared by its kernels: DynaMixer's split
+// attention over its three branches (spec section 2.2), out = sum_k branch_k * a_k with
+//   a[b, d, :] = softmax_k(fc2(GELU(fc1(mean_t(h + w + c)[b])))[d*3 + k]).
+// The full-size passes over the branches (B, ..., D) are the kernels' own; the re-weighting
+// MLP on the (B, D) token means is small and runs on ATen for every device.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <tuple>
+
+namespace mlpmix::reweight_branches_impl {
+
+// The re-weighting MLP's parameters: fc1 (hidden, D), (hidden,); fc2 (3D, hidden), (3D,).
+struct Mlp {
+  const at::Tensor& fc1_weight;
+  const at::Tensor& fc1_bias;
+  const at::Tensor& fc2_weight;
+  const at::Tensor& fc2_bias;
+};
+
+// Validates the branches h, w, c (B, ..., D), all of one shape with at least one token, and
+// the MLP, with messages naming them.
+void check_inputs(const char* op, const at::Tensor& h, const at::Tensor& w, const at::Tensor& c,
+                  const Mlp& mlp);
+
+// The backward also checks grad_out, shaped like h.
+void check_grad_out(const at::Tensor& grad_out, const at::Tensor& h);
+
+// The number of tokens per sample: the product of h's middle sizes.
+int64_t tokens_of(const at::Tensor& h);
+
+// The branch weights (3, B, D), contiguous, from the token sums (B, D) of h + w + c.
+at::Tensor branch_weights(const at::Tensor& sums, int64_t tokens, const Mlp& mlp);
+
+// The re-weighting MLP's backward, given the token sums (B, D) of h + w + c and
+// grad_weights (3, B, D), the gradient of the branch weights (sum_t grad_out * branch_k).
+struct MlpBackward {
+  at::Tensor weights;         // (3, B, D): the forward's branch weights, recomputed
+  at::Tensor grad_per_token;  // (B, D): the gradient of the mean over T, divided by T
+  at::Tensor grad_fc1_weight, grad_fc1_bias, grad_fc2_weight, grad_fc2_bias;
+};
+MlpBackward mlp_backward(const at::Tensor& sums, const at::Tensor& grad_weights, int64_t tokens,
+                         const Mlp& mlp);
+
+using Gradients = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                             at::Tensor, at::Tensor>;
+
+// The operator and its backward on ATen, for any device.
+at::Tensor reweight_branches_aten(const at::Tensor& h, const at::Tensor& w, const at::Tensor& c,
+                                  const Mlp& mlp);
+Gradients reweight_branches_backward_aten(const at::Tensor& grad_out, const at::Tensor& h,
+                                          const at::Tensor& w, const at::Tensor& c,
+                                          const Mlp& mlp);
+
+}  // namespace mlpmix::reweight_branches_impl

@@ -1,0 +1,247 @@
+// mlpmix::reweight_branches on CPU: two passes over the branches each way, where ATen's
+// composition (the model's code before this op) makes nine forward and about twenty
+// backward passes, most into fresh full-size tensors.
+//   forward:  token sums of h + w + c (3 reads); out = sum_k branch_k * a_k (3 reads, 1 write)
+//   backward: token sums and sum_t grad_out * branch_k (4 reads);
+//             grad_k = grad_out * a_k + grad_mean / T (1 read, 3 writes)
+// The sums accumulate in double. Both passes are vectorised (common/simd.h) and parallel:
+// the sums over samples x blocks of channels, the weighted sums over token rows.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "common/simd.h"
+#include "ops/reweight_branches/reweight_branches.h"
+
+namespace mlpmix::reweight_branches_impl {
+namespace {
+
+using simd::Double4;
+using simd::load4;
+using simd::store4;
+
+constexpr int64_t kChannelBlock = 64;
+
+// The branches and the output gradient of one sample: `tokens` rows of `channels`.
+template <typename T>
+struct Sample {
+  const T* h;
+  const T* w;
+  const T* c;
+  const T* g;  // null in the forward
+  int64_t channels;
+};
+
+// Over the channels [j0, j0 + width) of a sample's rows: sums[j] = sum_t h + w + c and, with
+// g, q[k][j] = sum_t g * branch_k (q: 3 rows of kChannelBlock).
+template <typename T>
+MLPMIX_INLINE void token_sums_impl(const Sample<T>& s, int64_t tokens, int64_t j0,
+                                   int64_t width, double* sums, double* q) {
+  std::fill(sums, sums + width, 0.0);
+  if (s.g != nullptr) {
+    std::fill(q, q + 3 * kChannelBlock, 0.0);
+  }
+  for (int64_t t = 0; t < tokens; ++t) {
+    const int64_t row = t * s.channels + j0;
+    const T *h = s.h + row, *w = s.w + row, *c = s.c + row;
+    int64_t j = 0;
+    if (s.g == nullptr) {
+      for (; j + 4 <= width; j += 4) {
+        store4(sums + j, load4(sums + j) + load4(h + j) + load4(w + j) + load4(c + j));
+      }
+      for (; j < width; ++j) {
+        sums[j] += static_cast<double>(h[j]) + w[j] + c[j];
+      }
+      continue;
+    }
+    const T* g = s.g + row;
+    for (; j + 4 <= width; j += 4) {
+      const Double4 gj = load4(g + j), hj = load4(h + j), wj = load4(w + j), cj = load4(c + j);
+      store4(sums + j, load4(sums + j) + hj + wj + cj);
+      store4(q + j, load4(q + j) + gj * hj);
+      store4(q + kChannelBlock + j, load4(q + kChannelBlock + j) + gj * wj);
+      store4(q + 2 * kChannelBlock + j, load4(q + 2 * kChannelBlock + j) + gj * cj);
+    }
+    for (; j < width; ++j) {
+      const double gj = g[j];
+      sums[j] += static_cast<double>(h[j]) + w[j] + c[j];
+      q[j] += gj * h[j];
+      q[kChannelBlock + j] += gj * w[j];
+      q[2 * kChannelBlock + j] += gj * c[j];
+    }
+  }
+}
+
+// One row: out = x0 * a0 + x1 * a1 + x2 * a2, in T.
+template <typename T>
+MLPMIX_INLINE void weighted_sum_row_impl(const T* x0, const T* x1, const T* x2, const T* a0,
+                                         const T* a1, const T* a2, int64_t width, T* out) {
+  using V = simd::Vec<T>;
+  int64_t j = 0;
+  for (; j + V::lanes <= width; j += V::lanes) {
+    auto v = V::load(x0 + j) * V::load(a0 + j) + V::load(x1 + j) * V::load(a1 + j) +
+             V::load(x2 + j) * V::load(a2 + j);
+    V::store(out + j, v);
+  }
+  for (; j < width; ++j) {
+    out[j] = x0[j] * a0[j] + x1[j] * a1[j] + x2[j] * a2[j];
+  }
+}
+
+// One row of the input gradients: grad_k = g * a_k + per_token.
+template <typename T>
+MLPMIX_INLINE void branch_gradients_row_impl(const T* g, const T* a0, const T* a1, const T* a2,
+                                             const T* per_token, int64_t width, T* grad_h,
+                                             T* grad_w, T* grad_c) {
+  using V = simd::Vec<T>;
+  int64_t j = 0;
+  for (; j + V::lanes <= width; j += V::lanes) {
+    const auto gj = V::load(g + j), pj = V::load(per_token + j);
+    V::store(grad_h + j, gj * V::load(a0 + j) + pj);
+    V::store(grad_w + j, gj * V::load(a1 + j) + pj);
+    V::store(grad_c + j, gj * V::load(a2 + j) + pj);
+  }
+  for (; j < width; ++j) {
+    grad_h[j] = g[j] * a0[j] + per_token[j];
+    grad_w[j] = g[j] * a1[j] + per_token[j];
+    grad_c[j] = g[j] * a2[j] + per_token[j];
+  }
+}
+
+// target_clones takes no templates: one overload per dtype.
+#define MLPMIX_REWEIGHT_BRANCHES_CLONES(T)                                                   \
+  MLPMIX_CLONE_FOR_AVX2 void token_sums(const Sample<T>& s, int64_t tokens, int64_t j0,      \
+                                        int64_t width, double* sums, double* q) {            \
+    token_sums_impl(s, tokens, j0, width, sums, q);                                          \
+  }                                                                                          \
+  MLPMIX_CLONE_FOR_AVX2 void weighted_sum_row(const T* x0, const T* x1, const T* x2,         \
+                                              const T* a0, const T* a1, const T* a2,         \
+                                              int64_t width, T* out) {                       \
+    weighted_sum_row_impl(x0, x1, x2, a0, a1, a2, width, out);                               \
+  }                                                                                          \
+  MLPMIX_CLONE_FOR_AVX2 void branch_gradients_row(const T* g, const T* a0, const T* a1,      \
+                                                  const T* a2, const T* per_token,           \
+                                                  int64_t width, T* grad_h, T* grad_w,       \
+                                                  T* grad_c) {                               \
+    branch_gradients_row_impl(g, a0, a1, a2, per_token, width, grad_h, grad_w, grad_c);      \
+  }
+MLPMIX_REWEIGHT_BRANCHES_CLONES(float)
+MLPMIX_REWEIGHT_BRANCHES_CLONES(double)
+#undef MLPMIX_REWEIGHT_BRANCHES_CLONES
+
+// Pass 1 over every sample and channel block: the token sums (B, D) and, with grad_out, the
+// gradient of the branch weights (3, B, D), both double.
+template <typename T>
+void token_sums_pass(const at::Tensor& h, const at::Tensor& w, const at::Tensor& c,
+                     const at::Tensor* grad_out, at::Tensor& sums, at::Tensor* grad_weights) {
+  const int64_t batch = h.size(0), channels = h.size(-1), tokens = tokens_of(h);
+  const int64_t blocks = (channels + kChannelBlock - 1) / kChannelBlock;
+  const int64_t sample_size = tokens * channels;
+  double* sums_data = sums.data_ptr<double>();
+  double* q_data = grad_weights != nullptr ? grad_weights->data_ptr<double>() : nullptr;
+  at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
+    double q[3 * kChannelBlock];
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / blocks, j0 = (item % blocks) * kChannelBlock;
+      const int64_t width = std::min(kChannelBlock, channels - j0);
+      const int64_t offset = b * sample_size;
+      const Sample<T> s{h.const_data_ptr<T>() + offset, w.const_data_ptr<T>() + offset,
+                        c.const_data_ptr<T>() + offset,
+                        grad_out != nullptr ? grad_out->const_data_ptr<T>() + offset : nullptr,
+                        channels};
+      double* out_sums = sums_data + b * channels + j0;
+      token_sums(s, tokens, j0, width, out_sums, q);
+      if (q_data != nullptr) {
+        for (int64_t k = 0; k < 3; ++k) {
+          std::copy(q + k * kChannelBlock, q + k * kChannelBlock + width,
+                    q_data + (k * batch + b) * channels + j0);
+        }
+      }
+    }
+  });
+}
+
+// Pass 2 over every token row; `row(b, r)` handles row r of sample b.
+template <typename RowFn>
+void rows_pass(int64_t batch, int64_t tokens, int64_t channels, const RowFn& row) {
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(channels, 1));
+  at::parallel_for(0, batch * tokens, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      row(r / tokens, r);
+    }
+  });
+}
+
+at::Tensor reweight_branches_cpu(const at::Tensor& h, const at::Tensor& w, const at::Tensor& c,
+                                 const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
+                                 const at::Tensor& fc2_weight, const at::Tensor& fc2_bias) {
+  const Mlp mlp{fc1_weight, fc1_bias, fc2_weight, fc2_bias};
+  check_inputs("reweight_branches", h, w, c, mlp);
+  const auto hc = h.contiguous(), wc = w.contiguous(), cc = c.contiguous();
+  const int64_t batch = h.size(0), channels = h.size(-1), tokens = tokens_of(h);
+  auto sums = at::empty({batch, channels}, h.options().dtype(at::kDouble));
+  auto out = at::empty(h.sizes(), h.options());
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "reweight_branches", [&] {
+    token_sums_pass<scalar_t>(hc, wc, cc, nullptr, sums, nullptr);
+    const auto a = branch_weights(sums.to(h.scalar_type()), tokens, mlp);
+    const scalar_t *x0 = hc.const_data_ptr<scalar_t>(), *x1 = wc.const_data_ptr<scalar_t>(),
+                   *x2 = cc.const_data_ptr<scalar_t>(), *weights = a.const_data_ptr<scalar_t>();
+    scalar_t* y = out.data_ptr<scalar_t>();
+    const int64_t plane = batch * channels;
+    rows_pass(batch, tokens, channels, [&](int64_t b, int64_t r) {
+      const scalar_t* a0 = weights + b * channels;
+      const int64_t offset = r * channels;
+      weighted_sum_row(x0 + offset, x1 + offset, x2 + offset, a0, a0 + plane, a0 + 2 * plane, channels,
+                       y + offset);
+    });
+  });
+  return out;
+}
+
+Gradients reweight_branches_backward_cpu(const at::Tensor& grad_out, const at::Tensor& h,
+                                         const at::Tensor& w, const at::Tensor& c,
+                                         const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
+                                         const at::Tensor& fc2_weight,
+                                         const at::Tensor& fc2_bias) {
+  const Mlp mlp{fc1_weight, fc1_bias, fc2_weight, fc2_bias};
+  check_inputs("reweight_branches_backward", h, w, c, mlp);
+  check_grad_out(grad_out, h);
+  const auto hc = h.contiguous(), wc = w.contiguous(), cc = c.contiguous();
+  const auto g = grad_out.contiguous();
+  const int64_t batch = h.size(0), channels = h.size(-1), tokens = tokens_of(h);
+  const auto doubles = h.options().dtype(at::kDouble);
+  auto sums = at::empty({batch, channels}, doubles);
+  auto grad_weights = at::empty({3, batch, channels}, doubles);
+  auto grad_h = at::empty(h.sizes(), h.options()), grad_w = at::empty(h.sizes(), h.options()),
+       grad_c = at::empty(h.sizes(), h.options());
+  MlpBackward r;
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "reweight_branches_backward", [&] {
+    token_sums_pass<scalar_t>(hc, wc, cc, &g, sums, &grad_weights);
+    r = mlp_backward(sums.to(h.scalar_type()), grad_weights.to(h.scalar_type()), tokens, mlp);
+    const scalar_t *gd = g.const_data_ptr<scalar_t>(), *weights = r.weights.const_data_ptr<scalar_t>(),
+                   *per_token = r.grad_per_token.const_data_ptr<scalar_t>();
+    scalar_t *gh = grad_h.data_ptr<scalar_t>(), *gw = grad_w.data_ptr<scalar_t>(),
+             *gc = grad_c.data_ptr<scalar_t>();
+    const int64_t plane = batch * channels;
+    rows_pass(batch, tokens, channels, [&](int64_t b, int64_t row) {
+      const scalar_t* a0 = weights + b * channels;
+      const int64_t offset = row * channels;
+      branch_gradients_row(gd + offset, a0, a0 + plane, a0 + 2 * plane, per_token + b * channels,
+                           channels, gh + offset, gw + offset, gc + offset);
+    });
+  });
+  return {grad_h, grad_w, grad_c, r.grad_fc1_weight, r.grad_fc1_bias, r.grad_fc2_weight,
+          r.grad_fc2_bias};
+}
+
+}  // namespace
+}  // namespace mlpmix::reweight_branches_impl
+
+TORCH_LIBRARY_IMPL(mlpmix, CPU, m) {
+  m.impl("reweight_branches", &mlpmix::reweight_branches_impl::reweight_branches_cpu);
+  m.impl("reweight_branches_backward",
+         &mlpmix::reweight_branches_impl::reweight_branches_backward_cpu);
+}
