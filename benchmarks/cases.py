@@ -185,6 +185,26 @@ def linear_cases(setting: Setting, key: str, resolution: int, channels: int) -> 
                                   f"-> {channels}"))
 
 
+def reweight_cases(setting: Setting, key: str, resolution: int, channels: int) -> List[Case]:
+    """A DynaMixer block's branch re-weighting (``reweight``: Mlp(D, D/4, 3D)) at an unfolded
+    stage, where it runs on the (B, H, W, D) branches."""
+    batch, hidden = setting.batch, channels // 4
+    randn = partial(_randn, setting)
+
+    def make_args(grad: bool) -> List[object]:
+        torch.manual_seed(0)
+        branches = [randn(batch, resolution, resolution, channels, grad=grad) for _ in range(3)]
+        return branches + [
+            randn(hidden, channels, scale=channels ** -0.5, grad=grad), randn(hidden, grad=grad),
+            randn(3 * channels, hidden, scale=hidden ** -0.5, grad=grad),
+            randn(3 * channels, grad=grad),
+        ]
+
+    return _op_cases("reweight_branches", key, make_args, {},
+                     _shape_label(setting, (batch, resolution, resolution, channels),
+                                  f"hidden={hidden}"))
+
+
 def op_cases(setting: Setting, quick: bool) -> List[Case]:
     cases = dynamixer_cases(setting, "dynamixer_s_stage_a_h", 32, 192, 8, axis=1)
     cases += raft_cases(setting, "raftmlp_s_level_1_h", 56, 64, axis=1)
@@ -204,6 +224,8 @@ def op_cases(setting: Setting, quick: bool) -> List[Case]:
     cases += channel_cases(setting, "dynamixer_s_stage_b", 16, 384, 1152)
     cases += linear_cases(setting, "dynamixer_s_stage_a_proj", 32, 192)
     cases += linear_cases(setting, "dynamixer_s_stage_b_proj", 16, 384)
+    cases += reweight_cases(setting, "dynamixer_s_stage_b", 16, 384)
+    cases += reweight_cases(setting, "dynamixer_m_stage_b", 16, 512)
     cases += embed_cases(setting, "raftmlp_s_level_2", 64, 56, [2, 4], 128, image_input=False)
     return cases
 

@@ -77,6 +77,19 @@ def _linear(x=None, w=None, b=None, features=8, out=5, dtype=F32):
         torch.randn(out, dtype=dtype) if b is None else b]
 
 
+def _reweight(h=None, w=None, c=None, w1=None, b1=None, w2=None, b2=None, d=8, hidden=2,
+              dtype=F32):
+    h = torch.randn(2, 3, 4, d, dtype=dtype) if h is None else h
+    return ops.reweight_branches, [
+        h,
+        torch.randn(h.shape, dtype=dtype) if w is None else w,
+        torch.randn(h.shape, dtype=dtype) if c is None else c,
+        torch.randn(hidden, d, dtype=dtype) if w1 is None else w1,
+        torch.randn(hidden, dtype=dtype) if b1 is None else b1,
+        torch.randn(3 * d, hidden, dtype=dtype) if w2 is None else w2,
+        torch.randn(3 * d, dtype=dtype) if b2 is None else b2]
+
+
 def _backward(forward_case, grad_out=None):
     """The op's backward with a grad_out shaped like the forward output (or `grad_out`)."""
     op, args = forward_case
@@ -143,6 +156,12 @@ def _with_nonfinite(case, value):
     op, args = case
     args[0] = args[0].clone()
     args[0].view(-1)[0] = value
+    return op, args
+
+
+def _replaced(case, index, value):
+    op, args = case
+    args[index] = value
     return op, args
 
 
@@ -298,6 +317,25 @@ CASES = {
     "linear_backward/grad_out dtype": (lambda: _backward(_linear(), lambda o: o.double()), ("raises", "grad_out")),
     "linear_backward/bias size": (lambda: (ops.linear_backward, _backward(_linear())[1][:3] + [torch.randn(4)]), ("raises", "bias")),
     "linear_backward/NaN": (lambda: _with_nonfinite(_backward(_linear()), float("nan")), ("propagates",)),
+    # reweight_branches
+    "reweight_branches/h rank 1": (lambda: _reweight(h=torch.randn(8)), ("raises", "h")),
+    "reweight_branches/h int": (lambda: _reweight(h=_int(torch.randn(2, 3, 8)), w=torch.randn(2, 3, 8), c=torch.randn(2, 3, 8)), ("raises", "h")),
+    "reweight_branches/h no tokens": (lambda: _reweight(h=torch.randn(2, 0, 8)), ("raises", "h", "at least one token")),
+    "reweight_branches/w shape": (lambda: _reweight(w=torch.randn(2, 3, 4, 7)), ("raises", "w")),
+    "reweight_branches/c dtype": (lambda: _reweight(c=torch.randn(2, 3, 4, 8, dtype=torch.float64)), ("raises", "c")),
+    "reweight_branches/c device": (lambda: _reweight(c=torch.randn(2, 3, 4, 8, device="meta")), ("raises", "c")),
+    "reweight_branches/fc1_weight size": (lambda: _reweight(w1=torch.randn(2, 7)), ("raises", "fc1_weight")),
+    "reweight_branches/fc1_bias size": (lambda: _reweight(b1=torch.randn(3)), ("raises", "fc1_bias")),
+    "reweight_branches/fc2_weight size": (lambda: _reweight(w2=torch.randn(16, 2)), ("raises", "fc2_weight")),
+    "reweight_branches/fc2_bias size": (lambda: _reweight(b2=torch.randn(8)), ("raises", "fc2_bias")),
+    "reweight_branches/no samples": (lambda: _reweight(h=torch.randn(0, 3, 4, 8)), ("ok", (0, 3, 4, 8))),
+    "reweight_branches/rank 2": (lambda: _reweight(h=torch.randn(2, 8)), ("ok", (2, 8))),
+    "reweight_branches/NaN": (lambda: _with_nonfinite(_reweight(), float("nan")), ("propagates",)),
+    "reweight_branches/inf": (lambda: _with_nonfinite(_reweight(), float("inf")), ("propagates",)),
+    "reweight_branches_backward/grad_out shape": (lambda: _backward(_reweight(), lambda o: o[..., :-1]), ("raises", "grad_out")),
+    "reweight_branches_backward/grad_out dtype": (lambda: _backward(_reweight(), lambda o: o.double()), ("raises", "grad_out")),
+    "reweight_branches_backward/w shape": (lambda: _replaced(_backward(_reweight()), 2, torch.randn(2, 3, 4, 7)), ("raises", "w")),
+    "reweight_branches_backward/NaN": (lambda: _with_nonfinite(_backward(_reweight()), float("nan")), ("propagates",)),
 }
 
 

@@ -87,3 +87,23 @@ def test_gemm_floor_splits_a_case_into_matrix_products_and_the_rest(tmp_path):
     assert 0 <= mlpmix_row["GEMM ms"] <= mlpmix_row["total ms"]
     assert reference_row["bound"] is None and mlpmix_row["bound"] > 0
     assert "| bound |" in (tmp_path / "gemm_floor.md").read_text()
+
+
+def test_every_op_has_cases_that_match_the_reference():
+    """Each op of mlpmix.ops is benchmarked forward and forward+backward, and what the suite
+    times for mlpmix computes what it times for the eager reference."""
+    import torch
+
+    from benchmarks.cases import all_cases
+    from mlpmix import ops
+
+    cases = [c for c in all_cases() if c.label in ops.__all__]
+    assert {(c.label, c.kind) for c in cases} == {
+        (op, kind) for op in ops.__all__ for kind in ("forward", "forward+backward")}
+    for op in ops.__all__:
+        case = next(c for c in cases if c.label == op and c.kind == "forward+backward")
+        expected, actual = case.build("reference")(), case.build("mlpmix")()
+        for e, a in zip(expected, actual, strict=True):
+            # float32 sums over up to 25,088 rows: compare in norm, not per element
+            assert a.shape == e.shape
+            assert (a - e).norm() <= 2e-5 * e.norm() + 1e-6, op
