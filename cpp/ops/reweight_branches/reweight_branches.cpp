@@ -83,39 +83,34 @@ int64_t tokens_of(const at::Tensor& h) {
 
 // ---- the re-weighting MLP (small: (B, D) inputs) -------------------------------------
 
-namespace {
-
-struct MlpForward {
-  at::Tensor mean, pre_activation, hidden, weights;  // weights (B, D, 3)
-};
-
 MlpForward mlp_forward(const at::Tensor& sums, int64_t tokens, const Mlp& mlp) {
   auto mean = sums / static_cast<double>(tokens);
   auto pre_activation = at::linear(mean, mlp.fc1_weight, mlp.fc1_bias);
   auto hidden = at::gelu(pre_activation);
   auto logits = at::linear(hidden, mlp.fc2_weight, mlp.fc2_bias);
-  auto weights = logits.view({sums.size(0), sums.size(1), 3}).softmax(2);
-  return {mean, pre_activation, hidden, weights};
+  return {mean, pre_activation, hidden, logits};
 }
 
-}  // namespace
-
-at::Tensor branch_weights(const at::Tensor& sums, int64_t tokens, const Mlp& mlp) {
-  return mlp_forward(sums, tokens, mlp).weights.permute({2, 0, 1}).contiguous();
+at::Tensor softmax_over_branches(const at::Tensor& logits) {
+  return logits.view({logits.size(0), logits.size(1) / 3, 3})
+      .softmax(2)
+      .permute({2, 0, 1})
+      .contiguous();
 }
 
-MlpBackward mlp_backward(const at::Tensor& sums, const at::Tensor& grad_weights, int64_t tokens,
-                         const Mlp& mlp) {
-  const auto f = mlp_forward(sums, tokens, mlp);
-  const auto& a = f.weights;
-  const auto q = grad_weights.permute({1, 2, 0});  // (B, D, 3)
-  // softmax backward over the three branches
-  const auto grad_logits = (a * (q - (a * q).sum(2, /*keepdim=*/true)))
-                                .reshape({sums.size(0), 3 * sums.size(1)});
+at::Tensor softmax_over_branches_backward(const at::Tensor& weights,
+                                          const at::Tensor& grad_weights) {
+  const auto q = grad_weights.to(weights.scalar_type());
+  return (weights * (q - (weights * q).sum(0, /*keepdim=*/true)))
+      .permute({1, 2, 0})
+      .reshape({weights.size(1), 3 * weights.size(2)});
+}
+
+MlpGradients mlp_backward(const MlpForward& f, const at::Tensor& grad_logits, int64_t tokens,
+                          const Mlp& mlp) {
   auto grad_hidden = grad_logits.mm(mlp.fc2_weight);
   auto grad_pre = at::gelu_backward(grad_hidden, f.pre_activation);
-  return {a.permute({2, 0, 1}).contiguous(),
-          grad_pre.mm(mlp.fc1_weight) / static_cast<double>(tokens),
+  return {grad_pre.mm(mlp.fc1_weight) / static_cast<double>(tokens),
           grad_pre.t().mm(f.mean),
           grad_pre.sum(0),
           grad_logits.t().mm(f.hidden),
@@ -140,8 +135,14 @@ at::Tensor token_sums(const at::Tensor& h, const at::Tensor& w, const at::Tensor
 at::Tensor reweight_branches_aten(const at::Tensor& h, const at::Tensor& w, const at::Tensor& c,
                                   const Mlp& mlp) {
   check_inputs("reweight_branches", h, w, c, mlp);
-  const auto a = branch_weights(token_sums(h, w, c), tokens_of(h), mlp).unsqueeze(2);
-  return (rows(h, h) * a[0]).addcmul_(rows(w, h), a[1]).addcmul_(rows(c, h), a[2]).view(h.sizes());
+  const auto a =
+      softmax_over_branches(mlp_forward(token_sums(h, w, c), tokens_of(h), mlp).logits)
+          .unsqueeze(2);
+  // into a contiguous output whatever the branches' layout (as the Meta kernel promises)
+  auto out = at::empty(h.sizes(), h.options());
+  auto out_rows = rows(out, h);
+  at::mul_out(out_rows, rows(h, h), a[0]).addcmul_(rows(w, h), a[1]).addcmul_(rows(c, h), a[2]);
+  return out;
 }
 
 Gradients reweight_branches_backward_aten(const at::Tensor& grad_out, const at::Tensor& h,
@@ -152,10 +153,18 @@ Gradients reweight_branches_backward_aten(const at::Tensor& grad_out, const at::
   const auto g = rows(grad_out, h);
   const auto grad_weights =
       at::stack({(g * rows(h, h)).sum(1), (g * rows(w, h)).sum(1), (g * rows(c, h)).sum(1)});
-  const auto r = mlp_backward(token_sums(h, w, c), grad_weights, tokens_of(h), mlp);
+  const auto f = mlp_forward(token_sums(h, w, c), tokens_of(h), mlp);
+  const auto weights = softmax_over_branches(f.logits);
+  const auto r =
+      mlp_backward(f, softmax_over_branches_backward(weights, grad_weights), tokens_of(h), mlp);
   const auto per_token = r.grad_per_token.unsqueeze(1);
-  const auto a = r.weights.unsqueeze(2);
-  const auto grad = [&](int64_t k) { return at::addcmul(per_token, g, a[k]).view(h.sizes()); };
+  const auto a = weights.unsqueeze(2);
+  const auto grad = [&](int64_t k) {
+    auto grad_branch = at::empty(h.sizes(), h.options());
+    auto grad_rows = rows(grad_branch, h);
+    at::addcmul_out(grad_rows, per_token, g, a[k]);
+    return grad_branch;
+  };
   return {grad(0), grad(1), grad(2), r.grad_fc1_weight, r.grad_fc1_bias, r.grad_fc2_weight,
           r.grad_fc2_bias};
 }
@@ -180,7 +189,9 @@ Gradients reweight_branches_backward_meta(const at::Tensor& grad_out, const at::
   check_inputs("reweight_branches_backward", h, w, c,
                {fc1_weight, fc1_bias, fc2_weight, fc2_bias});
   check_grad_out(grad_out, h);
-  const auto like = [&](const at::Tensor& t) { return at::empty_like(t, at::MemoryFormat::Contiguous); };
+  const auto like = [&](const at::Tensor& t) {
+    return at::empty_like(t, at::MemoryFormat::Contiguous);
+  };
   const auto branch = [&] { return at::empty_symint(h.sym_sizes(), h.options()); };
   return {branch(), branch(), branch(), like(fc1_weight), like(fc1_bias), like(fc2_weight),
           like(fc2_bias)};

@@ -30,18 +30,27 @@ void check_grad_out(const at::Tensor& grad_out, const at::Tensor& h);
 // The number of tokens per sample: the product of h's middle sizes.
 int64_t tokens_of(const at::Tensor& h);
 
-// The branch weights (3, B, D), contiguous, from the token sums (B, D) of h + w + c.
-at::Tensor branch_weights(const at::Tensor& sums, int64_t tokens, const Mlp& mlp);
+// The re-weighting MLP on the token sums (B, D) of h + w + c, up to the branch logits
+// (B, 3D), whose column d*3 + k scores branch k of channel d.
+struct MlpForward {
+  at::Tensor mean, pre_activation, hidden, logits;
+};
+MlpForward mlp_forward(const at::Tensor& sums, int64_t tokens, const Mlp& mlp);
 
-// The re-weighting MLP's backward, given the token sums (B, D) of h + w + c and
+// The branch weights (3, B, D), contiguous: the softmax over k of the logits, on ATen (the
+// CPU kernel has its own), and its backward to the logits' gradient (B, 3D), given
 // grad_weights (3, B, D), the gradient of the branch weights (sum_t grad_out * branch_k).
-struct MlpBackward {
-  at::Tensor weights;         // (3, B, D): the forward's branch weights, recomputed
+at::Tensor softmax_over_branches(const at::Tensor& logits);
+at::Tensor softmax_over_branches_backward(const at::Tensor& weights,
+                                          const at::Tensor& grad_weights);
+
+// The MLP's backward from the logits' gradient.
+struct MlpGradients {
   at::Tensor grad_per_token;  // (B, D): the gradient of the mean over T, divided by T
   at::Tensor grad_fc1_weight, grad_fc1_bias, grad_fc2_weight, grad_fc2_bias;
 };
-MlpBackward mlp_backward(const at::Tensor& sums, const at::Tensor& grad_weights, int64_t tokens,
-                         const Mlp& mlp);
+MlpGradients mlp_backward(const MlpForward& f, const at::Tensor& grad_logits, int64_t tokens,
+                          const Mlp& mlp);
 
 using Gradients = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                              at::Tensor, at::Tensor>;

@@ -111,6 +111,28 @@ MLPMIX_INLINE void branch_gradients_row_impl(const T* g, const T* a0, const T* a
   }
 }
 
+// In place over n (sample, channel) pairs: x_k = softmax over k of (x0, x1, x2).
+template <typename T>
+MLPMIX_INLINE void softmax3_impl(T* x0, T* x1, T* x2, int64_t n) {
+  using V = simd::Vec<T>;
+  int64_t i = 0;
+  for (; i + V::lanes <= n; i += V::lanes) {
+    auto e0 = V::load(x0 + i), e1 = V::load(x1 + i), e2 = V::load(x2 + i);
+    auto top = e0 > e1 ? e0 : e1;
+    top = top > e2 ? top : e2;
+    e0 -= top, e1 -= top, e2 -= top;
+    simd::exp_nonpositive(e0), simd::exp_nonpositive(e1), simd::exp_nonpositive(e2);
+    const auto total = e0 + e1 + e2;
+    V::store(x0 + i, e0 / total), V::store(x1 + i, e1 / total), V::store(x2 + i, e2 / total);
+  }
+  for (; i < n; ++i) {
+    const T top = std::max({x0[i], x1[i], x2[i]});
+    const T e0 = std::exp(x0[i] - top), e1 = std::exp(x1[i] - top), e2 = std::exp(x2[i] - top);
+    const T total = e0 + e1 + e2;
+    x0[i] = e0 / total, x1[i] = e1 / total, x2[i] = e2 / total;
+  }
+}
+
 // target_clones takes no templates: one overload per dtype.
 #define MLPMIX_REWEIGHT_BRANCHES_CLONES(T)                                                   \
   MLPMIX_CLONE_FOR_AVX2 void token_sums(const Sample<T>& s, int64_t tokens, int64_t j0,      \
@@ -127,6 +149,9 @@ MLPMIX_INLINE void branch_gradients_row_impl(const T* g, const T* a0, const T* a
                                                   int64_t width, T* grad_h, T* grad_w,       \
                                                   T* grad_c) {                               \
     branch_gradients_row_impl(g, a0, a1, a2, per_token, width, grad_h, grad_w, grad_c);      \
+  }                                                                                          \
+  MLPMIX_CLONE_FOR_AVX2 void softmax3(T* x0, T* x1, T* x2, int64_t n) {                      \
+    softmax3_impl(x0, x1, x2, n);                                                            \
   }
 MLPMIX_REWEIGHT_BRANCHES_CLONES(float)
 MLPMIX_REWEIGHT_BRANCHES_CLONES(double)
@@ -164,6 +189,38 @@ void token_sums_pass(const at::Tensor& h, const at::Tensor& w, const at::Tensor&
   });
 }
 
+// The branch weights (3, B, D) from the logits (B, 3D) (ATen's softmax over a last dimension
+// of 3 took 0.1-0.2 ms at DynaMixer-S stage B, a sixth of the forward).
+template <typename T>
+at::Tensor branch_weights(const at::Tensor& logits) {
+  auto weights =
+      logits.view({logits.size(0), logits.size(1) / 3, 3}).permute({2, 0, 1}).contiguous();
+  const int64_t n = weights.size(1) * weights.size(2);
+  T* a = weights.data_ptr<T>();
+  softmax3(a, a + n, a + 2 * n, n);
+  return weights;
+}
+
+// The logits' gradient (B, 3D) from the branch weights (3, B, D) and grad_weights (3, B, D,
+// double): a_k * (q_k - sum_j a_j q_j), in double.
+template <typename T>
+at::Tensor branch_weights_backward(const at::Tensor& weights, const at::Tensor& grad_weights) {
+  const int64_t batch = weights.size(1), channels = weights.size(2), n = batch * channels;
+  auto grad_logits = at::empty({batch, 3 * channels}, weights.options());
+  const T* a = weights.const_data_ptr<T>();
+  const double* q = grad_weights.const_data_ptr<double>();
+  T* out = grad_logits.data_ptr<T>();
+  for (int64_t i = 0; i < n; ++i) {
+    const double a0 = a[i], a1 = a[n + i], a2 = a[2 * n + i];
+    const double q0 = q[i], q1 = q[n + i], q2 = q[2 * n + i];
+    const double mean = a0 * q0 + a1 * q1 + a2 * q2;
+    out[3 * i] = static_cast<T>(a0 * (q0 - mean));
+    out[3 * i + 1] = static_cast<T>(a1 * (q1 - mean));
+    out[3 * i + 2] = static_cast<T>(a2 * (q2 - mean));
+  }
+  return grad_logits;
+}
+
 // Pass 2 over every token row; `row(b, r)` handles row r of sample b.
 template <typename RowFn>
 void rows_pass(int64_t batch, int64_t tokens, int64_t channels, const RowFn& row) {
@@ -186,7 +243,8 @@ at::Tensor reweight_branches_cpu(const at::Tensor& h, const at::Tensor& w, const
   auto out = at::empty(h.sizes(), h.options());
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "reweight_branches", [&] {
     token_sums_pass<scalar_t>(hc, wc, cc, nullptr, sums, nullptr);
-    const auto a = branch_weights(sums.to(h.scalar_type()), tokens, mlp);
+    const auto a =
+        branch_weights<scalar_t>(mlp_forward(sums.to(h.scalar_type()), tokens, mlp).logits);
     const scalar_t *x0 = hc.const_data_ptr<scalar_t>(), *x1 = wc.const_data_ptr<scalar_t>(),
                    *x2 = cc.const_data_ptr<scalar_t>(), *weights = a.const_data_ptr<scalar_t>();
     scalar_t* y = out.data_ptr<scalar_t>();
@@ -194,8 +252,8 @@ at::Tensor reweight_branches_cpu(const at::Tensor& h, const at::Tensor& w, const
     rows_pass(batch, tokens, channels, [&](int64_t b, int64_t r) {
       const scalar_t* a0 = weights + b * channels;
       const int64_t offset = r * channels;
-      weighted_sum_row(x0 + offset, x1 + offset, x2 + offset, a0, a0 + plane, a0 + 2 * plane, channels,
-                       y + offset);
+      weighted_sum_row(x0 + offset, x1 + offset, x2 + offset, a0, a0 + plane, a0 + 2 * plane,
+                       channels, y + offset);
     });
   });
   return out;
@@ -217,11 +275,13 @@ Gradients reweight_branches_backward_cpu(const at::Tensor& grad_out, const at::T
   auto grad_weights = at::empty({3, batch, channels}, doubles);
   auto grad_h = at::empty(h.sizes(), h.options()), grad_w = at::empty(h.sizes(), h.options()),
        grad_c = at::empty(h.sizes(), h.options());
-  MlpBackward r;
+  MlpGradients r;
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "reweight_branches_backward", [&] {
     token_sums_pass<scalar_t>(hc, wc, cc, &g, sums, &grad_weights);
-    r = mlp_backward(sums.to(h.scalar_type()), grad_weights.to(h.scalar_type()), tokens, mlp);
-    const scalar_t *gd = g.const_data_ptr<scalar_t>(), *weights = r.weights.const_data_ptr<scalar_t>(),
+    const auto f = mlp_forward(sums.to(h.scalar_type()), tokens, mlp);
+    const auto a = branch_weights<scalar_t>(f.logits);
+    r = mlp_backward(f, branch_weights_backward<scalar_t>(a, grad_weights), tokens, mlp);
+    const scalar_t *gd = g.const_data_ptr<scalar_t>(), *weights = a.const_data_ptr<scalar_t>(),
                    *per_token = r.grad_per_token.const_data_ptr<scalar_t>();
     scalar_t *gh = grad_h.data_ptr<scalar_t>(), *gw = grad_w.data_ptr<scalar_t>(),
              *gc = grad_c.data_ptr<scalar_t>();
