@@ -28,6 +28,14 @@ def load_average() -> str:
         return "unknown"
 
 
+def allocator() -> str:
+    """The settings of the process's malloc: on glibc's defaults, freed tensors of several MiB
+    go back to the OS and every call page-faults them in again (see benchmarks/results)."""
+    settings = [f"{k}={v}" for k, v in sorted(os.environ.items())
+                if k.startswith("MALLOC_") or k == "LD_PRELOAD"]
+    return ", ".join(settings) or "glibc malloc, default settings"
+
+
 def describe(device: str = "cpu") -> Dict[str, str]:
     facts = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -35,6 +43,7 @@ def describe(device: str = "cpu") -> Dict[str, str]:
         "cpu": f"{cpu_model()}, {os.cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()}",
         "torch": torch.__version__,
         "python": platform.python_version(),
+        "allocator": allocator(),
     }
     if device == "cuda":
         facts["gpu"] = f"{torch.cuda.get_device_name()}, CUDA {torch.version.cuda}"

@@ -153,6 +153,7 @@ def write(results: Sequence[Result], out: Path, machine: Dict[str, str], threads
         setting = [
             f"- machine: {machine['cpu']}",
             f"- torch {machine['torch']}, Python {machine['python']}, float32, batch 8",
+            f"- allocator: {machine.get('allocator', 'not recorded')}",
             "- peak memory: growth of the peak RSS over one call in a fresh process (eager "
             "implementations only; compilation would dominate the compiled ones)",
             "", f"## Targets ({max(threads)} threads)", "",

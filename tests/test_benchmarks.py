@@ -28,6 +28,7 @@ def test_one_case_writes_the_report(tmp_path, monkeypatch):
     markdown = (tmp_path / "smoke.md").read_text()
     assert "| " + " | ".join(report.COLUMNS) + " |" in markdown
     assert "torch" in markdown and "cores" in markdown and "threads" in markdown
+    assert "- allocator: " in markdown
     rows = json.loads((tmp_path / "smoke.json").read_text())["rows"]
     assert [r["implementation"] for r in rows] == ["reference", "mlpmix"]
     assert all(set(report.COLUMNS) == set(r) for r in rows)
