@@ -2,7 +2,8 @@
 // attention over its three branches (spec section 2.2), out = sum_k branch_k * a_k with
 //   a[b, d, :] = softmax_k(fc2(GELU(fc1(mean_t(h + w + c)[b])))[d*3 + k]).
 // The full-size passes over the branches (B, ..., D) are the kernels' own; the re-weighting
-// MLP on the (B, D) token means is small and runs on ATen for every device.
+// MLP on the (B, D) token means is small and runs on ATen for every device (its softmax over
+// the three branches in the CPU kernel's own loop).
 #pragma once
 
 #include <ATen/core/Tensor.h>
