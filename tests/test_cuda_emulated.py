@@ -3,8 +3,9 @@ of cpp/ops/*/*_kernels.cuh against tests/cpp/cuda_emulation.h (each block's thre
 std::threads, __syncthreads a barrier, warp shuffles exchanged through a buffer), so their
 indexing, strides, synchronisation and arithmetic are checked on machines without a GPU,
 against the same references as the ops, over the ops' own sample inputs. What a GPU adds
-(launch configuration, shared-memory limits, the ATen/cuBLAS parts, timing) is tested by
-tests/test_cuda.py where one is present."""
+(launch configuration, shared-memory limits, cuBLAS, timing) is tested by tests/test_cuda.py
+where one is present; the ATen compositions of the other CUDA kernels, by
+tests/test_aten_kernels.py."""
 
 from __future__ import annotations
 
