@@ -6,6 +6,9 @@
 #include <ATen/ops/addmm_cpu_dispatch.h>
 #include <ATen/ops/mm_cpu_dispatch.h>
 
+#include <cstdlib>
+#include <string>
+
 #if AT_MKLDNN_ENABLED()
 // Exported by libtorch_cpu (TORCH_API in ATen/native/mkldnn/Matmul.h, which the wheels do not
 // ship): result = beta * result + alpha * mat1 @ mat2.
@@ -65,13 +68,39 @@ bool blas_prefers_this_cpu() {
   return false;
 #endif
 }
+
+enum class GemmChoice { kAuto, kOnednn, kBlas };
+
+// MLPMIX_CPU_GEMM, read once: auto (default), onednn (wherever it runs float32, Intel CPUs
+// included) or blas (ATen's BLAS always).
+GemmChoice gemm_choice() {
+  static const GemmChoice choice = [] {
+    const char* value = std::getenv("MLPMIX_CPU_GEMM");
+    const std::string name = value == nullptr ? "auto" : value;
+    if (name == "auto" || name.empty()) {
+      return GemmChoice::kAuto;
+    }
+    if (name == "onednn") {
+      return GemmChoice::kOnednn;
+    }
+    TORCH_CHECK(name == "blas", "mlpmix: MLPMIX_CPU_GEMM must be auto, onednn or blas, got '",
+                name, "'");
+    return GemmChoice::kBlas;
+  }();
+  return choice;
+}
 #endif
 
 }  // namespace
 
 bool uses_onednn(at::ScalarType dtype, int64_t M, int64_t K, int64_t N) {
 #if AT_MKLDNN_ENABLED()
-  return dtype == at::kFloat && M * K * N >= kMinOnednnMacs && !blas_prefers_this_cpu() &&
+  const auto choice = gemm_choice();
+  if (choice == GemmChoice::kBlas ||
+      (choice == GemmChoice::kAuto && blas_prefers_this_cpu())) {
+    return false;
+  }
+  return dtype == at::kFloat && M * K * N >= kMinOnednnMacs &&
          at::globalContext().userEnabledMkldnn() && onednn_runs_float32();
 #else
   (void)dtype, (void)M, (void)K, (void)N;
