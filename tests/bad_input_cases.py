@@ -99,15 +99,17 @@ def _backward(forward_case, grad_out=None):
 
 
 def _dynamixer_forward(**kwargs):
-    """dynamixer_forward: the forward that also returns the compressed input."""
+    """dynamixer_forward: the forward that also returns the compressed input and weights."""
     return ops.dynamixer_forward, _dynamixer(**kwargs)[1]
 
 
-def _dynamixer_backward_with_compressed(compressed=lambda z: z):
-    """dynamixer_backward given (a function of) the compressed input the forward kept."""
+def _dynamixer_backward_with_kept(compressed=lambda z: z, weights=lambda p: p):
+    """dynamixer_backward given (functions of) the compressed input and weights the forward
+    kept."""
     args = _dynamixer()[1]
-    out, kept = ops.dynamixer_forward(*args)
-    return ops.dynamixer_backward, [torch.randn_like(out), *args, compressed(kept)]
+    out, kept_compressed, kept_weights = ops.dynamixer_forward(*args)
+    return ops.dynamixer_backward, [torch.randn_like(out), *args, compressed(kept_compressed),
+                                    weights(kept_weights)]
 
 
 def _raft_forward(**kwargs):
@@ -197,9 +199,13 @@ CASES = {
     "dynamixer_backward/grad_out shape": (lambda: _backward(_dynamixer(), lambda o: o[:, :-1]), ("raises", "grad_out")),
     "dynamixer_backward/grad_out dtype": (lambda: _backward(_dynamixer(), lambda o: o.double()), ("raises", "grad_out")),
     "dynamixer_backward/NaN": (lambda: _with_nonfinite(_backward(_dynamixer()), float("nan")), ("propagates",)),
-    "dynamixer_backward/compressed shape": (lambda: _dynamixer_backward_with_compressed(lambda z: z[:, :, :-1]), ("raises", "compressed")),
-    "dynamixer_backward/compressed dtype": (lambda: _dynamixer_backward_with_compressed(lambda z: z.double()), ("raises", "compressed")),
-    "dynamixer_backward/compressed NaN": (lambda: _dynamixer_backward_with_compressed(_nan_at_first), ("propagates",)),
+    "dynamixer_backward/compressed shape": (lambda: _dynamixer_backward_with_kept(compressed=lambda z: z[:, :, :-1]), ("raises", "compressed")),
+    "dynamixer_backward/compressed dtype": (lambda: _dynamixer_backward_with_kept(compressed=lambda z: z.double()), ("raises", "compressed")),
+    "dynamixer_backward/compressed NaN": (lambda: _dynamixer_backward_with_kept(compressed=_nan_at_first), ("propagates",)),
+    "dynamixer_backward/weights shape": (lambda: _dynamixer_backward_with_kept(weights=lambda p: p[:, :-1]), ("raises", "weights")),
+    "dynamixer_backward/weights dtype": (lambda: _dynamixer_backward_with_kept(weights=lambda p: p.double()), ("raises", "weights")),
+    "dynamixer_backward/weights device": (lambda: _dynamixer_backward_with_kept(weights=lambda p: p.to("meta")), ("raises", "weights")),
+    "dynamixer_backward/weights NaN": (lambda: _dynamixer_backward_with_kept(weights=_nan_at_first), ("propagates",)),
     "dynamixer_forward/x rank 2": (lambda: _dynamixer_forward(x=torch.randn(4, 8)), ("raises", "x")),
     "dynamixer_forward/generate_weight size": (lambda: _dynamixer_forward(gw=torch.randn(16, 3)), ("raises", "generate_weight")),
     "dynamixer_forward/empty batch": (lambda: _dynamixer_forward(x=torch.randn(0, 4, 6, 8)), ("ok", (0, 4, 6, 8))),

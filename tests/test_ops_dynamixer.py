@@ -116,45 +116,75 @@ def _compressed(args):
     return rearrange(z, "b n (s k) -> b s (n k)", s=num_segments)
 
 
+def _weights(args):
+    """What spec 2.1 steps 2-3 make of Z: the softmax over input tokens i of the logits,
+    (B', S, N*N), [b', s, i*N + j] the weight of input token i in output token j."""
+    _, _, _, generate_weight, generate_bias, _, dim = args
+    n = args[0].shape[dim]
+    logits = torch.nn.functional.linear(_compressed(args), generate_weight, generate_bias)
+    weights = rearrange(logits, "b s (i j) -> b s i j", i=n).softmax(dim=-2)
+    return rearrange(weights, "b s i j -> b s (i j)")
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_forward_keeps_the_compressed_input(dtype):
+def test_forward_keeps_the_compressed_input_and_the_weights(dtype):
     torch.manual_seed(6)
     for args in sample_inputs(dtype):
-        out, compressed = torch.ops.mlpmix.dynamixer_forward(*args)
+        out, compressed, weights = torch.ops.mlpmix.dynamixer_forward(*args)
         assert_close(out, ops.dynamixer(*args), **TOLERANCES[dtype])
         assert_close(compressed, _compressed(args), **TOLERANCES[dtype])
+        assert_close(weights, _weights(args), **TOLERANCES[dtype])
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_backward_from_the_kept_compressed_input_equals_recomputing_it(dtype):
+@pytest.mark.parametrize("kept", ["compressed", "weights", "both"])
+def test_backward_from_what_the_forward_kept_equals_recomputing_it(dtype, kept):
     torch.manual_seed(7)
     backward = torch.ops.mlpmix.dynamixer_backward
     for args in sample_inputs(dtype):
-        out, compressed = torch.ops.mlpmix.dynamixer_forward(*args)
+        out, compressed, weights = torch.ops.mlpmix.dynamixer_forward(*args)
+        given = {"compressed": compressed if kept != "weights" else None,
+                 "weights": weights if kept != "compressed" else None}
         grad_out = torch.randn_like(out)
-        for got, want in zip(backward(grad_out, *args, compressed), backward(grad_out, *args)):
+        for got, want in zip(backward(grad_out, *args, **given), backward(grad_out, *args)):
             assert_close(got, want, **TOLERANCES[dtype])
 
 
-def test_opcheck_forward_with_compressed_and_backward():
+def test_backward_reads_the_kept_weights():
+    # Given uniform weights (not the forward's) and a zero compression weight, so that no
+    # gradient reaches x through the compression, grad_x is the mean of grad_out over the
+    # tokens: the kept weights are used, not recomputed.
+    args = make_args((2, 4, 6, 8), 4, 1, 1, torch.float64)
+    args[1] = torch.zeros_like(args[1])
+    out, compressed, weights = torch.ops.mlpmix.dynamixer_forward(*args)
+    uniform = torch.full_like(weights, 1 / 4)
+    grad_out = torch.randn_like(out)
+    grad_x = torch.ops.mlpmix.dynamixer_backward(grad_out, *args, compressed, uniform)[0]
+    assert_close(grad_x, grad_out.mean(dim=1, keepdim=True).expand_as(grad_out))
+
+
+def test_opcheck_forward_with_kept_tensors_and_backward():
     torch.manual_seed(8)
     for args in sample_inputs(torch.float64):
         torch.library.opcheck(torch.ops.mlpmix.dynamixer_forward.default, args)
-        out, compressed = torch.ops.mlpmix.dynamixer_forward(*args)
+        out, compressed, weights = torch.ops.mlpmix.dynamixer_forward(*args)
         grad_out = torch.randn_like(out)
         torch.library.opcheck(torch.ops.mlpmix.dynamixer_backward.default,
-                              [grad_out, *args, compressed])
+                              [grad_out, *args, compressed, weights])
 
 
+@pytest.mark.parametrize("name", ["compressed", "weights"])
 @pytest.mark.parametrize("bad", [lambda z: z[:, :, :-1], lambda z: z.flatten(1), lambda z: z.double()])
-def test_backward_rejects_bad_compressed(bad):
+def test_backward_rejects_bad_kept_tensors(name, bad):
     args = make_args((2, 4, 6, 8), 4, 1, 1, torch.float32)
-    out, compressed = torch.ops.mlpmix.dynamixer_forward(*args)
-    call = (torch.zeros_like(out), *args, bad(compressed))
+    out, compressed, weights = torch.ops.mlpmix.dynamixer_forward(*args)
+    kept = {"compressed": compressed, "weights": weights}
+    kept[name] = bad(kept[name])
+    call = (torch.zeros_like(out), *args, kept["compressed"], kept["weights"])
     backward = torch.ops.mlpmix.dynamixer_backward
-    assert_rejected(backward, call, "dynamixer_backward", "compressed")
+    assert_rejected(backward, call, "dynamixer_backward", name)
     meta = [a.to("meta") if isinstance(a, torch.Tensor) else a for a in call]
-    assert_rejected(backward, meta, "dynamixer_backward", "compressed")
+    assert_rejected(backward, meta, "dynamixer_backward", name)
 
 
 def test_expanded_input_reads_in_place():

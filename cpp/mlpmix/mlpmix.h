@@ -27,13 +27,15 @@ at::Tensor dynamixer(const at::Tensor& x, const at::Tensor& compress_weight,
 
 // Gradients of dynamixer: (grad_x, grad_compress_weight, grad_compress_bias,
 // grad_generate_weight, grad_generate_bias). Bias gradients are returned even when the
-// bias is absent. `compressed`, when given, is the forward's compressed input as
-// `dynamixer_forward` returns it (the CPU kernel then does not recompute it).
+// bias is absent. `compressed` and `weights`, when given, are the forward's compressed
+// input and mixing weights as `dynamixer_forward` returns them (the CPU kernel then does
+// not recompute them).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer_backward(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& compress_weight,
     const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
     const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim,
-    const std::optional<at::Tensor>& compressed = std::nullopt);
+    const std::optional<at::Tensor>& compressed = std::nullopt,
+    const std::optional<at::Tensor>& weights = std::nullopt);
 
 // Raft token mixing branch (spec section 1.1, steps 1-3 and the ungrouping of step 4,
 // without the residual add) on channels-last x (B, H, W, C): LayerNorm over C, regroup

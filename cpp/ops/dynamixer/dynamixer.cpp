@@ -31,17 +31,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& compress_weight,
     const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
     const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim,
-    const std::optional<at::Tensor>& compressed) {
+    const std::optional<at::Tensor>& compressed, const std::optional<at::Tensor>& weights) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("mlpmix::dynamixer_backward", "")
                        .typed<decltype(dynamixer_backward)>();
   return op.call(grad_out, x, compress_weight, compress_bias, generate_weight, generate_bias,
-                 num_segments, dim, compressed);
+                 num_segments, dim, compressed, weights);
 }
 
 namespace dynamixer_impl {
 
-std::tuple<at::Tensor, at::Tensor> dynamixer_forward(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dynamixer_forward(
     const at::Tensor& x, const at::Tensor& compress_weight,
     const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
     const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim) {
@@ -100,28 +100,47 @@ void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x) {
 
 namespace {
 
-// (B', S, N*d): B' counts the sequences, every axis of x but the token and channel ones.
-std::vector<c10::SymInt> compressed_shape(const at::Tensor& x, const Dims& dims) {
+// (B', S, width) per segment of each sequence: B' counts the sequences, every axis of x but
+// the token and channel ones.
+std::vector<c10::SymInt> per_segment_shape(const at::Tensor& x, const Dims& dims,
+                                           int64_t width) {
   c10::SymInt sequences = 1;
   for (int64_t axis = 0; axis + 1 < x.dim(); ++axis) {
     if (axis != dims.token_dim) {
       sequences = sequences * x.sym_size(axis);
     }
   }
-  return {sequences, c10::SymInt(dims.S), c10::SymInt(dims.N * dims.d)};
+  return {sequences, c10::SymInt(dims.S), c10::SymInt(width)};
+}
+
+std::vector<c10::SymInt> compressed_shape(const at::Tensor& x, const Dims& dims) {
+  return per_segment_shape(x, dims, dims.N * dims.d);
+}
+
+std::vector<c10::SymInt> weights_shape(const at::Tensor& x, const Dims& dims) {
+  return per_segment_shape(x, dims, dims.N * dims.N);
+}
+
+void check_kept_tensor(const char* name, const std::optional<at::Tensor>& kept,
+                       const at::Tensor& x, const std::vector<c10::SymInt>& shape,
+                       const char* shape_text) {
+  if (!kept.has_value()) {
+    return;
+  }
+  const char* op = "dynamixer_backward";
+  checks::same_dtype_device(op, name, *kept, "x", x);
+  checks::sym_shape(op, name, *kept, shape, shape_text);
 }
 
 }  // namespace
 
-void check_compressed(const std::optional<at::Tensor>& compressed, const at::Tensor& x,
-                      const Dims& dims) {
-  if (!compressed.has_value()) {
-    return;
-  }
-  const char* op = "dynamixer_backward";
-  checks::same_dtype_device(op, "compressed", *compressed, "x", x);
-  checks::sym_shape(op, "compressed", *compressed, compressed_shape(x, dims),
+void check_kept(const std::optional<at::Tensor>& compressed,
+                const std::optional<at::Tensor>& weights, const at::Tensor& x,
+                const Dims& dims) {
+  check_kept_tensor("compressed", compressed, x, compressed_shape(x, dims),
                     "(B', S, N*d) of dynamixer_forward");
+  check_kept_tensor("weights", weights, x, weights_shape(x, dims),
+                    "(B', S, N*N) of dynamixer_forward");
 }
 
 // ---- the GEMM steps (device-agnostic ATen) ---------------------------------------------
@@ -205,25 +224,26 @@ at::Tensor dynamixer_meta(const at::Tensor& x, const at::Tensor& compress_weight
   return at::empty_symint(x.sym_sizes(), x.options());
 }
 
-std::tuple<at::Tensor, at::Tensor> dynamixer_forward_meta(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dynamixer_forward_meta(
     const at::Tensor& x, const at::Tensor& compress_weight,
     const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
     const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim) {
   const auto dims = check_inputs("dynamixer_forward", x, compress_weight, compress_bias,
                                  generate_weight, generate_bias, num_segments, dim);
   return {at::empty_symint(x.sym_sizes(), x.options()),
-          at::empty_symint(compressed_shape(x, dims), x.options())};
+          at::empty_symint(compressed_shape(x, dims), x.options()),
+          at::empty_symint(weights_shape(x, dims), x.options())};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer_backward_meta(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& compress_weight,
     const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
     const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim,
-    const std::optional<at::Tensor>& compressed) {
+    const std::optional<at::Tensor>& compressed, const std::optional<at::Tensor>& weights) {
   const auto dims = check_inputs("dynamixer_backward", x, compress_weight, compress_bias,
                                  generate_weight, generate_bias, num_segments, dim);
   check_grad_out(grad_out, x);
-  check_compressed(compressed, x, dims);
+  check_kept(compressed, weights, x, dims);
   return {at::empty_symint(x.sym_sizes(), x.options()),
           at::empty_like(compress_weight, at::MemoryFormat::Contiguous),
           at::empty({dims.S * dims.d}, x.options()),
@@ -245,11 +265,12 @@ class DynamixerBackwardFunction
                                const at::Tensor& generate_weight,
                                const std::optional<at::Tensor>& generate_bias,
                                int64_t num_segments, int64_t dim,
-                               const std::optional<at::Tensor>& compressed) {
+                               const std::optional<at::Tensor>& compressed,
+                               const std::optional<at::Tensor>& weights) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [gx, gcw, gcb, ggw, ggb] = mlpmix::dynamixer_backward(
         grad_out, x, compress_weight, compress_bias, generate_weight, generate_bias,
-        num_segments, dim, compressed);
+        num_segments, dim, compressed, weights);
     return {gx, gcw, gcb, ggw, ggb};
   }
 
@@ -268,19 +289,20 @@ class DynamixerFunction : public torch::autograd::Function<DynamixerFunction> {
                                int64_t num_segments,
                                int64_t dim) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    // On CPU the compressed input Z is kept (S*d/D the size of x): the backward then skips
-    // the compression GEMM. The logits and softmax (N*S/D times x) are recomputed: less
-    // memory held. Other devices recompute Z too.
-    at::Tensor out, compressed;
+    // On CPU the compressed input Z (S*d/D the size of x) and the mixing weights P (N*S/D
+    // times x) are kept: the backward then runs neither the compression nor the generation
+    // GEMM, nor the softmax. Other devices recompute them.
+    at::Tensor out, compressed, weights;
     if (x.device().is_cpu()) {
-      std::tie(out, compressed) = dynamixer_forward(
+      std::tie(out, compressed, weights) = dynamixer_forward(
           x, compress_weight, compress_bias, generate_weight, generate_bias, num_segments, dim);
     } else {
       out = mlpmix::dynamixer(x, compress_weight, compress_bias, generate_weight, generate_bias,
                               num_segments, dim);
     }
     ctx->save_for_backward({x, compress_weight, compress_bias.value_or(at::Tensor()),
-                            generate_weight, generate_bias.value_or(at::Tensor()), compressed});
+                            generate_weight, generate_bias.value_or(at::Tensor()), compressed,
+                            weights});
     ctx->saved_data["num_segments"] = num_segments;
     ctx->saved_data["dim"] = dim;
     return {out};
@@ -291,7 +313,7 @@ class DynamixerFunction : public torch::autograd::Function<DynamixerFunction> {
     auto result = DynamixerBackwardFunction::apply(
         grads[0], saved[0], saved[1], optional_of(saved[2]), saved[3], optional_of(saved[4]),
         ctx->saved_data["num_segments"].toInt(), ctx->saved_data["dim"].toInt(),
-        optional_of(saved[5]));
+        optional_of(saved[5]), optional_of(saved[6]));
     return {result[0],
             result[1],
             saved[2].defined() ? result[2] : at::Tensor(),
@@ -324,10 +346,11 @@ dynamixer_backward_autograd(const at::Tensor& grad_out, const at::Tensor& x,
                             const at::Tensor& generate_weight,
                             const std::optional<at::Tensor>& generate_bias,
                             int64_t num_segments, int64_t dim,
-                            const std::optional<at::Tensor>& compressed) {
+                            const std::optional<at::Tensor>& compressed,
+                            const std::optional<at::Tensor>& weights) {
   auto r = DynamixerBackwardFunction::apply(
       grad_out, x, compress_weight, compress_bias, generate_weight, generate_bias,
-      num_segments, dim, compressed);
+      num_segments, dim, compressed, weights);
   return {r[0], r[1], r[2], r[3], r[4]};
 }
 
@@ -340,16 +363,17 @@ TORCH_LIBRARY_FRAGMENT(mlpmix, m) {
       "dynamixer(Tensor x, Tensor compress_weight, Tensor? compress_bias, "
       "Tensor generate_weight, Tensor? generate_bias, int num_segments, int dim=-2) -> Tensor",
       {at::Tag::pt2_compliant_tag});
-  // Internal: the forward that also returns the compressed input for the backward.
+  // Internal: the forward that also returns the compressed input and the mixing weights for
+  // the backward.
   m.def(
       "dynamixer_forward(Tensor x, Tensor compress_weight, Tensor? compress_bias, "
       "Tensor generate_weight, Tensor? generate_bias, int num_segments, int dim=-2) "
-      "-> (Tensor out, Tensor compressed)",
+      "-> (Tensor out, Tensor compressed, Tensor weights)",
       {at::Tag::pt2_compliant_tag});
   m.def(
       "dynamixer_backward(Tensor grad_out, Tensor x, Tensor compress_weight, "
       "Tensor? compress_bias, Tensor generate_weight, Tensor? generate_bias, "
-      "int num_segments, int dim, Tensor? compressed=None) "
+      "int num_segments, int dim, Tensor? compressed=None, Tensor? weights=None) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
 }

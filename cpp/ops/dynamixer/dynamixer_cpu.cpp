@@ -2,7 +2,8 @@
 // GEMMs (common/gemm_cpu.h). The generation runs per chunk of sequences (one GEMM each, its
 // logits kept in the L2 cache), followed by the softmax over input tokens and the per-segment
 // mixing, Y = P^T X (backward: their gradients and the chunk's compressed-input gradient),
-// one sequence (all its segments) at a time. A sequence's N token rows are copied into a
+// one sequence (all its segments) at a time. The backward reads the softmax P that
+// `dynamixer_forward` kept when it is given, and regenerates it otherwise. A sequence's N token rows are copied into a
 // contiguous scratch block when they are not already adjacent in memory: rows a
 // power-of-two stride apart (mixing along H) share one L1 cache set, and reading them in
 // place thrashed it. Inner loops are register-blocked small GEMMs cloned for AVX2.
@@ -311,29 +312,35 @@ int64_t sequences_per_chunk(const Dims& dims, int64_t element_size) {
 
 // Runs body(first, count, logits) for each chunk of sequences in parallel, where `logits`
 // (count*S, N*N) holds the chunk's generated logits Z Wg^T without the bias (which joins in
-// the softmax: no broadcast copy of it).
+// the softmax: no broadcast copy of it); undefined, and not generated, unless `generate`.
 template <typename Body>
 void for_each_chunk(const at::Tensor& compressed, const at::Tensor& generate_weight,
-                    const Dims& dims, const Body& body) {
+                    const Dims& dims, bool generate, const Body& body) {
   const int64_t sequences = compressed.size(0);
   const int64_t chunk = sequences_per_chunk(dims, compressed.element_size());
   const auto z = compressed.view({sequences * dims.S, dims.N * dims.d});
   const auto generate_t = generate_weight.detach().t();
   at::parallel_for(0, (sequences + chunk - 1) / chunk, 1, [&](int64_t begin, int64_t end) {
-    auto logits = at::empty({chunk * dims.S, dims.N * dims.N}, compressed.options());
+    auto logits = generate ? at::empty({chunk * dims.S, dims.N * dims.N}, compressed.options())
+                           : at::Tensor();
     for (int64_t c = begin; c < end; ++c) {
       const int64_t first = c * chunk, count = std::min(chunk, sequences - first);
-      auto chunk_logits = logits.narrow(0, 0, count * dims.S);
-      cpu::gemm_out(chunk_logits, z.narrow(0, first * dims.S, count * dims.S), generate_t);
+      at::Tensor chunk_logits;
+      if (generate) {
+        chunk_logits = logits.narrow(0, 0, count * dims.S);
+        cpu::gemm_out(chunk_logits, z.narrow(0, first * dims.S, count * dims.S), generate_t);
+      }
       body(first, count, chunk_logits);
     }
   });
 }
 
-// Steps 2-4 given x (unit channel stride) and its compressed input Z.
+// Steps 2-4 given x (unit channel stride) and its compressed input Z. The mixing weights P
+// are written into `weights` (B', S, N*N) when it is defined.
 at::Tensor mix(const at::Tensor& x, const at::Tensor& compressed,
                const at::Tensor& generate_weight,
-               const std::optional<at::Tensor>& generate_bias, const Dims& dims) {
+               const std::optional<at::Tensor>& generate_bias, const Dims& dims,
+               const at::Tensor& weights) {
   const auto bias = contiguous_or_undefined(generate_bias);
   auto out = at::empty(x.sizes(), x.options());
   const auto x_layout = sequence_layout(x, dims.token_dim);
@@ -342,20 +349,23 @@ at::Tensor mix(const at::Tensor& x, const at::Tensor& compressed,
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlpmix_dynamixer_cpu", [&] {
     const scalar_t* bias_data = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
-    for_each_chunk(compressed, generate_weight, dims,
+    scalar_t* weights_data = weights.defined() ? weights.mutable_data_ptr<scalar_t>() : nullptr;
+    for_each_chunk(compressed, generate_weight, dims, /*generate=*/true,
                    [&](int64_t first, int64_t count, const at::Tensor& logits) {
       SequenceRows<const scalar_t> x_rows(x.const_data_ptr<scalar_t>(), x_layout, N, D);
       SequenceRows<scalar_t> out_rows(out.mutable_data_ptr<scalar_t>(), out_layout, N, D);
-      std::vector<scalar_t> p(N * N);
+      std::vector<scalar_t> scratch(weights_data != nullptr ? 0 : N * N);
       const scalar_t* logits_data = logits.const_data_ptr<scalar_t>();
       for (int64_t k = 0; k < count; ++k) {
         const auto xs = x_rows.load(first + k, /*read=*/true);
         const auto ys = out_rows.load(first + k, /*read=*/false);
         for (int64_t segment = 0; segment < S; ++segment) {
-          softmax_over_inputs(logits_data + (k * S + segment) * N * N, bias_data, p.data(), N);
+          const int64_t item = (first + k) * S + segment;
+          scalar_t* p = weights_data != nullptr ? weights_data + item * N * N : scratch.data();
+          softmax_over_inputs(logits_data + (k * S + segment) * N * N, bias_data, p, N);
           const int64_t c0 = segment * width;
           // y[j, :] = sum_i P[i, j] x[i, :]
-          combine_rows(Coefficients<scalar_t>{p.data(), N, 1},
+          combine_rows(Coefficients<scalar_t>{p, N, 1},
                        Rows<const scalar_t>{xs.data + c0, D}, Rows<scalar_t>{ys.data + c0, D},
                        N, N, width);
         }
@@ -366,19 +376,22 @@ at::Tensor mix(const at::Tensor& x, const at::Tensor& compressed,
   return out;
 }
 
-// (out, compressed Z) of the op named `op` in error messages.
-std::tuple<at::Tensor, at::Tensor> forward(const char* op, const at::Tensor& x_any,
-                                           const at::Tensor& compress_weight,
-                                           const std::optional<at::Tensor>& compress_bias,
-                                           const at::Tensor& generate_weight,
-                                           const std::optional<at::Tensor>& generate_bias,
-                                           int64_t num_segments, int64_t dim) {
+// (out, compressed Z, mixing weights P or undefined unless `keep_weights`) of the op named
+// `op` in error messages.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(
+    const char* op, const at::Tensor& x_any, const at::Tensor& compress_weight,
+    const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
+    const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim,
+    bool keep_weights) {
   const auto dims = check_inputs(op, x_any, compress_weight, compress_bias, generate_weight,
                                  generate_bias, num_segments, dim);
   const auto x = contiguous_channels(x_any);
   auto compressed = compress(x, compress_weight, compress_bias, dims, kCpuProducts);
-  auto out = mix(x, compressed, generate_weight, generate_bias, dims);
-  return {out, compressed};
+  auto weights = keep_weights
+                     ? at::empty({compressed.size(0), dims.S, dims.N * dims.N}, x.options())
+                     : at::Tensor();
+  auto out = mix(x, compressed, generate_weight, generate_bias, dims, weights);
+  return {out, compressed, weights};
 }
 
 at::Tensor dynamixer_cpu(const at::Tensor& x, const at::Tensor& compress_weight,
@@ -387,31 +400,33 @@ at::Tensor dynamixer_cpu(const at::Tensor& x, const at::Tensor& compress_weight,
                          const std::optional<at::Tensor>& generate_bias, int64_t num_segments,
                          int64_t dim) {
   return std::get<0>(forward("dynamixer", x, compress_weight, compress_bias, generate_weight,
-                             generate_bias, num_segments, dim));
+                             generate_bias, num_segments, dim, /*keep_weights=*/false));
 }
 
-std::tuple<at::Tensor, at::Tensor> dynamixer_forward_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dynamixer_forward_cpu(
     const at::Tensor& x, const at::Tensor& compress_weight,
     const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
     const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim) {
   return forward("dynamixer_forward", x, compress_weight, compress_bias, generate_weight,
-                 generate_bias, num_segments, dim);
+                 generate_bias, num_segments, dim, /*keep_weights=*/true);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer_backward_cpu(
     const at::Tensor& grad_out_any, const at::Tensor& x_any, const at::Tensor& compress_weight,
     const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
     const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim,
-    const std::optional<at::Tensor>& kept_compressed) {
+    const std::optional<at::Tensor>& kept_compressed,
+    const std::optional<at::Tensor>& kept_weights) {
   const auto dims = check_inputs("dynamixer_backward", x_any, compress_weight, compress_bias,
                                  generate_weight, generate_bias, num_segments, dim);
   check_grad_out(grad_out_any, x_any);
-  check_compressed(kept_compressed, x_any, dims);
+  check_kept(kept_compressed, kept_weights, x_any, dims);
   const auto x = contiguous_channels(x_any);
   const auto grad_out = contiguous_channels(grad_out_any);
   const auto compressed = kept_compressed.has_value()
                               ? kept_compressed->contiguous()
                               : compress(x, compress_weight, compress_bias, dims, kCpuProducts);
+  const auto weights = contiguous_or_undefined(kept_weights);
   const auto bias = contiguous_or_undefined(generate_bias);
   const int64_t N = dims.N, D = dims.D, S = dims.S, width = D / S;
   const int64_t rows = compressed.size(0) * S;
@@ -425,15 +440,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlpmix_dynamixer_backward_cpu", [&] {
     const scalar_t* bias_data = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
-    for_each_chunk(compressed, generate_weight, dims,
+    const scalar_t* weights_data =
+        weights.defined() ? weights.const_data_ptr<scalar_t>() : nullptr;
+    for_each_chunk(compressed, generate_weight, dims, /*generate=*/weights_data == nullptr,
                    [&](int64_t first, int64_t count, const at::Tensor& logits) {
       SequenceRows<const scalar_t> x_rows(x.const_data_ptr<scalar_t>(), x_layout, N, D);
       SequenceRows<const scalar_t> gy_rows(grad_out.const_data_ptr<scalar_t>(),
                                            grad_out_layout, N, D);
       SequenceRows<scalar_t> gx_rows(grad_x.mutable_data_ptr<scalar_t>(), grad_x_layout, N,
                                      D);
-      std::vector<scalar_t> p(N * N), grad_p(N * N), gy_t(width * N);
-      const scalar_t* logits_data = logits.const_data_ptr<scalar_t>();
+      std::vector<scalar_t> scratch(weights_data != nullptr ? 0 : N * N), grad_p(N * N),
+          gy_t(width * N);
+      const scalar_t* logits_data = logits.defined() ? logits.const_data_ptr<scalar_t>() : nullptr;
       scalar_t* grad_logits_data = grad_logits.mutable_data_ptr<scalar_t>() + first * S * N * N;
       for (int64_t k = 0; k < count; ++k) {
         const auto xs = x_rows.load(first + k, /*read=*/true);
@@ -442,16 +460,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
         for (int64_t segment = 0; segment < S; ++segment) {
           const int64_t item = k * S + segment, c0 = segment * width;
           const Rows<const scalar_t> x_segment{xs.data + c0, D}, gy_segment{gys.data + c0, D};
-          softmax_over_inputs(logits_data + item * N * N, bias_data, p.data(), N);
+          const scalar_t* p = scratch.data();
+          if (weights_data != nullptr) {
+            p = weights_data + (first * S + item) * N * N;
+          } else {
+            softmax_over_inputs(logits_data + item * N * N, bias_data, scratch.data(), N);
+          }
           // grad_x[i, :] = sum_j P[i, j] gy[j, :]
-          combine_rows(Coefficients<scalar_t>{p.data(), 1, N}, gy_segment,
+          combine_rows(Coefficients<scalar_t>{p, 1, N}, gy_segment,
                        Rows<scalar_t>{gxs.data + c0, D}, N, N, width);
           // grad_P[i, :] = sum_c x[i, c] gy^T[c, :]
           transpose_into(gy_segment, N, width, gy_t.data());
           combine_rows(Coefficients<scalar_t>{x_segment.data, 1, D},
                        Rows<const scalar_t>{gy_t.data(), N}, Rows<scalar_t>{grad_p.data(), N}, N,
                        width, N);
-          softmax_over_inputs_backward(p.data(), grad_p.data(), N,
+          softmax_over_inputs_backward(p, grad_p.data(), N,
                                        grad_logits_data + item * N * N);
         }
         gx_rows.store();

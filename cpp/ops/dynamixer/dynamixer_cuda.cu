@@ -61,11 +61,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& compress_weight,
     const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
     const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim,
-    const std::optional<at::Tensor>& kept_compressed) {
+    const std::optional<at::Tensor>& kept_compressed,
+    const std::optional<at::Tensor>& kept_weights) {
   const auto dims = check_inputs("dynamixer_backward", x, compress_weight, compress_bias,
                                  generate_weight, generate_bias, num_segments, dim);
   check_grad_out(grad_out, x);
-  check_compressed(kept_compressed, x, dims);  // checked, then recomputed with the logits
+  // Checked, then recomputed with the logits: the kernel below fuses the softmax.
+  check_kept(kept_compressed, kept_weights, x, dims);
   const c10::cuda::CUDAGuard guard(x.device());
   auto [compressed, logits_any] = compress_and_generate(x, compress_weight, compress_bias,
                                                         generate_weight, generate_bias, dims);
