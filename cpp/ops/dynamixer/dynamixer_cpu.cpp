@@ -3,10 +3,10 @@
 // logits kept in the L2 cache), followed by the softmax over input tokens and the per-segment
 // mixing, Y = P^T X (backward: their gradients and the chunk's compressed-input gradient),
 // one sequence (all its segments) at a time. The backward reads the softmax P that
-// `dynamixer_forward` kept when it is given, and regenerates it otherwise. A sequence's N token rows are copied into a
-// contiguous scratch block when they are not already adjacent in memory: rows a
-// power-of-two stride apart (mixing along H) share one L1 cache set, and reading them in
-// place thrashed it. Inner loops are register-blocked small GEMMs cloned for AVX2.
+// `dynamixer_forward` kept when it is given, and regenerates it otherwise. A sequence's N
+// token rows are copied into a contiguous scratch block when they are not already adjacent
+// in memory: rows a power-of-two stride apart (mixing along H) share one L1 cache set, and
+// reading them in place thrashed it. Inner loops are register-blocked small GEMMs cloned for AVX2.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
