@@ -1,119 +1,167 @@
-"""``python -m benchmarks.gemm_floor [--cases ...] [--threads N]``: where the time goes.
+"""``python -m benchmarks.gemm_floor [--cases ...] [--threads N]``: the time the eager
+reference's matrix products alone take, and so the most any fusion can gain.
 
-Profiles each case's eager reference and mlpmix with ``torch.profiler`` and splits their
-time into matrix products (GEMMs and convolutions, counted with their FLOPs) and everything
-else. mlpmix does at least the reference's GEMM arithmetic (the dynamixer backward adds the
-recomputed logits; mlpmix's kernels call their GEMMs through ``at::cpu``, out of the
-profiler's sight, except oneDNN's linear: its own GEMM column undercounts, and reads 0 where
-the BLAS path runs everything, as on Intel CPUs), so ``reference time / reference GEMM
-time`` bounds the speedup that fusing everything else can reach with GEMMs no faster than
-the reference's: a target above it needs fewer or faster GEMMs, not fusion.
-Writes ``gemm_floor.md`` (and ``.json``) into ``--out``.
+One call of a case's eager reference runs under a dispatch mode that records every matrix
+product it dispatches (mm, addmm, bmm, baddbmm, convolutions and their backward: forward,
+backward and optimizer step alike) with its arguments' shapes and strides. Each distinct
+product is then timed alone with ``torch.utils.benchmark`` on fresh tensors of the same
+layout, at the same thread count; the **floor** is the sum over the call's products of their
+median times. The reference and mlpmix are timed in the same run (interleaved rounds, as in
+the suite).
+
+- ``bound`` = reference / floor: the speedup of an implementation that spends no time but
+  the reference's matrix products, run at ATen's speed. A target above it needs fewer or
+  faster matrix products, not fusion.
+- ``mlpmix / floor``: how close mlpmix is to that. Below 1 means mlpmix's products run
+  faster than the reference's do alone (its kernels tile them so that operands stay in
+  cache).
+
+Timed, not profiled: no profiler overhead on the reference's many small ops, and mlpmix's
+GEMMs through ``at::cpu`` count like any other. Writes ``<--name>.md`` (and ``.json``,
+default ``gemm_floor``) into ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
+from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Hashable, List, Optional
 
 import torch
-from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.benchmark import Timer
+from torch.utils.flop_counter import FlopCounterMode
 
 from . import machine
-from .cases import all_cases
+from .cases import Case, all_cases
 from .implementations import REFERENCE
 from .report import cell
 from .run import DEFAULT_OUT
+from .timing import measure
 
-# oneDNN's linear, which mlpmix's CPU kernels call through the dispatcher (common/gemm_cpu.h);
-# the profiler counts no FLOPs for it, so they come from its recorded shapes. Its other
-# oneDNN products (mkldnn_matmul) are no dispatcher calls and stay invisible here.
-ONEDNN_LINEAR = "mkldnn::_linear_pointwise"
-# Profiler events whose self time is matrix-product arithmetic (ATen dispatches GEMMs to
-# MKL/oneDNN from these; their FLOPs are counted by the profiler).
-GEMM_EVENTS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm",
-               ONEDNN_LINEAR, "aten::mkldnn_convolution", "aten::convolution_backward",
-               "aten::_slow_conv2d_forward", "aten::_slow_conv2d_backward")
-# Events the profiler counts FLOPs for (convolutions on the conv2d event, whose self time is
-# that of its children: the FLOPs and the times are summed separately).
-FLOP_EVENTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::conv2d")
-CALLS = 3
+MATRIX_PRODUCTS = {
+    torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm, torch.ops.aten.baddbmm,
+    torch.ops.aten.convolution, torch.ops.aten.convolution_backward,
+}
+# Seconds of blocked_autorange per distinct product, and per implementation in each round.
+PRODUCT_RUN_TIME = 0.2
+CASE_RUN_TIME = 4.0
+ROUNDS = 2
 
 
-def linear_flops(input_shapes) -> int:
-    """2*M*K*N of x (..., K) @ weight (N, K)^T from an event's recorded input shapes."""
-    x, weight = input_shapes[0], input_shapes[1]
-    return 2 * math.prod(x) * weight[0]
+class _TensorSpec(tuple):
+    """A tensor argument as the replay recreates it: sizes, strides, dtype, device."""
 
 
-def split(step, threads: int) -> Dict[str, float]:
-    """Per call: total ms, GEMM ms and GEMM GFLOP/s of `step` (after two warm-up calls)."""
+def _spec(value: object) -> Hashable:
+    if isinstance(value, torch.Tensor):
+        return _TensorSpec((tuple(value.shape), value.stride(), value.dtype, str(value.device)))
+    if isinstance(value, (list, tuple)):
+        return tuple(_spec(v) for v in value)
+    return value
+
+
+def _materialise(spec: Hashable) -> object:
+    if isinstance(spec, _TensorSpec):
+        shape, stride, dtype, device = spec
+        # Enough storage for the strides (some are 0: expanded biases), filled, then viewed.
+        extent = 1 + sum((n - 1) * s for n, s in zip(shape, stride)) if all(shape) else 0
+        storage = torch.randn(extent, dtype=dtype, device=device)
+        return storage.as_strided(shape, stride)
+    if isinstance(spec, tuple):
+        return [_materialise(s) for s in spec]
+    return spec
+
+
+class ProductRecorder(TorchDispatchMode):
+    """Counts the matrix products dispatched under it by (op, argument layouts)."""
+
+    def __init__(self):
+        super().__init__()
+        self.products: Counter = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func.overloadpacket in MATRIX_PRODUCTS:
+            key = (func, _spec(args), tuple(sorted((k, _spec(v)) for k, v in kwargs.items())))
+            self.products[key] += 1
+        return func(*args, **kwargs)
+
+
+def product_time_ms(key, threads: int) -> float:
+    """Median ms of one recorded product, alone, on fresh tensors of its layout."""
+    func, args, kwargs = key
+    call_args = [_materialise(a) for a in args]
+    call_kwargs = {k: _materialise(v) for k, v in kwargs}
+    timer = Timer(stmt="func(*args, **kwargs)", num_threads=threads,
+                  globals={"func": func, "args": call_args, "kwargs": call_kwargs})
+    return timer.blocked_autorange(min_run_time=PRODUCT_RUN_TIME).median * 1e3
+
+
+def floor(case: Case, threads: int) -> Dict[str, float]:
+    """One reference call's matrix products: their GFLOP, their count, and the floor (ms)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        step()
-        step()
-        with profile(activities=[ProfilerActivity.CPU], record_shapes=True,
-                     with_flops=True) as prof:
-            for _ in range(CALLS):
-                step()
+        step = case.build(REFERENCE)
+        step()  # first-call effects (lazy init) stay out of the recording
+        recorder = ProductRecorder()
+        with FlopCounterMode(display=False) as flops, recorder:
+            step()
     finally:
         torch.set_num_threads(previous)
-    events = prof.key_averages()
-    total_us = sum(e.self_cpu_time_total for e in events)
-    gemm = [e for e in events if e.key in GEMM_EVENTS]
-    gemm_us = sum(e.self_cpu_time_total for e in gemm)
-    flops = sum(e.flops or 0 for e in events if e.key in FLOP_EVENTS)
-    flops += sum(linear_flops(e.input_shapes) for e in prof.events() if e.name == ONEDNN_LINEAR)
+    floor_ms = sum(n * product_time_ms(key, threads) for key, n in recorder.products.items())
     return {
-        "total ms": total_us / CALLS / 1e3,
-        "GEMM ms": gemm_us / CALLS / 1e3,
-        "GEMM GFLOP/s": flops / (gemm_us * 1e3) if gemm_us else 0.0,
+        "products": sum(recorder.products.values()),
+        "distinct": len(recorder.products),
+        "GFLOP": flops.get_total_flops() / 1e9,
+        "floor ms": floor_ms,
     }
 
 
-def rows_for(case, threads: int) -> List[Dict[str, object]]:
-    measured = {impl: split(case.build(impl), threads) for impl in (REFERENCE, "mlpmix")}
-    ref_total = measured[REFERENCE]["total ms"]
-    ref_gemm = measured[REFERENCE]["GEMM ms"]
-    out = []
-    for impl, m in measured.items():
-        out.append({
-            "case": case.label, "kind": case.kind, "shape": case.sub_label, "threads": threads,
-            "implementation": impl, **m,
-            "GEMM share": m["GEMM ms"] / m["total ms"],
-            "speedup": ref_total / m["total ms"],
-            "bound": ref_total / ref_gemm if impl != REFERENCE and ref_gemm else None,
-        })
-    return out
+def row_for(case: Case, threads: int) -> Dict[str, object]:
+    products = floor(case, threads)
+    times = measure(case, [REFERENCE, "mlpmix"], threads, CASE_RUN_TIME, ROUNDS)
+    reference_ms, mlpmix_ms = (times[i].median * 1e3 for i in (REFERENCE, "mlpmix"))
+    floor_ms = products["floor ms"]
+    return {
+        "case": case.label, "kind": case.kind, "shape": case.sub_label, "threads": threads,
+        **products,
+        "floor GFLOP/s": products["GFLOP"] / floor_ms * 1e3 if floor_ms else 0.0,
+        "reference ms": reference_ms, "mlpmix ms": mlpmix_ms,
+        "speedup": reference_ms / mlpmix_ms,
+        "bound": reference_ms / floor_ms if floor_ms else None,
+        "mlpmix / floor": mlpmix_ms / floor_ms if floor_ms else None,
+    }
 
 
-COLUMNS = ["case", "kind", "shape", "threads", "implementation", "total ms", "GEMM ms",
-           "GEMM share", "GEMM GFLOP/s", "speedup", "bound"]
+COLUMNS = ["case", "kind", "shape", "threads", "products", "distinct", "GFLOP", "floor ms",
+           "floor GFLOP/s", "reference ms", "mlpmix ms", "speedup", "bound", "mlpmix / floor"]
 
 
-def write(rows: List[Dict[str, object]], out: Path, facts: Dict[str, str]) -> Path:
+def write(rows: List[Dict[str, object]], out: Path, facts: Dict[str, str], name: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     lines = [
-        "# Where the time goes: GEMMs vs the rest (profiled)", "",
-        f"- machine: {facts['cpu']}; torch {facts['torch']}; {facts['date']}",
-        f"- per call, {CALLS} calls under torch.profiler after two warm-up calls; GEMM = self "
-        f"time of {', '.join(GEMM_EVENTS)}",
-        "- speedup: reference total / this total (profiled, so small ops weigh a little more "
-        "than in the timed suite); bound: reference total / reference GEMM time, the speedup if "
-        "everything but the matrix products took no time (mlpmix's kernels run their GEMMs "
-        "but oneDNN's linear through at::cpu, unseen by the profiler: its GEMM column "
-        "undercounts, to 0 on Intel CPUs)", "",
+        "# The reference's matrix products alone: the floor under any fusion", "",
+        f"- machine: {facts['cpu']}; torch {facts['torch']}; {facts['date']}; load average "
+        f"{facts['load before']} before, {facts['load after']} after",
+        f"- products: the matrix products ({', '.join(sorted(str(p) for p in MATRIX_PRODUCTS))}) "
+        "one call of the eager reference dispatches (distinct: by argument layout); floor: "
+        f"their median times summed, each timed alone ({PRODUCT_RUN_TIME} s of "
+        "blocked_autorange) on fresh tensors of the recorded layout",
+        f"- reference ms, mlpmix ms: medians of {ROUNDS} interleaved rounds of "
+        f"{CASE_RUN_TIME / ROUNDS} s each; bound: reference / floor, the speedup if everything "
+        "but the reference's matrix products took no time; mlpmix / floor: 1 means mlpmix "
+        "spends nothing but those products' time", "",
         "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS),
         *("| " + " | ".join(cell(r[c]) for c in COLUMNS) + " |" for r in rows), "",
     ]
-    path = out / "gemm_floor.md"
+    path = out / f"{name}.md"
     path.write_text("\n".join(lines))
-    (out / "gemm_floor.json").write_text(json.dumps({"machine": facts, "rows": rows}, indent=1))
+    (out / f"{name}.json").write_text(json.dumps({"machine": facts, "rows": rows}, indent=1))
     return path
 
 
@@ -121,18 +169,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gemm_floor", description=__doc__)
     parser.add_argument("--cases", nargs="+", default=None,
                         help="case names or labels (default: the --quick suite's cases)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--name", default="gemm_floor", help="file name stem of the report")
     args = parser.parse_args(argv)
     cases = all_cases(quick=args.cases is None)
     if args.cases:
         cases = [c for c in all_cases() if c.name in args.cases or c.label in args.cases]
+    facts = {**machine.describe(), "load before": machine.load_average()}
     rows = []
     for case in cases:
-        for row in rows_for(case, args.threads):
-            rows.append(row)
-            print(" ".join(f"{c}={cell(row[c])}" for c in COLUMNS), flush=True)
-    print(f"wrote {write(rows, args.out, machine.describe())}")
+        row = row_for(case, args.threads)
+        rows.append(row)
+        print(" ".join(f"{c}={cell(row[c])}" for c in COLUMNS), flush=True)
+    facts["load after"] = machine.load_average()
+    print(f"wrote {write(rows, args.out, facts, args.name)}")
     return 0
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -73,21 +74,36 @@ def test_cuda_device_without_a_gpu_is_refused(capsys):
     assert "no CUDA device" in capsys.readouterr().err
 
 
-def test_gemm_floor_splits_a_case_into_matrix_products_and_the_rest(tmp_path):
+def test_gemm_floor_times_the_reference_matrix_products_alone(tmp_path):
     from benchmarks import gemm_floor
 
     assert gemm_floor.main(["--cases", "dynamixer/dynamixer_s_stage_b_w/forward",
-                            "--out", str(tmp_path)]) == 0
-    rows = json.loads((tmp_path / "gemm_floor.json").read_text())["rows"]
-    assert [r["implementation"] for r in rows] == ["reference", "mlpmix"]
-    reference_row, mlpmix_row = rows
-    assert 0 < reference_row["GEMM ms"] <= reference_row["total ms"]
-    assert reference_row["GEMM GFLOP/s"] > 0
-    # mlpmix's GEMMs through at::cpu (all of them where the BLAS path runs, as on Intel
-    # CPUs) are out of the profiler's sight: its column may read 0, never more than the total.
-    assert 0 <= mlpmix_row["GEMM ms"] <= mlpmix_row["total ms"]
-    assert reference_row["bound"] is None and mlpmix_row["bound"] > 0
-    assert "| bound |" in (tmp_path / "gemm_floor.md").read_text()
+                            "--out", str(tmp_path), "--name", "floor"]) == 0
+    (row,) = json.loads((tmp_path / "floor.json").read_text())["rows"]
+    # the reference's dynamixer forward: compression, generation and mixing products
+    assert row["products"] == 3 and row["distinct"] == 3
+    # generation alone: 2 * (B*W*S) * (N*d) * (N*N) multiply-adds' FLOPs
+    assert row["GFLOP"] >= 2 * (8 * 16 * 16) * (16 * 2) * (16 * 16) / 1e9
+    assert 0 < row["floor ms"] < row["reference ms"]
+    assert row["bound"] == pytest.approx(row["reference ms"] / row["floor ms"])
+    assert row["mlpmix / floor"] == pytest.approx(row["mlpmix ms"] / row["floor ms"])
+    assert "| bound |" in (tmp_path / "floor.md").read_text()
+
+
+def test_gemm_floor_replays_a_product_with_its_recorded_strides():
+    from benchmarks.gemm_floor import ProductRecorder, product_time_ms
+
+    a = torch.randn(6, 4).t()  # (4, 6), transposed strides
+    bias = torch.randn(5).expand(4, 5)  # stride 0
+    recorder = ProductRecorder()
+    with recorder:
+        torch.addmm(bias, a, torch.randn(6, 5))
+        torch.relu(a)  # not a matrix product: not recorded
+    ((key, count),) = recorder.products.items()
+    func, args, _ = key
+    assert count == 1 and func.overloadpacket is torch.ops.aten.addmm
+    assert [spec[:2] for spec in args[:2]] == [((4, 5), (0, 1)), ((4, 6), (1, 4))]
+    assert product_time_ms(key, threads=1) > 0
 
 
 def test_every_op_has_cases_that_match_the_reference():
