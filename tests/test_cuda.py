@@ -10,6 +10,7 @@ deterministic mode.
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -22,9 +23,7 @@ import mlpmix
 import test_ops_channel_mlp
 import test_ops_cross_scale_embed
 import test_ops_dynamixer
-import test_ops_linear
 import test_ops_raft_token_mixing
-import test_ops_reweight_branches
 from mlpmix import ops, reference
 from op_testing import (
     TOLERANCES,
@@ -37,17 +36,11 @@ from test_ops_channel_mlp import gradcheck_sample
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-# name: (op, reference, sample_inputs(dtype, requires_grad))
+# name: (op, reference, sample_inputs(dtype, requires_grad)), for every op of mlpmix.ops
 OPS = {
-    "dynamixer": (ops.dynamixer, reference.dynamixer, test_ops_dynamixer.sample_inputs),
-    "raft_token_mixing": (ops.raft_token_mixing, reference.raft_token_mixing,
-                          test_ops_raft_token_mixing.sample_inputs),
-    "channel_mlp": (ops.channel_mlp, reference.channel_mlp, test_ops_channel_mlp.sample_inputs),
-    "cross_scale_embed": (ops.cross_scale_embed, reference.cross_scale_embed,
-                          test_ops_cross_scale_embed.sample_inputs),
-    "linear": (ops.linear, reference.linear, test_ops_linear.sample_inputs),
-    "reweight_branches": (ops.reweight_branches, reference.reweight_branches,
-                          test_ops_reweight_branches.sample_inputs),
+    name: (getattr(ops, name), getattr(reference, name),
+           importlib.import_module(f"test_ops_{name}").sample_inputs)
+    for name in ops.__all__
 }
 LOW_PRECISION = [torch.float32, torch.float16, torch.bfloat16]
 

@@ -28,8 +28,7 @@ KERNELS = """
 import torch, mlpmix
 missing = [
     (op + suffix, key)
-    for op in ("dynamixer", "raft_token_mixing", "channel_mlp", "cross_scale_embed", "linear",
-               "reweight_branches")
+    for op in mlpmix.ops.__all__
     for suffix, keys in (("", ("CUDA", "AutocastCUDA", "CPU", "Meta")), ("_backward", ("CUDA", "CPU", "Meta")))
     for key in keys
     if not torch._C._dispatch_has_kernel_for_dispatch_key("mlpmix::" + op + suffix, key)
