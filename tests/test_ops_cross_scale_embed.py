@@ -78,13 +78,17 @@ def test_output_is_channels_last_tokens(dtype):
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])
-def test_input_gradient_is_contiguous(layout):
-    """grad_x is contiguous for any layout of x, as the Meta kernel promises (torch.compile
-    traces the backward with those strides)."""
-    x, weight, bias, kernel_sizes = make_args((2, 3, 8, 8), [2, 4], layout, torch.float32,
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 1, 8, 8)])  # size-1 dims: ambiguous strides
+def test_input_gradient_is_channels_last(layout, shape):
+    """grad_x is channels-last for any layout of x, as the Meta kernel promises (torch.compile
+    traces the backward with those strides), so it reaches the previous level's
+    (B, H, W, C) tokens as a contiguous tensor."""
+    x, weight, bias, kernel_sizes = make_args(shape, [2, 4], layout, torch.float32,
                                               requires_grad=True)
     out = ops.cross_scale_embed(x, weight, bias, kernel_sizes)
-    assert torch.autograd.grad(out, x, torch.randn_like(out))[0].is_contiguous()
+    grad_x = torch.autograd.grad(out, x, torch.randn_like(out))[0]
+    assert grad_x.permute(0, 2, 3, 1).is_contiguous()
+    assert grad_x.stride() == torch.empty_like(x, memory_format=torch.channels_last).stride()
 
 
 def test_windows_are_centred_on_the_patch():

@@ -109,6 +109,22 @@ at::Tensor merged_weight(const at::Tensor& weight, at::IntArrayRef kernel_sizes,
   return merged;
 }
 
+// x as the convolution reads it: channels-last, as the previous level's tokens already are,
+// so that oneDNN takes it, and gives back its gradient, with no reordering copy.
+at::Tensor channels_last(const at::Tensor& x) {
+  return x.contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// t with exactly the dense channels-last strides that the Meta kernel promises for x's
+// gradient: oneDNN's result can differ from them in the strides of size-1 dimensions.
+at::Tensor dense_channels_last(const at::Tensor& t) {
+  const auto strides = c10::get_channels_last_strides_2d(t.sizes());
+  if (t.strides() == at::IntArrayRef(strides)) {
+    return t;
+  }
+  return at::empty_strided(t.sizes(), strides, t.options()).copy_(t);
+}
+
 // Convolution arguments: stride s, padding (K - s) / 2 (the largest kernel's).
 struct ConvArgs {
   std::vector<int64_t> stride, padding, dilation{1, 1}, output_padding{0, 0};
@@ -123,7 +139,7 @@ at::Tensor embed(const at::Tensor& x, const at::Tensor& weight,
                  const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes) {
   const auto dims = check_inputs("cross_scale_embed", x, weight, bias, kernel_sizes);
   const ConvArgs conv(dims);
-  auto out = at::convolution(x, merged_weight(weight, kernel_sizes, dims), bias, conv.stride,
+  auto out = at::convolution(channels_last(x), merged_weight(weight, kernel_sizes, dims), bias, conv.stride,
                              conv.padding, conv.dilation, /*transposed=*/false,
                              conv.output_padding, /*groups=*/1);
   return out.permute({0, 2, 3, 1}).contiguous();
@@ -137,7 +153,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> embed_backward(
   const ConvArgs conv(dims);
   const std::vector<int64_t> bias_sizes{dims.out_channels};
   auto [grad_x, grad_merged, grad_bias] = at::convolution_backward(
-      grad_out.permute({0, 3, 1, 2}), x, merged_weight(weight, kernel_sizes, dims),
+      grad_out.permute({0, 3, 1, 2}), channels_last(x), merged_weight(weight, kernel_sizes, dims),
       bias_sizes, conv.stride, conv.padding, conv.dilation, /*transposed=*/false,
       conv.output_padding, /*groups=*/1, {x_grad, true, true});
   std::vector<at::Tensor> blocks;
@@ -145,7 +161,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> embed_backward(
     blocks.push_back(centred_window(grad_merged, k, dims)
                          .reshape({dims.out_channels, dims.in_channels * k * k}));
   }
-  return {x_grad ? grad_x.contiguous() : at::empty({0}, x.options()), at::cat(blocks, 1),
+  return {x_grad ? dense_channels_last(grad_x) : at::empty({0}, x.options()),
+          at::cat(blocks, 1),
           grad_bias};
 }
 
@@ -166,9 +183,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_scale_embed_backward_meta(
     const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes, bool x_grad) {
   const auto dims = check_inputs("cross_scale_embed_backward", x, weight, bias, kernel_sizes);
   check_grad_out(grad_out, x, dims);
-  // Contiguous whatever x's layout: torch.compile's traced strides for x's gradient need
-  // not be those of the runtime x.
-  return {x_grad ? at::empty_like(x, at::MemoryFormat::Contiguous) : at::empty({0}, x.options()),
+  // Channels-last whatever x's layout (torch.compile's traced strides for x need not be
+  // the runtime x's): x is the previous level's (B, H, W, C) tokens seen as (B, C, H, W),
+  // so its gradient flows back to those tokens as a contiguous tensor.
+  return {x_grad ? at::empty_like(x, at::MemoryFormat::ChannelsLast)
+                 : at::empty({0}, x.options()),
           at::empty_like(weight, at::MemoryFormat::Contiguous),
           at::empty({dims.out_channels}, x.options())};
 }
