@@ -102,6 +102,9 @@ def product_time_ms(key, threads: int) -> float:
     call_kwargs = {k: _materialise(v) for k, v in kwargs}
     timer = Timer(stmt="func(*args, **kwargs)", num_threads=threads,
                   globals={"func": func, "args": call_args, "kwargs": call_kwargs})
+    # Discarded: the first calls in a process pay one-time costs (thread pool, BLAS set-up,
+    # first-touch pages) that made the first product timed read 4x its later time.
+    timer.blocked_autorange(min_run_time=PRODUCT_RUN_TIME / 4)
     return timer.blocked_autorange(min_run_time=PRODUCT_RUN_TIME).median * 1e3
 
 
@@ -155,7 +158,7 @@ def write(rows: List[Dict[str, object]], out: Path, facts: Dict[str, str], name:
         f"- products: the matrix products ({', '.join(sorted(str(p) for p in MATRIX_PRODUCTS))}) "
         "one call of the eager reference dispatches (distinct: by argument layout); floor: "
         f"their median times summed, each timed alone ({PRODUCT_RUN_TIME} s of "
-        "blocked_autorange) on fresh tensors of the recorded layout",
+        "blocked_autorange, after a discarded warm-up) on fresh tensors of the recorded layout",
         f"- reference ms, mlpmix ms: medians of {ROUNDS} interleaved rounds of "
         f"{CASE_RUN_TIME / ROUNDS} s each; bound: reference / floor, the speedup if everything "
         "but the reference's matrix products took no time; mlpmix / floor: 1 means mlpmix "
