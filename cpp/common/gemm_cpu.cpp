@@ -21,8 +21,13 @@ TORCH_API void mkldnn_matmul(const at::Tensor& mat1, const at::Tensor& mat2,
 namespace mlpmix::cpu {
 namespace {
 
-// Below this many multiply-adds oneDNN's per-call setup costs more than the product.
-constexpr int64_t kMinOnednnMacs = 16 * 16 * 16;
+// Below this many multiply-adds oneDNN's per-call setup (about 12 us a call: primitive-cache
+// lookup, memory descriptors, a scratchpad allocated per call) costs more than its faster
+// kernel saves. One thread, AMD EPYC Zen 4, 2026-12-04: BLAS took 0.75x oneDNN's time at
+// 1.2 M multiply-adds (raft_token_mixing's level-3 tiles), 0.89x at 2.4 M, 0.97x at 4.8 M
+// (level 1); oneDNN took 0.90x BLAS's time at 17 M and above, and ran channel_mlp's 8 M
+// tiles at RaftMLP level 1 2% faster.
+constexpr int64_t kMinOnednnMacs = 6 * 1024 * 1024;
 
 #if AT_MKLDNN_ENABLED()
 // mkldnn_matmul refuses float32 on CPUs without AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT: ask

@@ -3,7 +3,8 @@
 // matmul (AVX-512) and it is not an Intel CPU: on the AMD EPYC machines of
 // benchmarks/results, ATen's MKL sgemm takes its AVX2 path and oneDNN ran the models' GEMMs
 // 15-45% faster; on Intel's, MKL takes its AVX-512 kernels and was 2-8% faster than oneDNN.
-// Everything else (float64, tiny products, Intel and other CPUs) goes to ATen's CPU BLAS.
+// Everything else (float64, products under about 6 M multiply-adds, where oneDNN's per-call
+// setup outweighs its faster kernel, Intel and other CPUs) goes to ATen's CPU BLAS.
 // The environment variable MLPMIX_CPU_GEMM (read once) overrides the CPU test: onednn runs
 // oneDNN wherever it can (Intel CPUs too), blas never; auto is the default.
 // Both are float32 FMAs, so results differ from ATen's only in rounding.
