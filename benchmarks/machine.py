@@ -11,14 +11,24 @@ import torch
 
 
 def cpu_model() -> str:
+    """The CPU's name with its family and model numbers where Linux gives them: one name
+    ("AMD EPYC") covers generations whose results differ (Zen 3 has no AVX-512, Zen 4 has)."""
+    fields: Dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "cpu family", "model") and key not in fields:
+                    fields[key] = value.strip()
+                if not line.strip() and fields:
+                    break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']} model {fields['model']})"
+    return name
 
 
 def load_average() -> str:

@@ -14,7 +14,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks import report, run  # noqa: E402
+from benchmarks import machine, report, run  # noqa: E402
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="peak memory needs Linux /proc")
@@ -36,6 +36,17 @@ def test_one_case_writes_the_report(tmp_path, monkeypatch):
     assert rows[0]["speedup vs eager reference"] == 1.0
     assert all(r["peak memory MiB"] is not None for r in rows)
     assert (tmp_path / "smoke.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_machine_names_the_cpu_generation(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n"
+                       "model\t\t: 17\nmodel name\t: AMD EPYC\n\nprocessor\t: 1\n"
+                       "cpu family\t: 99\nmodel\t\t: 99\nmodel name\t: other\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(
+        cpuinfo if path == "/proc/cpuinfo" else path, *a, **k))
+    assert machine.cpu_model() == "AMD EPYC (family 25 model 17)"
 
 
 def test_rounds_interleave_the_implementations_and_merge():
