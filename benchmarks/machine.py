@@ -10,19 +10,18 @@ from typing import Dict
 import torch
 
 
-def cpu_model() -> str:
+def cpu_model(cpuinfo_path: str = "/proc/cpuinfo") -> str:
     """The CPU's name with its family and model numbers where Linux gives them: one name
     ("AMD EPYC") covers generations whose results differ (Zen 3 has no AVX-512, Zen 4 has)."""
     fields: Dict[str, str] = {}
     try:
-        with open("/proc/cpuinfo") as cpuinfo:
+        with open(cpuinfo_path) as cpuinfo:
             for line in cpuinfo:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key in ("model name", "cpu family", "model") and key not in fields:
-                    fields[key] = value.strip()
                 if not line.strip() and fields:
-                    break
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "cpu family", "model"):
+                    fields[key.strip()] = value.strip()
     except OSError:
         pass
     name = fields.get("model name") or platform.processor() or platform.machine()
