@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from mlpmix.models import DYNAMIXER_CONFIGS, RAFTMLP_CONFIGS
+from mlpmix.models import RAFTMLP_CONFIGS
 
 
 def _mlp(features: int, hidden: int) -> nn.Sequential:
@@ -113,59 +113,89 @@ class OfficialRaftMLP(nn.Module):
         return self.classifier(self.heads(x.permute(0, 2, 3, 1)).mean(dim=(1, 2)))
 
 
-class OfficialDynaMixerOp(nn.Module):
-    def __init__(self, tokens, dim, segments, reduced):
-        super().__init__()
-        self.segments = segments
-        self.compress = nn.Linear(dim, segments * reduced)
-        self.generate = nn.Linear(tokens * reduced, tokens * tokens)
-        self.out = nn.Linear(dim, dim)
-
-    def forward(self, x):  # (B, N, D)
-        b, n, d = x.shape
-        s = self.segments
-        z = self.compress(x).reshape(b, n, s, -1).permute(0, 2, 1, 3).reshape(b, s, -1)
-        p = self.generate(z).reshape(b, s, n, n).softmax(dim=2)  # over input tokens
-        xs = x.reshape(b, n, s, d // s).permute(0, 2, 1, 3)
-        y = (p.transpose(-1, -2) @ xs).permute(0, 2, 1, 3).reshape(b, n, d)
-        return self.out(y)
+#: The authors' DynaMixer configurations as ``models/configs/conf_dynamixer.py`` gives them:
+#: four configured stages; a downsampling follows stage i only when ``transitions[i]`` is true
+#: or the width changes, so consecutive stages without one continue an effective stage.
+#: The tiny row (8x8 digits, stem patch 1) has the same shape of tree on a small scale.
+AUTHORS_DYNAMIXER_CONFIGS = {
+    "dynamixer_s": dict(layers=[4, 3, 8, 3], transitions=[True, False, False, False],
+                        resolutions=[32, 16, 16, 16], num_heads=[8, 16, 16, 16],
+                        embed_dims=[192, 384, 384, 384], reduced_dims=[2, 2, 2, 2], patch_size=7),
+    "dynamixer_m": dict(layers=[4, 3, 14, 3], transitions=[False, True, False, False],
+                        resolutions=[32, 32, 16, 16], num_heads=[8, 8, 16, 16],
+                        embed_dims=[256, 256, 512, 512], reduced_dims=[2, 2, 2, 2], patch_size=7),
+    "dynamixer_l": dict(layers=[8, 8, 16, 4], transitions=[True, False, False, False],
+                        resolutions=[32, 16, 16, 16], num_heads=[8, 16, 16, 16],
+                        embed_dims=[256, 512, 512, 512], reduced_dims=[8, 8, 8, 8], patch_size=7),
+    "dynamixer_tiny": dict(layers=[2, 1, 1], transitions=[True, False, False],
+                           resolutions=[8, 4, 4], num_heads=[4, 8, 8],
+                           embed_dims=[32, 64, 64], reduced_dims=[2, 2, 2], patch_size=1),
+}
 
 
 class OfficialMlp(nn.Module):
-    def __init__(self, features, hidden, out):
+    """``models/utils.py`` Mlp: fc1 -> GELU -> fc2."""
+
+    def __init__(self, in_features, hidden_features, out_features=None):
         super().__init__()
-        self.fc1, self.act, self.fc2 = nn.Linear(features, hidden), nn.GELU(), nn.Linear(hidden, out)
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_features, out_features or in_features)
 
     def forward(self, x):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class OfficialDynaMixerBlock(nn.Module):
-    def __init__(self, dim, resolution, segments, reduced):
+class OfficialDynaMixerOp(nn.Module):
+    """``models/dynamixer.py`` DynaMixerOp on (B, L, C)."""
+
+    def __init__(self, dim, seq_len, num_head, reduced_dim):
         super().__init__()
-        self.mix_h = OfficialDynaMixerOp(resolution, dim, segments, reduced)
-        self.mix_w = OfficialDynaMixerOp(resolution, dim, segments, reduced)
+        self.num_head, self.reduced_dim = num_head, reduced_dim
+        self.out = nn.Linear(dim, dim)
+        self.compress = nn.Linear(dim, num_head * reduced_dim)
+        self.generate = nn.Linear(seq_len * reduced_dim, seq_len * seq_len)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        weights = self.compress(x).reshape(b, n, self.num_head, self.reduced_dim)
+        weights = self.generate(weights.permute(0, 2, 1, 3).reshape(b, self.num_head, -1))
+        weights = weights.reshape(b, self.num_head, n, n).softmax(dim=-2)
+        x = x.reshape(b, n, self.num_head, c // self.num_head).permute(0, 2, 3, 1)
+        x = torch.matmul(x, weights)
+        return self.out(x.permute(0, 3, 1, 2).reshape(b, n, c))
+
+
+class OfficialDynaMixerBlock(nn.Module):
+    """``models/dynamixer.py`` DynaMixerBlock on (B, H, W, C): the layer's ``attn``."""
+
+    def __init__(self, dim, resolution, num_head, reduced_dim):
+        super().__init__()
+        self.mix_h = OfficialDynaMixerOp(dim, resolution, num_head, reduced_dim)
+        self.mix_w = OfficialDynaMixerOp(dim, resolution, num_head, reduced_dim)
         self.mlp_c = nn.Linear(dim, dim, bias=False)
-        self.reweight = OfficialMlp(dim, dim // 4, 3 * dim)
+        self.reweight = OfficialMlp(dim, dim // 4, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x):
         b, h, w, c = x.shape
-        mixed_h = self.mix_h(x.transpose(1, 2).reshape(b * w, h, c)).reshape(b, w, h, c).transpose(1, 2)
-        mixed_w = self.mix_w(x.reshape(b * h, w, c)).reshape(b, h, w, c)
+        mixed_h = self.mix_h(x.permute(0, 2, 1, 3).reshape(-1, h, c)).reshape(b, w, h, c).permute(0, 2, 1, 3)
+        mixed_w = self.mix_w(x.reshape(-1, w, c)).reshape(b, h, w, c)
         mixed_c = self.mlp_c(x)
         a = (mixed_h + mixed_w + mixed_c).permute(0, 3, 1, 2).flatten(2).mean(2)
-        a = self.reweight(a).reshape(b, c, 3).permute(2, 0, 1).softmax(dim=0)[:, :, None, None, :]
+        a = self.reweight(a).reshape(b, c, 3).permute(2, 0, 1).softmax(dim=0).unsqueeze(2).unsqueeze(2)
         return self.proj(mixed_h * a[0] + mixed_w * a[1] + mixed_c * a[2])
 
 
-class OfficialDynaMixerLayer(nn.Module):
-    def __init__(self, dim, resolution, segments, reduced):
+class OfficialVisionBlock(nn.Module):
+    """``models/vision_model.py`` VisionBlock: ``norm1``, ``attn``, ``norm2``, ``mlp``."""
+
+    def __init__(self, dim, resolution, num_head, reduced_dim, mlp_ratio):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = OfficialDynaMixerBlock(dim, resolution, segments, reduced)
+        self.attn = OfficialDynaMixerBlock(dim, resolution, num_head, reduced_dim)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = OfficialMlp(dim, 3 * dim, dim)
+        self.mlp = OfficialMlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x):
         x = x + self.attn(self.norm1(x))
@@ -173,47 +203,59 @@ class OfficialDynaMixerLayer(nn.Module):
 
 
 class OfficialDownsample(nn.Module):
-    def __init__(self, in_dim, dim):
+    """``models/utils.py`` Downsample on (B, H, W, C)."""
+
+    def __init__(self, in_embed_dim, out_embed_dim, patch_size):
         super().__init__()
-        self.proj = nn.Conv2d(in_dim, dim, kernel_size=2, stride=2)
+        self.proj = nn.Conv2d(in_embed_dim, out_embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x):
         return self.proj(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
 class OfficialPatchEmbed(nn.Module):
-    def __init__(self, in_chans, dim, patch):
+    def __init__(self, in_chans, embed_dim, patch_size):
         super().__init__()
-        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch, stride=patch)
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x):
-        return self.proj(x).permute(0, 2, 3, 1)
+        return self.proj(x)
 
 
 class OfficialDynaMixer(nn.Module):
+    """``models/vision_model.py`` VisionModel: ``network`` holds one Sequential per
+    configured stage, with a Downsample after stage i only where ``transitions[i]`` is true
+    or the width changes."""
+
     def __init__(self, arch, num_classes=1000, in_chans=3):
         super().__init__()
-        config = DYNAMIXER_CONFIGS[arch]
-        self.patch_embed = OfficialPatchEmbed(in_chans, config.dims[0], config.patch_size)
-        network, resolution = [], config.img_size // config.patch_size
-        for i, (depth, dim, segments) in enumerate(zip(config.layers, config.dims, config.segments)):
-            if i > 0:
-                network.append(OfficialDownsample(config.dims[i - 1], dim))
-                resolution //= 2
-            network.append(nn.Sequential(*[OfficialDynaMixerLayer(dim, resolution, segments,
-                                                                  config.reduced_dim)
-                                           for _ in range(depth)]))
+        cfg = AUTHORS_DYNAMIXER_CONFIGS[arch]
+        layers, dims = cfg["layers"], cfg["embed_dims"]
+        self.patch_embed = OfficialPatchEmbed(in_chans, dims[0], cfg["patch_size"])
+        network = []
+        for i in range(len(layers)):
+            network.append(nn.Sequential(*[
+                OfficialVisionBlock(dims[i], cfg["resolutions"][i], cfg["num_heads"][i],
+                                    cfg["reduced_dims"][i], mlp_ratio=3)
+                for _ in range(layers[i])]))
+            if i >= len(layers) - 1:
+                break
+            if cfg["transitions"][i] or dims[i] != dims[i + 1]:
+                network.append(OfficialDownsample(dims[i], dims[i + 1],
+                                                  2 if cfg["transitions"][i] else 1))
         self.network = nn.ModuleList(network)
-        self.norm = nn.LayerNorm(config.dims[-1])
-        self.head = nn.Linear(config.dims[-1], num_classes)
+        self.norm = nn.LayerNorm(dims[-1])
+        self.head = nn.Linear(dims[-1], num_classes)
 
     def forward(self, x):
-        x = self.patch_embed(x)
-        for stage in self.network:
-            x = stage(x)
-        return self.head(self.norm(x).mean(dim=(1, 2)))
+        x = self.patch_embed(x).permute(0, 2, 3, 1)
+        for block in self.network:
+            x = block(x)
+        b, h, w, c = x.shape
+        return self.head(self.norm(x.reshape(b, -1, c)).mean(1))
 
 
 def official_model(arch, **kwargs):
-    cls = OfficialRaftMLP if arch.startswith("raftmlp") else OfficialDynaMixer
+    """The authors' tree for an mlpmix model name."""
+    cls = OfficialDynaMixer if arch in AUTHORS_DYNAMIXER_CONFIGS else OfficialRaftMLP
     return cls(arch, **kwargs)

@@ -10,7 +10,10 @@ import mlpmix
 from mlpmix.convert import CheckpointError, from_official
 from official_models import official_model
 
-SPEC_PARAMS = {"raftmlp_s": 9_868_768, "dynamixer_s": 26_265_960}
+SPEC_PARAMS = {
+    "raftmlp_s": 9_868_768, "raftmlp_m": 21_413_632, "raftmlp_l": 36_184_672,
+    "dynamixer_s": 26_265_960, "dynamixer_m": 57_128_264, "dynamixer_l": 97_818_088,
+}
 
 
 def randomized(model):
@@ -37,13 +40,39 @@ def test_converted_outputs_match_to_float64_precision(arch):
         assert_close(model(x), official(x), rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("arch", ["raftmlp_s", "dynamixer_s"])
+@pytest.mark.parametrize("arch", SPEC_PARAMS)
+def test_authors_tree_has_the_published_parameter_count(arch):
+    with torch.device("meta"):
+        official = official_model(arch)
+    assert sum(p.numel() for p in official.parameters()) == SPEC_PARAMS[arch]
+
+
+@pytest.mark.parametrize("arch", SPEC_PARAMS)
 def test_published_model_converts_exactly(arch):
     official, model = converted_pair(arch)
-    assert sum(p.numel() for p in official.parameters()) == SPEC_PARAMS[arch]
     x = torch.randn(1, 3, 224, 224, dtype=torch.float64)
     with torch.no_grad():
-        assert_close(model(x), official(x), rtol=1e-9, atol=1e-9)
+        assert_close(model(x), official(x), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("arch, key, converted_key", [
+    # S: network = [stage(4), down, stage(3), stage(8), stage(3)]
+    ("dynamixer_s", "network.3.5.norm1.weight", "stages.1.layers.8.norm1.weight"),
+    ("dynamixer_s", "network.4.2.mlp.fc1.bias", "stages.1.layers.13.mlp.fc1.bias"),
+    ("dynamixer_s", "network.1.proj.weight", "stages.1.downsample.weight"),
+    # M: network = [stage(4), stage(3), down, stage(14), stage(3)]
+    ("dynamixer_m", "network.1.2.attn.mix_h.generate.weight",
+     "stages.0.layers.6.token_mixer.mix_h.generate.weight"),
+    ("dynamixer_m", "network.2.proj.bias", "stages.1.downsample.bias"),
+    ("dynamixer_m", "network.4.0.attn.proj.weight", "stages.1.layers.14.token_mixer.proj.weight"),
+    # L: network = [stage(8), down, stage(8), stage(16), stage(4)]
+    ("dynamixer_l", "network.4.3.norm2.bias", "stages.1.layers.27.norm2.bias"),
+])
+def test_consecutive_authors_stages_continue_one_stage(arch, key, converted_key):
+    with torch.device("meta"):
+        state = official_model(arch).state_dict()
+    converted = from_official(arch, state)
+    assert converted[converted_key] is state[key]
 
 
 def test_raft_layernorm_order_is_permuted():
@@ -60,7 +89,7 @@ def test_unknown_and_missing_keys_are_listed():
     state = official_model("dynamixer_tiny", num_classes=10).state_dict()
     state["network.0.0.attn.extra.weight"] = torch.zeros(1)
     state["surprise"] = torch.zeros(1)
-    del state["network.2.1.mlp.fc2.bias"]
+    del state["network.3.0.mlp.fc2.bias"]  # the second of stage B's two Sequentials
     with pytest.raises(CheckpointError) as info:
         from_official("dynamixer_tiny", state)
     message = str(info.value)

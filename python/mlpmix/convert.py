@@ -3,7 +3,8 @@
 The authors' module trees differ from mlpmix's: RaftMLP nests everything in
 ``levels.{L}.fn.{i}`` Sequentials and stores the raft LayerNorm affine vectors in raft-major
 channel order ``j*r + i``; DynaMixer numbers its stages and downsamplings together in
-``network.{k}``. :func:`from_official` renames, reorders and validates.
+``network.{k}``, where several configured stages in a row (each numbering its layers from 0)
+make up one effective stage. :func:`from_official` renames, reorders and validates.
 """
 
 from __future__ import annotations
@@ -69,13 +70,22 @@ _DYNAMIXER_FIXED = {"patch_embed.proj.weight": "stem.weight", "patch_embed.proj.
 
 
 def _convert_dynamixer(state_dict: Mapping[str, Tensor]) -> Tuple[Dict[str, Tensor], List[str]]:
-    # network.{k} alternates stages (Sequentials of layers) and downsamplings; a
-    # downsampling opens the next stage.
+    # network.{k} holds the authors' configured stages (Sequentials, each numbering its layers
+    # from 0) and downsamplings. A downsampling opens the next effective stage; consecutive
+    # Sequentials with none between them continue one effective stage's layer numbering.
     downsamples = sorted({int(m.group(1)) for k in state_dict
                           if (m := _DYNAMIXER_DOWNSAMPLE.fullmatch(k))})
+    lengths: Dict[int, int] = {}
+    for key in state_dict:
+        if m := _DYNAMIXER_LAYER.fullmatch(key):
+            k, n = int(m.group(1)), int(m.group(2))
+            lengths[k] = max(lengths.get(k, 0), n + 1)
 
     def stage_of(k: int) -> int:
         return sum(1 for d in downsamples if d <= k)
+
+    def first_layer_of(k: int) -> int:
+        return sum(n for j, n in lengths.items() if j < k and stage_of(j) == stage_of(k))
 
     out: Dict[str, Tensor] = {}
     unknown: List[str] = []
@@ -85,8 +95,9 @@ def _convert_dynamixer(state_dict: Mapping[str, Tensor]) -> Tuple[Dict[str, Tens
         elif m := _DYNAMIXER_DOWNSAMPLE.fullmatch(key):
             out[f"stages.{stage_of(int(m.group(1)))}.downsample.{m.group(2)}"] = value
         elif m := _DYNAMIXER_LAYER.fullmatch(key):
+            k = int(m.group(1))
             rest = re.sub(r"^attn\.", "token_mixer.", m.group(3))
-            out[f"stages.{stage_of(int(m.group(1)))}.layers.{m.group(2)}.{rest}"] = value
+            out[f"stages.{stage_of(k)}.layers.{first_layer_of(k) + int(m.group(2))}.{rest}"] = value
         else:
             unknown.append(key)
     return out, unknown
