@@ -21,8 +21,9 @@ is, if anything, low and the bound high, which keeps "the bound is under the tar
 a safe conclusion.
 
 Timed, not profiled: no profiler overhead on the reference's many small ops, and mlpmix's
-GEMMs through ``at::cpu`` count like any other. Writes ``<--name>.md`` (and ``.json``,
-default ``gemm_floor``) into ``--out``.
+GEMMs through ``at::cpu`` count like any other. Writes ``<--name>.json`` (default
+``gemm_floor``) and its rendering ``.md`` into ``--out`` (default: as ``benchmarks.run``'s,
+outside the source tree).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from . import machine
 from .cases import Case, all_cases
 from .implementations import REFERENCE
-from .report import cell
+from .report import cell, markdown_table
 from .run import DEFAULT_OUT
 from .timing import measure
 
@@ -149,7 +150,9 @@ COLUMNS = ["case", "kind", "shape", "threads", "products", "distinct", "GFLOP", 
            "floor GFLOP/s", "reference ms", "mlpmix ms", "speedup", "bound", "mlpmix / floor"]
 
 
-def write(rows: List[Dict[str, object]], out: Path, facts: Dict[str, str], name: str) -> Path:
+def write_markdown(rows: List[Dict[str, object]], facts: Dict[str, str], out: Path, name: str) -> Path:
+    """Writes ``<name>.md`` into ``out``: the run's setting, the method and the table
+    (``python -m benchmarks.report`` renders a saved ``.json`` again with it)."""
     out.mkdir(parents=True, exist_ok=True)
     lines = [
         "# The reference's matrix products alone: the floor under any fusion", "",
@@ -163,11 +166,16 @@ def write(rows: List[Dict[str, object]], out: Path, facts: Dict[str, str], name:
         f"{CASE_RUN_TIME / ROUNDS} s each; bound: reference / floor, the speedup if everything "
         "but the reference's matrix products took no time; mlpmix / floor: 1 means mlpmix "
         "spends nothing but those products' time", "",
-        "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS),
-        *("| " + " | ".join(cell(r[c]) for c in COLUMNS) + " |" for r in rows), "",
+        markdown_table(rows, COLUMNS), "",
     ]
     path = out / f"{name}.md"
     path.write_text("\n".join(lines))
+    return path
+
+
+def write(rows: List[Dict[str, object]], out: Path, facts: Dict[str, str], name: str) -> Path:
+    """Writes ``<name>.json``, the record, and its ``<name>.md``."""
+    path = write_markdown(rows, facts, out, name)
     (out / f"{name}.json").write_text(json.dumps({"machine": facts, "rows": rows}, indent=1))
     return path
 
@@ -177,7 +185,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--cases", nargs="+", default=None,
                         help="case names or labels (default: the --quick suite's cases)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help=f"output directory (default {DEFAULT_OUT})")
     parser.add_argument("--name", default="gemm_floor", help="file name stem of the report")
     args = parser.parse_args(argv)
     cases = all_cases(quick=args.cases is None)

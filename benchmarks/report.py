@@ -1,9 +1,16 @@
-"""Writes the results: a markdown table (with the targets of issue 7 checked), a JSON copy
-and a PNG bar chart of the speedups over the eager reference."""
+"""Writes a run's results: the JSON record, and from it a markdown report (the table, with
+the targets of ``targets.py`` checked) and a PNG bar chart of the speedups over the eager
+reference.
+
+``python -m benchmarks.report FILE.json ... [--out DIR]`` renders the markdown (and, for the
+suite's files, the chart) of saved results again: the JSON is the record, the rest is
+derived from it."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -12,6 +19,7 @@ from torch.utils.benchmark import Compare, Measurement
 
 from .cases import Case
 from .implementations import IMPLEMENTATIONS, REFERENCE
+from .targets import TARGETS, Target
 
 COLUMNS = ["case", "kind", "shape", "threads", "implementation", "median ms", "IQR ms",
            "speedup vs eager reference", "images/s", "peak memory MiB", "memory vs reference"]
@@ -59,9 +67,9 @@ def cell(value: object) -> str:
     return str(value)
 
 
-def markdown_table(table: List[Dict[str, object]]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(row[c]) for c in COLUMNS) + " |" for row in table]
+def markdown_table(table: List[Dict[str, object]], columns: Sequence[str] = COLUMNS) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in table]
     return "\n".join(lines)
 
 
@@ -73,34 +81,22 @@ def _find(table, case, kind, impl, threads, shape=None):
     return None
 
 
-def targets(table: List[Dict[str, object]], threads: int) -> List[str]:
-    """Issue 7's targets (float32, all cores, ratios to the eager reference), checked."""
+def verdicts(table: List[Dict[str, object]], threads: int,
+             targets: Sequence[Target] = TARGETS) -> List[str]:
+    """One line per mlpmix row at ``threads`` that a target covers: each such target checked
+    against the row of the implementation it names (targets whose implementation did not run
+    are left out)."""
     lines = []
-
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "NOT met"
-
     for row in table:
         if row["threads"] != threads or row["implementation"] != "mlpmix":
             continue
-        speedup = row["speedup vs eager reference"]
-        if speedup is None:
-            continue
-        if row["kind"] == "forward+backward":
-            compiled = _find(table, row["case"], row["kind"], "reference+compile", threads, row["shape"])
-            vs_compiled = compiled["median ms"] / row["median ms"] if compiled else None
-            ok = speedup >= 2.0 and (vs_compiled is None or vs_compiled >= 1.0)
-            lines.append(f"- {row['case']} forward+backward {row['shape']}: {speedup:.2f}x the eager "
-                         f"reference (target >= 2.0x), {cell(vs_compiled)}x its torch.compile "
-                         f"(target >= 1.0x): {verdict(ok)}")
-        elif row["kind"] == "inference" and row["case"] in ("dynamixer_s", "raftmlp_s"):
-            lines.append(f"- {row['case']} inference: {speedup:.2f}x (target >= 1.3x): "
-                         f"{verdict(speedup >= 1.3)}")
-        elif row["kind"] == "training":
-            memory = row["memory vs reference"]
-            ok = speedup >= 1.25 and memory is not None and memory <= 0.8
-            lines.append(f"- {row['case']} training step: {speedup:.2f}x (target >= 1.25x), peak "
-                         f"memory {cell(memory)}x the reference (target <= 0.8x): {verdict(ok)}")
+        checks = []
+        for target in filter(lambda t: t.covers(row), targets):
+            other = _find(table, row["case"], row["kind"], target.against, threads, row["shape"])
+            if other:
+                checks.append(target.check(row, other))
+        if checks:
+            lines.append(f"- {row['case']} {row['kind']} {row['shape']}: " + "; ".join(checks))
     return lines
 
 
@@ -134,11 +130,11 @@ def chart(table: List[Dict[str, object]], path: Path) -> None:
     plt.close(fig)
 
 
-def write(results: Sequence[Result], out: Path, machine: Dict[str, str], threads: Sequence[int],
-          load_before: str, load_after: str, name: str = "results") -> Dict[str, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    table = rows(results)
-    paths = {"markdown": out / f"{name}.md", "json": out / f"{name}.json", "png": out / f"{name}.png"}
+def markdown(table: List[Dict[str, object]], machine: Dict[str, str], name: str,
+             compare: str = "") -> str:
+    """The report of a run: its setting, the targets checked, the table and, when given,
+    ``torch.utils.benchmark.Compare``'s output."""
+    threads = sorted({row["threads"] for row in table})
     cuda = machine.get("device") == "cuda"
     if cuda:
         setting = [
@@ -147,7 +143,7 @@ def write(results: Sequence[Result], out: Path, machine: Dict[str, str], threads
             "models batch 64 under bfloat16 autocast (dtype and batch in each shape column)",
             "- peak memory: torch.cuda.max_memory_allocated over one call, less the memory "
             "allocated before it (eager implementations only)",
-            "", "## Targets", "", "- issue 7's targets are CPU targets; see the CPU results",
+            "", "## Targets", "", "- the targets are CPU targets; see the CPU results",
         ]
     else:
         setting = [
@@ -157,19 +153,68 @@ def write(results: Sequence[Result], out: Path, machine: Dict[str, str], threads
             "- peak memory: growth of the peak RSS over one call in a fresh process (eager "
             "implementations only; compilation would dominate the compiled ones)",
             "", f"## Targets ({max(threads)} threads)", "",
-            *(targets(table, max(threads)) or ["- no case of a target in this run"]),
+            *(verdicts(table, max(threads)) or ["- no case of a target in this run"]),
         ]
-    header = [
+    lines = [
         f"# mlpmix {'CUDA' if cuda else 'CPU'} benchmarks ({name})", "",
         f"- date: {machine['date']}",
         f"- threads: {', '.join(str(t) for t in threads)}",
-        f"- load average (1, 5, 15 min) before: {load_before}; after: {load_after}",
+        f"- load average (1, 5, 15 min) before: {machine.get('load before', 'not recorded')}; "
+        f"after: {machine.get('load after', 'not recorded')}",
         *setting,
         "", "## Results", "", markdown_table(table), "",
-        "## torch.utils.benchmark.Compare", "", "```",
-        str(Compare([r.measurement for r in results])), "```", "",
     ]
-    paths["markdown"].write_text("\n".join(header))
-    paths["json"].write_text(json.dumps({"machine": machine, "rows": table}, indent=1))
+    if compare:
+        lines += ["## torch.utils.benchmark.Compare", "", "```", compare, "```", ""]
+    return "\n".join(lines)
+
+
+def render(table: List[Dict[str, object]], machine: Dict[str, str], out: Path,
+           name: str, compare: str = "") -> Dict[str, Path]:
+    """Writes ``<name>.md`` and ``<name>.png`` of a run's table into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"markdown": out / f"{name}.md", "png": out / f"{name}.png"}
+    paths["markdown"].write_text(markdown(table, machine, name, compare))
     chart(table, paths["png"])
     return paths
+
+
+def write(results: Sequence[Result], out: Path, machine: Dict[str, str], load_before: str,
+          load_after: str, name: str = "results") -> Dict[str, Path]:
+    """Writes a run's ``<name>.json`` (machine, load averages and the table: all that
+    ``python -m benchmarks.report`` needs to render it again), ``.md`` and ``.png``."""
+    machine = {**machine, "load before": load_before, "load after": load_after}
+    table = rows(results)
+    paths = render(table, machine, out, name, str(Compare([r.measurement for r in results])))
+    paths["json"] = out / f"{name}.json"
+    paths["json"].write_text(json.dumps({"machine": machine, "rows": table}, indent=1))
+    return paths
+
+
+def rerender(path: Path, out: Optional[Path] = None) -> Dict[str, Path]:
+    """Renders a saved ``.json`` of the suite or of ``benchmarks.gemm_floor`` again, into
+    ``out`` (default: beside it) under the same stem."""
+    from . import gemm_floor  # here, not at the top: gemm_floor imports this module
+
+    data = json.loads(path.read_text())
+    out = path.parent if out is None else out
+    if data["rows"] and "floor ms" in data["rows"][0]:
+        return {"markdown": gemm_floor.write_markdown(data["rows"], data["machine"], out, path.stem)}
+    return render(data["rows"], data["machine"], out, path.stem)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__)
+    parser.add_argument("json", type=Path, nargs="+",
+                        help="saved results (.json of benchmarks.run or benchmarks.gemm_floor)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output directory (default: beside each file)")
+    args = parser.parse_args(argv)
+    for path in args.json:
+        for written in rerender(path, args.out).values():
+            print(f"wrote {written}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,13 +1,15 @@
 """``python -m benchmarks.run [--quick] [--device cpu|cuda] [--threads N ...] [--out DIR]``:
 times every case for every implementation, measures peak memory of the eager ones, and
-writes ``results.md``, ``results.json`` and ``results.png`` into DIR (default
-benchmarks/results)."""
+writes ``results.json`` (the record), ``results.md`` and ``results.png`` into DIR (default
+``mlpmix-bench`` in the system's temporary directory, outside the source tree: a result
+is committed under ``benchmarks/results/`` only by copying it there deliberately)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import List, Optional
 
@@ -17,7 +19,7 @@ from . import machine, memory, report, timing
 from .cases import all_cases
 from .implementations import IMPLEMENTATIONS, compiled
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+DEFAULT_OUT = Path(tempfile.gettempdir()) / "mlpmix-bench"
 
 
 def parse(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -28,7 +30,8 @@ def parse(argv: Optional[List[str]]) -> argparse.Namespace:
                         help="cuda: ops in float32, models at batch 64 under bfloat16 autocast")
     parser.add_argument("--threads", type=int, nargs="+", default=None,
                         help="CPU thread counts (default: 1 and all cores on cpu, all cores on cuda)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help=f"output directory (default {DEFAULT_OUT})")
     parser.add_argument("--cases", nargs="+", default=None,
                         help="only these case names or labels (e.g. dynamixer, raftmlp_s/training)")
     parser.add_argument("--implementations", nargs="+", default=list(IMPLEMENTATIONS),
@@ -70,7 +73,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 results.append(report.Result(case, impl, n, measurement, peak))
                 print(f"{case.name:55s} {n:2d} threads {impl:18s} {measurement.median * 1e3:9.2f} ms",
                       flush=True)
-    paths = report.write(results, args.out, machine.describe(args.device), threads, load_before,
+    paths = report.write(results, args.out, machine.describe(args.device), load_before,
                          machine.load_average(), args.name)
     for path in paths.values():
         print(f"wrote {path}")

@@ -15,6 +15,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks import machine, report, run  # noqa: E402
+from benchmarks.targets import TARGETS, Target  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results"
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="peak memory needs Linux /proc")
@@ -36,6 +39,66 @@ def test_one_case_writes_the_report(tmp_path, monkeypatch):
     assert rows[0]["speedup vs eager reference"] == 1.0
     assert all(r["peak memory MiB"] is not None for r in rows)
     assert (tmp_path / "smoke.png").read_bytes().startswith(b"\x89PNG")
+    assert "speedup vs reference" in markdown and "(target >= 2.0x)" in markdown  # TARGETS
+    # the JSON is the whole record: rendered again, the report is the same but for Compare
+    again = report.rerender(tmp_path / "smoke.json", tmp_path / "again")
+    before_compare = markdown.split("## torch.utils.benchmark")[0]
+    assert again["markdown"].read_text().rstrip() == before_compare.rstrip()
+    assert again["png"].read_bytes().startswith(b"\x89PNG")
+
+
+def test_default_out_is_outside_the_source_tree():
+    from benchmarks import gemm_floor
+
+    assert run.parse([]).out == run.DEFAULT_OUT
+    assert not run.DEFAULT_OUT.resolve().is_relative_to(REPO)
+    assert gemm_floor.DEFAULT_OUT == run.DEFAULT_OUT
+
+
+def test_committed_results_are_json_records_the_readme_names():
+    """One directory per machine type, holding only ``.json`` records (their renders are
+    derived), each named in the report."""
+    readme = (RESULTS / "README.md").read_text()
+    records = [p.relative_to(RESULTS) for p in RESULTS.glob("*/*")]
+    assert records and all(p.suffix == ".json" for p in records)
+    for path in records:
+        assert f"`{path.parent}/`" in readme and f"`{path.name}`" in readme, path
+
+
+@pytest.mark.parametrize("name", ["zen3/models.json", "zen3/floor.json"])
+def test_report_renders_a_committed_json_again(tmp_path, name):
+    assert report.main([str(RESULTS / name), "--out", str(tmp_path)]) == 0
+    stem = Path(name).stem
+    markdown = (tmp_path / f"{stem}.md").read_text()
+    if stem == "floor":
+        assert "| bound |" in markdown and not (tmp_path / "floor.png").exists()
+    else:
+        assert "## Targets (2 threads)" in markdown and "(target <= 0.8x): met" in markdown
+        assert (tmp_path / f"{stem}.png").read_bytes().startswith(b"\x89PNG")
+
+
+def _row(impl, median_ms, peak_mib=None):
+    return {"case": "toy", "kind": "training", "shape": "(1)", "threads": 2, "implementation": impl,
+            "median ms": median_ms, "peak memory MiB": peak_mib}
+
+
+def test_targets_table_drives_the_verdict():
+    table = [_row("reference", 30.0, 100.0), _row("reference+compile", 15.0),
+             _row("mlpmix", 20.0, 50.0)]
+    (line,) = report.verdicts(table, threads=2, targets=[Target("training", "speedup", 1.25)])
+    assert line == "- toy training (1): speedup vs reference 1.50x (target >= 1.25x): met"
+    (line,) = report.verdicts(table, threads=2, targets=[
+        Target("training", "speedup", 1.0, against="reference+compile"),
+        Target("training", "memory", 0.4), Target("training", "speedup", 9.0, cases=("other",))])
+    assert line == ("- toy training (1): speedup vs reference+compile 0.75x (target >= 1.0x): NOT met; "
+                    "memory vs reference 0.50x (target <= 0.4x): NOT met")
+    table[0]["peak memory MiB"] = None
+    assert report.verdicts(table, threads=2, targets=[Target("training", "memory", 0.8)]) == [
+        "- toy training (1): memory vs reference not measured (target <= 0.8x)"]
+    assert report.verdicts(table, threads=1) == []  # no row at 1 thread
+    # by default, the table of benchmarks.targets
+    (line,) = report.verdicts(table, threads=2)
+    assert line.count("(target") == sum(t.kind == "training" for t in TARGETS) == 2
 
 
 def test_machine_names_the_cpu_generation(tmp_path):
