@@ -1,4 +1,4 @@
-"""The ``mlpmix`` command: info, demo, export, predict, bench (``mlpmix COMMAND --help``)."""
+"""The ``mlpmix`` command: info, demo, convert, export, predict, bench (``mlpmix COMMAND --help``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import List, Optional
 import torch
 
 import mlpmix
-from . import export
+from . import convert, export
 from .demo import DEMO_MODELS, run_demo
 from .images import Preprocessing
 
@@ -39,8 +39,33 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def fail(command: str, error: Exception) -> int:
+    """Reports a user's error (a checkpoint that does not fit, a missing file) without a
+    traceback: ``mlpmix COMMAND: message`` on stderr, exit status 1."""
+    print(f"mlpmix {command}: {error}", file=sys.stderr)
+    return 1
+
+
+def convert_checkpoint(args: argparse.Namespace) -> int:
+    """Any checkpoint ``load_checkpoint`` accepts -> mlpmix's layout, checked against the
+    architecture, written as ``--out`` (default ``<stem>.mlpmix.safetensors`` beside it)."""
+    source = Path(args.checkpoint)
+    out = Path(args.out) if args.out else source.with_name(f"{source.stem}.mlpmix.safetensors")
+    try:
+        state = convert.load_checkpoint(args.model, source)
+        convert.save_state_dict(state, out)
+    except (ValueError, OSError) as e:  # CheckpointError is a ValueError
+        return fail("convert", e)
+    kwargs = {**convert.checkpoint_kwargs(args.model, state), "checkpoint_path": str(out)}
+    call = ", ".join([repr(args.model), *(f"{k}={v!r}" for k, v in kwargs.items())])
+    print(f"wrote {out}: {args.model}, {len(state)} tensors, {kwargs.get('num_classes', 1000)} "
+          f"classes; load it with mlpmix.create_model({call})")
+    return 0
+
+
 def export_model(args: argparse.Namespace) -> int:
-    """A model name, or a checkpoint with ``--model`` naming its architecture."""
+    """A model name, or a checkpoint with ``--model`` naming its architecture; a
+    checkpoint's classes, channels and image size are the defaults of the size options."""
     if args.model_or_checkpoint in mlpmix.list_models():
         name, checkpoint = args.model_or_checkpoint, None
     elif args.model is None:
@@ -48,17 +73,25 @@ def export_model(args: argparse.Namespace) -> int:
                  f"({', '.join(mlpmix.list_models())}); for a checkpoint, say --model NAME")
     else:
         name, checkpoint = args.model, args.model_or_checkpoint
-    options = {"num_classes": args.num_classes, "img_size": args.img_size}
-    model = mlpmix.create_model(name, checkpoint_path=checkpoint, in_chans=args.in_chans,
-                                **{k: v for k, v in options.items() if v is not None})
-    size = model.config.img_size
-    preprocessing = Preprocessing(size=(size, size), channels=args.in_chans,
+    given = {"num_classes": args.num_classes, "in_chans": args.in_chans, "img_size": args.img_size}
+    try:
+        state = convert.load_checkpoint(name, checkpoint) if checkpoint is not None else None
+        found = convert.checkpoint_kwargs(name, state) if state is not None else {}
+        options = {"in_chans": 3, **found, **{k: v for k, v in given.items() if v is not None}}
+        model = mlpmix.create_model(name, **options)
+        if state is not None:
+            convert.check_fits(name, state, model.state_dict())
+            model.load_state_dict(state)
+    except (ValueError, OSError) as e:  # CheckpointError is a ValueError
+        return fail("export", e)
+    size, in_chans = model.config.img_size, options["in_chans"]
+    preprocessing = Preprocessing(size=(size, size), channels=in_chans,
                                   invert_light_background=args.invert_light_background)
     metadata = {"model": name, "num_classes": model.num_classes,
                 "preprocessing": preprocessing.to_dict()}
-    example = torch.randn(args.batch_size, args.in_chans, size, size)
+    example = torch.randn(args.batch_size, in_chans, size, size)
     path = export.save(model, args.out, args.format, example, args.batch_dynamic, metadata)
-    print(f"wrote {path} ({args.format}, {name}, {args.in_chans}x{size}x{size} images)")
+    print(f"wrote {path} ({args.format}, {name}, {in_chans}x{size}x{size} images)")
     return 0
 
 
@@ -116,6 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="intra-op threads for training")
     p.set_defaults(run=demo)
 
+    p = commands.add_parser("convert", help="convert a checkpoint (authors' or mlpmix's layout) "
+                            "to mlpmix's, as safetensors or a torch file")
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="a torch file or .safetensors: a state dict, possibly under model, "
+                        "state_dict, model_ema or state_dict_ema, with or without DDP's "
+                        "'module.' prefix")
+    p.add_argument("--model", required=True, choices=mlpmix.list_models(), metavar="NAME",
+                   help=f"architecture of the checkpoint: {', '.join(mlpmix.list_models())}")
+    p.add_argument("--out", help="output file: .safetensors (default: <stem>.mlpmix.safetensors "
+                                 "beside CHECKPOINT), .pt, .pth or .bin")
+    p.set_defaults(run=convert_checkpoint)
+
     p = commands.add_parser("export", help="export a model or checkpoint to TorchScript or AOTI")
     p.add_argument("model_or_checkpoint", metavar="NAME_OR_CHECKPOINT",
                    help="a model name (mlpmix.list_models()) or a checkpoint file with --model")
@@ -125,9 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-dynamic", action="store_true",
                    help="aoti: accept any batch size (torchscript always does)")
     p.add_argument("--batch-size", type=int, default=1, help="aoti: the fixed batch size")
-    p.add_argument("--num-classes", type=int)
-    p.add_argument("--in-chans", type=int, default=3, help="1 for grayscale, 3 for RGB")
-    p.add_argument("--img-size", type=int)
+    p.add_argument("--num-classes", type=int, help="default: the checkpoint's, or 1000")
+    p.add_argument("--in-chans", type=int,
+                   help="1 for grayscale, 3 for RGB (default: the checkpoint's, or 3)")
+    p.add_argument("--img-size", type=int, help="default: the checkpoint's, or the model's")
     p.add_argument("--invert-light-background", action="store_true",
                    help="predict: invert light-background images (for models trained light on dark)")
     p.set_defaults(run=export_model)

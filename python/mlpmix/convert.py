@@ -9,14 +9,17 @@ make up one effective stage. :func:`from_official` renames, reorders and validat
 
 from __future__ import annotations
 
+import argparse
+import pickle
 import re
 from pathlib import Path
-from typing import Dict, List, Mapping, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
-__all__ = ["from_official", "is_official", "load_checkpoint", "CheckpointError"]
+__all__ = ["from_official", "is_official", "load_checkpoint", "unwrap_state_dict", "check_fits",
+           "checkpoint_kwargs", "save_state_dict", "CheckpointError"]
 
 
 class CheckpointError(ValueError):
@@ -169,12 +172,131 @@ def _validate(arch: str, converted: Mapping[str, Tensor], expected: Mapping[str,
         raise CheckpointError(f"checkpoint does not fit {arch}:\n  " + "\n  ".join(problems))
 
 
+#: Keys under which training scripts nest the state dict, in the order they are looked up:
+#: EMA weights first (timm's ``state_dict_ema``, DeiT's ``model_ema``), as the authors'
+#: DynaMixer training evaluates and keeps its best checkpoint by them.
+WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
+_DDP_PREFIX = "module."
+_TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+
+
+def unwrap_state_dict(obj: Any) -> Dict[str, Tensor]:
+    """The state dict inside a loaded checkpoint, as training scripts save it: ``obj``
+    itself (names -> tensors) or one nested under a key of :data:`WRAPPER_KEYS` (next to
+    ``epoch``, ``optimizer``, ...), at any depth. A ``module.`` prefix on every key
+    (DistributedDataParallel) is removed.
+
+    Raises :class:`CheckpointError` when ``obj`` holds no state dict.
+    """
+    while isinstance(obj, Mapping) and not all(isinstance(v, Tensor) for v in obj.values()):
+        wrapper = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if wrapper is None:
+            keys = sorted(map(str, obj))
+            raise CheckpointError(
+                "checkpoint: expected a state dict (names -> tensors) or a dict holding one under "
+                f"{', '.join(WRAPPER_KEYS)}; got a dict with keys {', '.join(keys[:10])}"
+                + (f" and {len(keys) - 10} more" if len(keys) > 10 else ""))
+        obj = obj[wrapper]
+    if not isinstance(obj, Mapping):
+        raise CheckpointError("checkpoint: expected a state dict (names -> tensors), got "
+                              f"{type(obj).__name__}")
+    if obj and all(str(k).startswith(_DDP_PREFIX) for k in obj):
+        return {k[len(_DDP_PREFIX):]: v for k, v in obj.items()}
+    return dict(obj)
+
+
+def _read(path: Union[str, Path]) -> Any:
+    """A checkpoint file as stored: ``.safetensors`` through safetensors, anything else
+    (``.pth``, timm's ``.pth.tar``, ...) through ``torch.load(weights_only=True)``, which
+    also accepts the ``argparse.Namespace`` that timm's CheckpointSaver stores as ``args``."""
+    if Path(path).suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path}: holds objects that torch.load(weights_only=True) refuses to unpickle; "
+            "if you trust the file, load it with weights_only=False and save the state dict "
+            f"alone (torch.save(checkpoint['model'], 'weights.pth')). torch said: {e}") from e
+
+
+def _img_size_kwargs(arch: str, state_dict: Mapping[str, Tensor]) -> Dict[str, int]:
+    """``img_size`` as the first token mixer of an mlpmix-layout state dict gives it, when
+    it is not ``arch``'s default (the token-mixing weights are tied to the input size)."""
+    from .models import DYNAMIXER_CONFIGS, RAFTMLP_CONFIGS
+
+    if arch in RAFTMLP_CONFIGS:  # mlp_v.fc1: (hidden, raft_size * H) at stride min(kernels)
+        config = RAFTMLP_CONFIGS[arch]
+        key, per_token, stride = ("levels.0.blocks.0.token_mixing.mlp_v.fc1.weight",
+                                  config.raft_size, min(config.kernels[0]))
+    else:  # generate: (N*N, N * reduced_dim) at stride patch_size
+        config = DYNAMIXER_CONFIGS[arch]
+        key, per_token, stride = ("stages.0.layers.0.token_mixer.mix_h.generate.weight",
+                                  config.reduced_dim, config.patch_size)
+    weight = state_dict.get(key)
+    img_size = weight.shape[1] // per_token * stride if weight is not None and weight.dim() == 2 else 0
+    return {"img_size": img_size} if img_size > 0 and img_size != config.img_size else {}
+
+
+def checkpoint_kwargs(arch: str, state_dict: Mapping[str, Tensor]) -> Dict[str, int]:
+    """The ``create_model(arch, ...)`` keyword arguments that an mlpmix-layout state dict
+    was made with: ``num_classes``, ``in_chans`` and, when not the default, ``img_size``."""
+    return {**_size_kwargs(arch, state_dict), **_img_size_kwargs(arch, state_dict)}
+
+
+def check_fits(arch: str, state_dict: Mapping[str, Tensor],
+               expected: Optional[Mapping[str, Tensor]] = None) -> None:
+    """Raises :class:`CheckpointError` naming the missing, unexpected and mis-shaped keys of
+    ``state_dict`` (mlpmix's layout) against ``expected``, a model's state dict; by default
+    ``arch`` built on the meta device with :func:`checkpoint_kwargs`."""
+    from .models import create_model, list_models
+
+    if arch not in list_models():
+        raise ValueError(f"check_fits: unknown model {arch!r}; available: {', '.join(list_models())}")
+    if expected is None:
+        with torch.device("meta"):
+            expected = create_model(arch, **checkpoint_kwargs(arch, state_dict)).state_dict()
+    _validate(arch, state_dict, expected, [])
+
+
 def load_checkpoint(arch: str, path: Union[str, Path]) -> Dict[str, Tensor]:
-    """Reads a checkpoint file (``weights_only=True``) in either layout and returns an
-    mlpmix state dict for ``arch``. A ``{"state_dict": ...}`` or ``{"model": ...}``
-    wrapper, as training scripts save, is unwrapped."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    return from_official(arch, state) if is_official(arch, state) else dict(state)
+    """Reads a checkpoint file and returns an mlpmix state dict for ``arch`` that
+    ``create_model(arch, **checkpoint_kwargs(arch, state))`` loads strictly.
+
+    The file is ``.safetensors`` or a torch file (read with ``weights_only=True``); the
+    state dict may be wrapped as training scripts save it (:func:`unwrap_state_dict`) and
+    be in the authors' layout (converted by :func:`from_official`) or mlpmix's (checked by
+    :func:`check_fits`). Raises :class:`CheckpointError` naming the keys that do not fit.
+    """
+    state = unwrap_state_dict(_read(path))
+    if is_official(arch, state):
+        return from_official(arch, state)
+    check_fits(arch, state)
+    return state
+
+
+def save_state_dict(state_dict: Mapping[str, Tensor], path: Union[str, Path]) -> Path:
+    """Writes ``state_dict`` to ``path``: safetensors for ``.safetensors`` (tensors made
+    contiguous; ones sharing storage with an earlier one are cloned, which safetensors
+    requires), a torch file for ``.pt``, ``.pth`` or ``.bin``. Returns the path."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        tensors, storages = {}, set()
+        for key, value in state_dict.items():
+            value = value.detach().contiguous()
+            storage = value.untyped_storage().data_ptr()
+            tensors[key] = value.clone() if storage in storages else value
+            storages.add(storage)
+        save_file(tensors, str(path), metadata={"format": "pt"})
+    elif suffix in _TORCH_SUFFIXES:
+        torch.save(dict(state_dict), path)
+    else:
+        raise ValueError(f"save_state_dict: path must end in .safetensors, "
+                         f"{', '.join(_TORCH_SUFFIXES)}; got {str(path)!r} (suffix {suffix!r})")
+    return path
