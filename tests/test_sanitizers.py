@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REPO
 
-SUBSET = ["tests/test_ops_dynamixer.py", "tests/test_ops_raft_token_mixing.py",
+SUBSET = ["tests/test_ops.py", "tests/test_ops_dynamixer.py", "tests/test_ops_raft_token_mixing.py",
           "tests/test_ops_cross_scale_embed.py", "tests/test_ops_channel_mlp.py",
           "tests/test_ops_linear.py", "tests/test_ops_reweight_branches.py",
           "tests/test_bad_inputs.py",
