@@ -46,7 +46,7 @@ def test_op_suite_under_asan_and_ubsan(tmp_path):
                UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1",
                MLPMIX_OPS_LIBRARY=str(build / "libmlpmix_ops.so"))
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k",
+        [sys.executable, "-m", "pytest", "-n", "0", "-q", "-p", "no:cacheprovider", "-k",
          "not compile and not export and not script", *SUBSET],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=3000)
     output = result.stdout + result.stderr
