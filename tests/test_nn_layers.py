@@ -1,4 +1,5 @@
-"""mlpmix.nn.layers: the residual add shared by the RaftMLP and DynaMixer blocks."""
+"""mlpmix.nn.layers: the channel MLP and the residual add shared by the RaftMLP and DynaMixer
+blocks."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from torch import Tensor, nn
 import mlpmix
 from mlpmix.models.dynamixer import DynaMixerLayer
 from mlpmix.nn import RaftBlock
-from mlpmix.nn.layers import add_residual
+from mlpmix.nn.layers import ChannelMlp, add_residual
 
 
 def branch_of(x: Tensor) -> Tensor:
@@ -90,3 +91,23 @@ def test_training_block_with_drop_path_matches_the_reference(make_block, shape):
         results.append([out.detach(), inp.grad] + [p.grad for p in block.parameters()])
     for ref, fused in zip(*results):
         torch.testing.assert_close(fused, ref)
+
+
+@pytest.mark.parametrize("owner", [lambda: RaftBlock(8, 4).eval(),
+                                   lambda: DynaMixerLayer(8, 4, 2, 2, 3, 0.0).eval()],
+                         ids=["raft", "dynamixer"])
+def test_both_families_run_their_channel_branch_through_channel_mlp(owner):
+    block = owner()
+    mlps = [m for m in block.modules() if isinstance(m, ChannelMlp)]
+    assert len(mlps) == 1
+    assert {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"} == set(mlps[0].state_dict())
+
+
+def test_channel_mlp_is_layernorm_then_the_mlp():
+    torch.manual_seed(0)
+    mlp, norm = ChannelMlp(6, 12).double(), nn.LayerNorm(6).double()
+    with torch.no_grad():
+        norm.weight.normal_(), norm.bias.normal_()
+    x = torch.randn(2, 3, 6, dtype=torch.float64)
+    expected = mlp.fc2(nn.functional.gelu(mlp.fc1(norm(x))))
+    torch.testing.assert_close(mlp(x, norm.weight, norm.bias, norm.eps), expected)

@@ -62,7 +62,8 @@ def test_raft_block_adds_the_channel_mlp():
     block = randomize(RaftBlock(4, 3, raft_size=2))
     x = torch.randn(2, 3, 3, 4, dtype=torch.float64)
     mixed = reference_token_mixing(block.token_mixing, x)
-    expected = mixed + block.mlp_c(block.norm_c(mixed))
+    mlp = block.mlp_c
+    expected = mixed + mlp.fc2(F.gelu(mlp.fc1(block.norm_c(mixed))))
     torch.testing.assert_close(block(x), expected)
     assert block.mlp_c.fc1.weight.shape == (16, 4)
 

@@ -3,7 +3,8 @@
 from .classifier import FeatureExtractor, FeatureInfo, TokenClassifier
 from .dynamixer import DYNAMIXER_CONFIGS, DynaMixer, DynaMixerConfig, dynamixer_l, dynamixer_m, dynamixer_s, dynamixer_tiny
 from .raftmlp import RAFTMLP_CONFIGS, RaftMLP, RaftMLPConfig, raftmlp_l, raftmlp_m, raftmlp_s, raftmlp_tiny
-from .registry import create_model, list_models, register_model
+from .factory import create_model
+from .registry import list_models, register_model
 
 __all__ = [
     "DynaMixer", "DynaMixerConfig", "DYNAMIXER_CONFIGS",

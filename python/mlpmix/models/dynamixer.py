@@ -7,8 +7,7 @@ from typing import List, Tuple
 
 from torch import Tensor, nn
 
-from .. import ops
-from ..nn import DropPath, DynaMixerBlock, Mlp
+from ..nn import ChannelMlp, DropPath, DynaMixerBlock
 from ..nn.layers import add_residual
 from .classifier import IMAGENET_MEAN, IMAGENET_STD, TokenClassifier
 from .init import drop_path_rates, init_weights
@@ -51,7 +50,7 @@ DYNAMIXER_CONFIGS = {
 
 class DynaMixerLayer(nn.Module):
     """``x + DropPath(token_mixer(norm1(x)))``, then ``x + DropPath(mlp(norm2(x)))``, the
-    latter through ``mlpmix.ops.channel_mlp``."""
+    latter one fused :class:`~mlpmix.nn.layers.ChannelMlp`."""
 
     def __init__(self, dim: int, resolution: int, num_segments: int, reduced_dim: int,
                  mlp_ratio: int, drop_path: float):
@@ -59,22 +58,12 @@ class DynaMixerLayer(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.token_mixer = DynaMixerBlock(dim, resolution, num_segments, reduced_dim)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, dim * mlp_ratio)
+        self.mlp = ChannelMlp(dim, dim * mlp_ratio)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: Tensor) -> Tensor:
         x = add_residual(x, self.drop_path(self.token_mixer(self.norm1(x))))
-        # norm2 and mlp run as one fused op (their forward hooks do not fire).
-        channel = ops.channel_mlp(
-            x,
-            self.norm2.weight,
-            self.norm2.bias,
-            self.mlp.fc1.weight,
-            self.mlp.fc1.bias,
-            self.mlp.fc2.weight,
-            self.mlp.fc2.bias,
-            self.norm2.eps,
-        )
+        channel = self.mlp(x, self.norm2.weight, self.norm2.bias, self.norm2.eps)
         return add_residual(x, self.drop_path(channel))
 
 

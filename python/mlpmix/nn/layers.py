@@ -34,6 +34,21 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+class ChannelMlp(Mlp):
+    """The channel-mixing branch of both families, ``fc2(GELU(fc1(LayerNorm(x))))`` over the
+    last axis, as one fused op (:func:`mlpmix.ops.channel_mlp`).
+
+    It owns ``fc1`` and ``fc2`` (an :class:`Mlp`'s parameters and state-dict keys); the
+    LayerNorm stays the caller's module (RaftMLP's ``norm_c``, DynaMixer's ``norm2``), whose
+    parameters ``forward`` takes, so both checkpoint layouts are unchanged. That LayerNorm's
+    forward hooks do not fire."""
+
+    def forward(self, x: Tensor, norm_weight: Tensor, norm_bias: Tensor,
+                eps: float = 1e-5) -> Tensor:
+        return ops.channel_mlp(x, norm_weight, norm_bias, self.fc1.weight, self.fc1.bias,
+                               self.fc2.weight, self.fc2.bias, eps)
+
+
 class DropPath(nn.Module):
     """Stochastic depth: zeroes a whole sample's branch with probability ``p`` while training
     and rescales the kept ones by ``1 / (1 - p)``; the identity in eval mode."""

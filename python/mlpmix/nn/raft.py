@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops
-from .layers import DropPath, Mlp, add_residual
+from .layers import ChannelMlp, DropPath, Mlp, add_residual
 
 
 def _pair(resolution: Union[int, Tuple[int, int]]) -> Tuple[int, int]:
@@ -77,8 +77,8 @@ class RaftTokenMixingBlock(nn.Module):
 
 class RaftBlock(nn.Module):
     """A RaftMLP block (spec 1.1): ``token_mixing`` (vertical, horizontal), then the channel
-    MLP ``x + drop_path(mlp_c(norm_c(x)))`` with ``C -> channel_expansion*C -> C`` (through
-    ``mlpmix.ops.channel_mlp``)."""
+    MLP ``x + drop_path(mlp_c(norm_c(x)))`` with ``C -> channel_expansion*C -> C`` (a
+    :class:`~mlpmix.nn.layers.ChannelMlp`)."""
 
     def __init__(
         self,
@@ -94,22 +94,12 @@ class RaftBlock(nn.Module):
             dim, resolution, raft_size, token_expansion, drop_path
         )
         self.norm_c = nn.LayerNorm(dim)
-        self.mlp_c = Mlp(dim, channel_expansion * dim)
+        self.mlp_c = ChannelMlp(dim, channel_expansion * dim)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.token_mixing(x)
-        # norm_c and mlp_c run as one fused op (their forward hooks do not fire).
-        channel = ops.channel_mlp(
-            x,
-            self.norm_c.weight,
-            self.norm_c.bias,
-            self.mlp_c.fc1.weight,
-            self.mlp_c.fc1.bias,
-            self.mlp_c.fc2.weight,
-            self.mlp_c.fc2.bias,
-            self.norm_c.eps,
-        )
+        channel = self.mlp_c(x, self.norm_c.weight, self.norm_c.bias, self.norm_c.eps)
         return add_residual(x, self.drop_path(channel))
 
 
