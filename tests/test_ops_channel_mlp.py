@@ -241,11 +241,11 @@ def test_constant_tokens_normalise_to_the_bias(channel_stride_zero, channels):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_forward_keeps_the_fc1_preactivation(dtype):
-    """channel_mlp_forward returns the op's output and fc1's output before GELU as
+    """_channel_mlp_forward returns the op's output and fc1's output before GELU as
     (T, hidden), tokens in the row-major order of x's leading dims."""
     torch.manual_seed(3)
     for args in sample_inputs(dtype):
-        out, hidden = torch.ops.mlpmix.channel_mlp_forward(*args)
+        out, hidden = torch.ops.mlpmix._channel_mlp_forward(*args)
         torch.testing.assert_close(out, reference.channel_mlp(*args), **TOLERANCES[dtype])
         assert out.shape == args[0].shape and out.is_contiguous()
         tokens = args[0].numel() // args[0].shape[-1]
@@ -269,7 +269,7 @@ def test_backward_op_matches_the_reference_gradients(dtype):
     torch.manual_seed(4)
     backward = torch.ops.mlpmix.channel_mlp_backward
     for args in sample_inputs(dtype):
-        out, hidden = torch.ops.mlpmix.channel_mlp_forward(*args)
+        out, hidden = torch.ops.mlpmix._channel_mlp_forward(*args)
         grad_out = torch.randn_like(out)
         truth = _reference_grads(args, grad_out, torch.float64)
         baseline = _reference_grads(args, grad_out, dtype)
@@ -289,7 +289,7 @@ def test_backward_from_the_kept_hidden_equals_recomputing_it(dtype):
     torch.manual_seed(5)
     backward = torch.ops.mlpmix.channel_mlp_backward
     for args in sample_inputs(dtype):
-        out, hidden = torch.ops.mlpmix.channel_mlp_forward(*args)
+        out, hidden = torch.ops.mlpmix._channel_mlp_forward(*args)
         grad_out = torch.randn_like(out)
         kept = backward(grad_out, *args, hidden)
         for got, want in zip(kept, backward(grad_out, *args)):
@@ -300,7 +300,7 @@ def test_backward_reads_the_kept_hidden():
     """A hidden that differs from the true pre-activation changes the gradients: the
     backward uses what it is given rather than ignoring it."""
     args = make_args((2, 3, 6), "contiguous", torch.float64, 5)
-    out, hidden = torch.ops.mlpmix.channel_mlp_forward(*args)
+    out, hidden = torch.ops.mlpmix._channel_mlp_forward(*args)
     grad_out = torch.randn_like(out)
     backward = torch.ops.mlpmix.channel_mlp_backward
     honest = backward(grad_out, *args, hidden)
@@ -311,8 +311,8 @@ def test_backward_reads_the_kept_hidden():
 def test_opcheck_forward_with_hidden_and_backward():
     torch.manual_seed(6)
     for args in sample_inputs(torch.float64):
-        torch.library.opcheck(torch.ops.mlpmix.channel_mlp_forward.default, args)
-        out, hidden = torch.ops.mlpmix.channel_mlp_forward(*args)
+        torch.library.opcheck(torch.ops.mlpmix._channel_mlp_forward.default, args)
+        out, hidden = torch.ops.mlpmix._channel_mlp_forward(*args)
         grad_out = torch.randn_like(out)
         backward = torch.ops.mlpmix.channel_mlp_backward.default
         torch.library.opcheck(backward, (grad_out, *args, hidden))
@@ -328,7 +328,7 @@ def test_opcheck_forward_with_hidden_and_backward():
 ], ids=["width", "tokens", "rank", "unflattened", "dtype"])
 def test_backward_rejects_bad_hidden(hidden):
     args = make_args((2, 3, 6), "contiguous", torch.float32, 5)
-    out, kept = torch.ops.mlpmix.channel_mlp_forward(*args)
+    out, kept = torch.ops.mlpmix._channel_mlp_forward(*args)
     bad = (torch.zeros_like(out), *args, hidden(kept))
     backward = torch.ops.mlpmix.channel_mlp_backward
     assert_rejected(backward, bad, "channel_mlp_backward", "hidden")
@@ -338,7 +338,7 @@ def test_backward_rejects_bad_hidden(hidden):
 
 def test_backward_rejects_hidden_on_another_device():
     args = make_args((2, 3, 6), "contiguous", torch.float32, 5)
-    out, kept = torch.ops.mlpmix.channel_mlp_forward(*args)
+    out, kept = torch.ops.mlpmix._channel_mlp_forward(*args)
     assert_rejected(torch.ops.mlpmix.channel_mlp_backward,
                     (torch.zeros_like(out), *args, kept.to("meta")),
                     "channel_mlp_backward", "hidden")
@@ -396,7 +396,7 @@ def test_empty_input_gives_empty_output_and_zero_gradients(shape):
     assert grads[0].shape == shape
     for g, a in zip(grads[1:], args[1:7]):
         assert g.shape == a.shape and torch.count_nonzero(g) == 0
-    out, hidden = torch.ops.mlpmix.channel_mlp_forward(*[leaf(a, False) if isinstance(a, Tensor)
+    out, hidden = torch.ops.mlpmix._channel_mlp_forward(*[leaf(a, False) if isinstance(a, Tensor)
                                                          else a for a in args])
     assert out.shape == shape and hidden.shape == (0, 4)
 
@@ -508,8 +508,8 @@ def test_bad_input_is_rejected_naming_it(argument, position, replacement):
     args = list(make_args((2, 3, 4, 6), "contiguous", torch.float32, 12))
     args[position] = replacement
     assert_rejected_by_every_kernel(ops.channel_mlp, args, OP, argument)
-    for op in ("channel_mlp_forward", "channel_mlp_backward"):
-        call = args if op == "channel_mlp_forward" else [torch.zeros(2, 3, 4, 6), *args]
+    for op in ("_channel_mlp_forward", "channel_mlp_backward"):
+        call = args if op == "_channel_mlp_forward" else [torch.zeros(2, 3, 4, 6), *args]
         assert_rejected_by_every_kernel(getattr(torch.ops.mlpmix, op), call, op, argument)
 
 
@@ -520,8 +520,8 @@ def test_x_without_channels_is_rejected_naming_x(x_shape):
     args = [torch.randn(*x_shape), torch.ones(0), torch.zeros(0), torch.randn(hidden, 0),
             torch.randn(hidden), torch.randn(0, hidden), torch.zeros(0), 1e-5]
     assert_rejected_by_every_kernel(ops.channel_mlp, args, OP, "x")
-    assert_rejected_by_every_kernel(torch.ops.mlpmix.channel_mlp_forward, args,
-                                    "channel_mlp_forward", "x")
+    assert_rejected_by_every_kernel(torch.ops.mlpmix._channel_mlp_forward, args,
+                                    "_channel_mlp_forward", "x")
 
 
 def test_hidden_width_zero_is_rejected():

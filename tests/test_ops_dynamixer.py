@@ -130,7 +130,7 @@ def _weights(args):
 def test_forward_keeps_the_compressed_input_and_the_weights(dtype):
     torch.manual_seed(6)
     for args in sample_inputs(dtype):
-        out, compressed, weights = torch.ops.mlpmix.dynamixer_forward(*args)
+        out, compressed, weights = torch.ops.mlpmix._dynamixer_forward(*args)
         assert_close(out, ops.dynamixer(*args), **TOLERANCES[dtype])
         assert_close(compressed, _compressed(args), **TOLERANCES[dtype])
         assert_close(weights, _weights(args), **TOLERANCES[dtype])
@@ -142,7 +142,7 @@ def test_backward_from_what_the_forward_kept_equals_recomputing_it(dtype, kept):
     torch.manual_seed(7)
     backward = torch.ops.mlpmix.dynamixer_backward
     for args in sample_inputs(dtype):
-        out, compressed, weights = torch.ops.mlpmix.dynamixer_forward(*args)
+        out, compressed, weights = torch.ops.mlpmix._dynamixer_forward(*args)
         given = {"compressed": compressed if kept != "weights" else None,
                  "weights": weights if kept != "compressed" else None}
         grad_out = torch.randn_like(out)
@@ -156,7 +156,7 @@ def test_backward_reads_the_kept_weights():
     # tokens: the kept weights are used, not recomputed.
     args = make_args((2, 4, 6, 8), 4, 1, 1, torch.float64)
     args[1] = torch.zeros_like(args[1])
-    out, compressed, weights = torch.ops.mlpmix.dynamixer_forward(*args)
+    out, compressed, weights = torch.ops.mlpmix._dynamixer_forward(*args)
     uniform = torch.full_like(weights, 1 / 4)
     grad_out = torch.randn_like(out)
     grad_x = torch.ops.mlpmix.dynamixer_backward(grad_out, *args, compressed, uniform)[0]
@@ -166,8 +166,8 @@ def test_backward_reads_the_kept_weights():
 def test_opcheck_forward_with_kept_tensors_and_backward():
     torch.manual_seed(8)
     for args in sample_inputs(torch.float64):
-        torch.library.opcheck(torch.ops.mlpmix.dynamixer_forward.default, args)
-        out, compressed, weights = torch.ops.mlpmix.dynamixer_forward(*args)
+        torch.library.opcheck(torch.ops.mlpmix._dynamixer_forward.default, args)
+        out, compressed, weights = torch.ops.mlpmix._dynamixer_forward(*args)
         grad_out = torch.randn_like(out)
         torch.library.opcheck(torch.ops.mlpmix.dynamixer_backward.default,
                               [grad_out, *args, compressed, weights])
@@ -177,7 +177,7 @@ def test_opcheck_forward_with_kept_tensors_and_backward():
 @pytest.mark.parametrize("bad", [lambda z: z[:, :, :-1], lambda z: z.flatten(1), lambda z: z.double()])
 def test_backward_rejects_bad_kept_tensors(name, bad):
     args = make_args((2, 4, 6, 8), 4, 1, 1, torch.float32)
-    out, compressed, weights = torch.ops.mlpmix.dynamixer_forward(*args)
+    out, compressed, weights = torch.ops.mlpmix._dynamixer_forward(*args)
     kept = {"compressed": compressed, "weights": weights}
     kept[name] = bad(kept[name])
     call = (torch.zeros_like(out), *args, kept["compressed"], kept["weights"])

@@ -131,12 +131,12 @@ def test_float32_is_as_accurate_as_the_reference_for_two_channels():
 
 
 def _forward_with_hidden(args):
-    return torch.ops.mlpmix.raft_token_mixing_forward(*args)
+    return torch.ops.mlpmix._raft_token_mixing_forward(*args)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_forward_keeps_the_fc1_preactivation(dtype):
-    """raft_token_mixing_forward returns the op's output and fc1's output before GELU as
+    """_raft_token_mixing_forward returns the op's output and fc1's output before GELU as
     (B*M, hidden, o): [b*M + m, :, j] for raft j at position m of the other spatial axis."""
     for args in sample_inputs(dtype):
         x, norm_weight, norm_bias, fc1_weight, fc1_bias, _, _, raft_size, dim = args
@@ -163,7 +163,7 @@ def test_backward_from_the_kept_hidden_equals_recomputing_it(dtype):
 
 def test_opcheck_forward_with_hidden_and_backward():
     for args in sample_inputs(torch.float64):
-        torch.library.opcheck(torch.ops.mlpmix.raft_token_mixing_forward.default, args)
+        torch.library.opcheck(torch.ops.mlpmix._raft_token_mixing_forward.default, args)
         out, hidden = _forward_with_hidden(args)
         grad_out = torch.randn_like(out)
         backward = torch.ops.mlpmix.raft_token_mixing_backward.default

@@ -11,9 +11,8 @@
 
 namespace mlpmix::checks {
 
-// `t` must be a floating tensor the op's kernels support on its device: float32 and float64
-// everywhere, float16 and bfloat16 on CUDA (and on Meta, whose tensors stand in for any
-// device). The message is the same from every kernel.
+// `t` must be a floating tensor the op's kernels support on its device (common/dtypes.h).
+// The message is the same from every kernel.
 void floating(const char* op, const char* name, const at::Tensor& t);
 
 // `t` must have exactly `ndim` dimensions (or at least `ndim` when `at_least`).

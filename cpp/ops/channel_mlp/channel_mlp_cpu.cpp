@@ -18,7 +18,6 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -27,6 +26,8 @@
 #include <optional>
 #include <vector>
 
+#include "common/checked.h"
+#include "common/dtypes.h"
 #include "common/gemm_cpu.h"
 #include "common/layer_norm_gelu_cpu.h"
 #include "common/mlp_gradients_cpu.h"
@@ -296,7 +297,7 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_any, const at::Te
   const auto gamma = norm_weight.contiguous(), beta = norm_bias.contiguous();
   const auto b1 = fc1_bias.contiguous(), b2 = fc2_bias.contiguous();
   const auto out_rows = out.view({T, d.C});
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlpmix_channel_mlp_cpu", [&] {
+  MLPMIX_DISPATCH_CPU_FLOATING(x.scalar_type(), "mlpmix_channel_mlp_cpu", [&] {
     const scalar_t* x_data = x.const_data_ptr<scalar_t>();
     tiling.run([&](int64_t chunk_begin, int64_t chunk_end) {
       const auto u_buffer = at::empty({tiling.tile_rows * d.C}, options);
@@ -326,38 +327,29 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_any, const at::Te
   return {out, hidden};
 }
 
-at::Tensor channel_mlp_cpu(const at::Tensor& x, const at::Tensor& norm_weight,
-                           const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
-                           const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
-                           const at::Tensor& fc2_bias, double eps) {
-  const auto dims = check_inputs("channel_mlp", x, norm_weight, norm_bias, fc1_weight,
-                                 fc1_bias, fc2_weight, fc2_bias);
-  return std::get<0>(forward(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
-                             fc2_bias, eps, dims, false));
-}
-
-std::tuple<at::Tensor, at::Tensor> channel_mlp_forward_cpu(
-    const at::Tensor& x, const at::Tensor& norm_weight, const at::Tensor& norm_bias,
-    const at::Tensor& fc1_weight, const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
-    const at::Tensor& fc2_bias, double eps) {
-  const auto dims = check_inputs("channel_mlp_forward", x, norm_weight, norm_bias, fc1_weight,
-                                 fc1_bias, fc2_weight, fc2_bias);
-  return forward(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps,
-                 dims, true);
+// The op's kernel (keep_hidden false) and the internal forward's (true).
+template <bool keep_hidden>
+auto channel_mlp_cpu(const Dims& dims, const at::Tensor& x, const at::Tensor& norm_weight,
+                     const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
+                     const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+                     const at::Tensor& fc2_bias, double eps) {
+  auto result = forward(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+                        eps, dims, keep_hidden);
+  if constexpr (keep_hidden) {
+    return result;
+  } else {
+    return std::get<0>(result);
+  }
 }
 
 // ---- backward ----------------------------------------------------------------------------
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-channel_mlp_backward_cpu(const at::Tensor& grad_out_any, const at::Tensor& x_any,
+channel_mlp_backward_cpu(const Dims& d, const at::Tensor& grad_out_any, const at::Tensor& x_any,
                          const at::Tensor& norm_weight, const at::Tensor& norm_bias,
                          const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
                          const at::Tensor& fc2_weight, const at::Tensor& fc2_bias, double eps,
                          const std::optional<at::Tensor>& hidden_given) {
-  const auto d = check_inputs("channel_mlp_backward", x_any, norm_weight, norm_bias,
-                              fc1_weight, fc1_bias, fc2_weight, fc2_bias);
-  check_grad_out(grad_out_any, x_any);
-  check_hidden(hidden_given, x_any, d);
   const auto x = contiguous_channels(x_any);
   const auto grad_out = contiguous_channels(grad_out_any);
   const auto options = x.options();
@@ -377,7 +369,7 @@ channel_mlp_backward_cpu(const at::Tensor& grad_out_any, const at::Tensor& x_any
   const auto gamma = norm_weight.contiguous(), beta = norm_bias.contiguous();
   const auto b1 = fc1_bias.contiguous();
   std::vector<MlpGradients> partials(tiling.chunks);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlpmix_channel_mlp_backward_cpu", [&] {
+  MLPMIX_DISPATCH_CPU_FLOATING(x.scalar_type(), "mlpmix_channel_mlp_backward_cpu", [&] {
     const scalar_t* x_data = x.const_data_ptr<scalar_t>();
     const scalar_t* grad_out_data = grad_out.const_data_ptr<scalar_t>();
     scalar_t* grad_x_data = grad_x.mutable_data_ptr<scalar_t>();
@@ -437,10 +429,13 @@ channel_mlp_backward_cpu(const at::Tensor& grad_out_any, const at::Tensor& x_any
 }
 
 }  // namespace
-}  // namespace mlpmix::channel_mlp_impl
 
 TORCH_LIBRARY_IMPL(mlpmix, CPU, m) {
-  m.impl("channel_mlp", &mlpmix::channel_mlp_impl::channel_mlp_cpu);
-  m.impl("channel_mlp_forward", &mlpmix::channel_mlp_impl::channel_mlp_forward_cpu);
-  m.impl("channel_mlp_backward", &mlpmix::channel_mlp_impl::channel_mlp_backward_cpu);
+  m.impl("channel_mlp", checked<"channel_mlp", check_inputs, channel_mlp_cpu<false>>);
+  m.impl("_channel_mlp_forward",
+         checked<"_channel_mlp_forward", check_inputs, channel_mlp_cpu<true>>);
+  m.impl("channel_mlp_backward",
+         checked<"channel_mlp_backward", check_backward, channel_mlp_backward_cpu>);
 }
+
+}  // namespace mlpmix::channel_mlp_impl
