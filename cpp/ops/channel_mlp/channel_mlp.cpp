@@ -10,6 +10,8 @@
 #include "common/autograd.h"
 #include "common/checked.h"
 #include "common/checks.h"
+#include "common/meta_kernels.h"
+#include "common/op_outputs.h"
 #include "mlpmix/mlpmix.h"
 
 namespace mlpmix {
@@ -113,12 +115,8 @@ auto channel_mlp_aten(const Dims& dims, const at::Tensor& x, const at::Tensor& n
       at::layer_norm(x.reshape({-1, dims.C}), {dims.C}, norm_weight, norm_bias, eps);
   auto hidden = at::linear(normed, fc1_weight, fc1_bias);
   const auto activated = keep_hidden ? at::gelu(hidden) : at::gelu_(hidden);
-  auto out = at::linear(activated, fc2_weight, fc2_bias).view(x.sizes());
-  if constexpr (keep_hidden) {
-    return std::tuple{out, hidden};
-  } else {
-    return out;
-  }
+  return op_outputs<keep_hidden>(at::linear(activated, fc2_weight, fc2_bias).view(x.sizes()),
+                                 hidden);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
@@ -162,14 +160,7 @@ channel_mlp_backward_meta(const Dims& dims, const at::Tensor& grad_out, const at
                           const at::Tensor& norm_weight, const at::Tensor& norm_bias,
                           const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
                           const at::Tensor& fc2_weight, const at::Tensor& fc2_bias) {
-  const auto contiguous = at::MemoryFormat::Contiguous;
-  return {at::empty_symint(x.sym_sizes(), x.options()),
-          at::empty_like(norm_weight, contiguous),
-          at::empty_like(norm_bias, contiguous),
-          at::empty_like(fc1_weight, contiguous),
-          at::empty_like(fc1_bias, contiguous),
-          at::empty_like(fc2_weight, contiguous),
-          at::empty_like(fc2_bias, contiguous)};
+  return contiguous_like(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias);
 }
 
 }  // namespace

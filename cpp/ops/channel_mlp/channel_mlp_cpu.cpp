@@ -31,6 +31,7 @@
 #include "common/gemm_cpu.h"
 #include "common/layer_norm_gelu_cpu.h"
 #include "common/mlp_gradients_cpu.h"
+#include "common/op_outputs.h"
 #include "common/sequences.h"
 #include "common/simd.h"
 #include "ops/channel_mlp/channel_mlp.h"
@@ -275,21 +276,20 @@ int64_t token_count(const at::Tensor& x) { return x.numel() / x.size(-1); }
 
 // ---- forward -----------------------------------------------------------------------------
 
-// out (contiguous, shaped like x), and the fc1 pre-activation (T, hidden) when `keep_hidden`.
-std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_any, const at::Tensor& norm_weight,
-                                           const at::Tensor& norm_bias,
-                                           const at::Tensor& fc1_weight,
-                                           const at::Tensor& fc1_bias,
-                                           const at::Tensor& fc2_weight,
-                                           const at::Tensor& fc2_bias, double eps,
-                                           const Dims& d, bool keep_hidden) {
+// out (contiguous, shaped like x), and the fc1 pre-activation (T, hidden) when `keep_hidden`:
+// the op's kernel and the internal forward's.
+template <bool keep_hidden>
+auto channel_mlp_cpu(const Dims& d, const at::Tensor& x_any, const at::Tensor& norm_weight,
+                     const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
+                     const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+                     const at::Tensor& fc2_bias, double eps) {
   const auto x = contiguous_channels(x_any);
   const auto options = x.options();
   const int64_t T = token_count(x);
   auto out = at::empty(x.sizes(), options);
   auto hidden = keep_hidden ? at::empty({T, d.hidden}, options) : at::Tensor();
   if (T == 0) {
-    return {out, hidden};
+    return op_outputs<keep_hidden>(out, hidden);
   }
   const Tiling tiling(T);
   const Tokens tokens(x);
@@ -324,22 +324,7 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_any, const at::Te
       }
     });
   });
-  return {out, hidden};
-}
-
-// The op's kernel (keep_hidden false) and the internal forward's (true).
-template <bool keep_hidden>
-auto channel_mlp_cpu(const Dims& dims, const at::Tensor& x, const at::Tensor& norm_weight,
-                     const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
-                     const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
-                     const at::Tensor& fc2_bias, double eps) {
-  auto result = forward(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
-                        eps, dims, keep_hidden);
-  if constexpr (keep_hidden) {
-    return result;
-  } else {
-    return std::get<0>(result);
-  }
+  return op_outputs<keep_hidden>(out, hidden);
 }
 
 // ---- backward ----------------------------------------------------------------------------

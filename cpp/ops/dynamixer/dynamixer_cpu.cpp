@@ -19,6 +19,7 @@
 #include "common/checked.h"
 #include "common/dtypes.h"
 #include "common/gemm_cpu.h"
+#include "common/op_outputs.h"
 #include "common/sequences.h"
 #include "common/simd.h"
 #include "ops/dynamixer/dynamixer.h"
@@ -389,11 +390,7 @@ auto dynamixer_cpu(const Dims& dims, const at::Tensor& x_any, const at::Tensor& 
   auto weights = keep ? at::empty({compressed.size(0), dims.S, dims.N * dims.N}, x.options())
                       : at::Tensor();
   auto out = mix(x, compressed, generate_weight, generate_bias, dims, weights);
-  if constexpr (keep) {
-    return std::tuple{out, compressed, weights};
-  } else {
-    return out;
-  }
+  return op_outputs<keep>(out, compressed, weights);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer_backward_cpu(

@@ -12,6 +12,7 @@
 #include "common/autograd.h"
 #include "common/checked.h"
 #include "common/checks.h"
+#include "common/meta_kernels.h"
 #include "mlpmix/mlpmix.h"
 
 namespace mlpmix {
@@ -209,14 +210,7 @@ raft_token_mixing_backward_meta(const Dims& dims, const at::Tensor& grad_out,
                                 const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
                                 const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
                                 const at::Tensor& fc2_bias) {
-  const auto contiguous = at::MemoryFormat::Contiguous;
-  return {at::empty_symint(x.sym_sizes(), x.options()),
-          at::empty_like(norm_weight, contiguous),
-          at::empty_like(norm_bias, contiguous),
-          at::empty_like(fc1_weight, contiguous),
-          at::empty_like(fc1_bias, contiguous),
-          at::empty_like(fc2_weight, contiguous),
-          at::empty_like(fc2_bias, contiguous)};
+  return contiguous_like(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias);
 }
 
 }  // namespace

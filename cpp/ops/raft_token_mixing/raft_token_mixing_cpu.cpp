@@ -37,6 +37,7 @@
 #include "common/gemm_cpu.h"
 #include "common/layer_norm_gelu_cpu.h"
 #include "common/mlp_gradients_cpu.h"
+#include "common/op_outputs.h"
 #include "common/sequences.h"
 #include "common/simd.h"
 #include "ops/raft_token_mixing/raft_token_mixing.h"
@@ -413,15 +414,14 @@ at::Tensor matrix(const at::Tensor& buffer, int64_t rows, int64_t cols) {
 
 // ---- forward -----------------------------------------------------------------------------
 
-// out (B, H, W, C) contiguous, and the fc1 pre-activation (hidden, B*M*o) when
-// `keep_hidden`.
-std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_any, const at::Tensor& norm_weight,
-                                           const at::Tensor& norm_bias,
-                                           const at::Tensor& fc1_weight,
-                                           const at::Tensor& fc1_bias,
-                                           const at::Tensor& fc2_weight,
-                                           const at::Tensor& fc2_bias, double eps,
-                                           const Dims& d, bool keep_hidden) {
+// out (B, H, W, C) contiguous, and the fc1 pre-activation (B*M, hidden, o) when
+// `keep_hidden`: the op's kernel and the internal forward's.
+template <bool keep_hidden>
+auto raft_token_mixing_cpu(const Dims& d, const at::Tensor& x_any, const at::Tensor& norm_weight,
+                           const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
+                           const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+                           const at::Tensor& fc2_bias, int64_t raft_size, int64_t dim,
+                           double eps) {
   const auto x = contiguous_channels(x_any);
   const int64_t batch = x.size(0);
   const int64_t F = d.r * d.N;
@@ -432,7 +432,7 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_any, const at::Te
   const HiddenLayout kept_layout{d.o, d.hidden * d.o};
   const Tiling tiling = make_tiling(batch, d, x.element_size());
   if (tiling.lines == 0) {
-    return {out, hidden};
+    return op_outputs<keep_hidden>(out, hidden);
   }
   const Weights w(fc1_weight, fc2_weight, fc2_bias, d);
   const auto gamma = norm_weight.contiguous(), beta = norm_bias.contiguous();
@@ -470,23 +470,7 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_any, const at::Te
       }
     });
   });
-  return {out, hidden};
-}
-
-// The op's kernel (keep_hidden false) and the internal forward's (true).
-template <bool keep_hidden>
-auto raft_token_mixing_cpu(const Dims& dims, const at::Tensor& x, const at::Tensor& norm_weight,
-                           const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
-                           const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
-                           const at::Tensor& fc2_bias, int64_t raft_size, int64_t dim,
-                           double eps) {
-  auto result = forward(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
-                        eps, dims, keep_hidden);
-  if constexpr (keep_hidden) {
-    return result;
-  } else {
-    return std::get<0>(result);
-  }
+  return op_outputs<keep_hidden>(out, hidden);
 }
 
 // ---- backward ----------------------------------------------------------------------------

@@ -11,6 +11,7 @@
 #include "common/autograd.h"
 #include "common/checked.h"
 #include "common/checks.h"
+#include "common/meta_kernels.h"
 #include "mlpmix/mlpmix.h"
 
 namespace mlpmix {
@@ -190,12 +191,7 @@ Gradients reweight_branches_backward_meta(const at::Tensor& grad_out, const at::
                                           const at::Tensor& fc1_bias,
                                           const at::Tensor& fc2_weight,
                                           const at::Tensor& fc2_bias) {
-  const auto like = [&](const at::Tensor& t) {
-    return at::empty_like(t, at::MemoryFormat::Contiguous);
-  };
-  const auto branch = [&] { return at::empty_symint(h.sym_sizes(), h.options()); };
-  return {branch(), branch(), branch(), like(fc1_weight), like(fc1_bias), like(fc2_weight),
-          like(fc2_bias)};
+  return contiguous_like(h, w, c, fc1_weight, fc1_bias, fc2_weight, fc2_bias);
 }
 
 }  // namespace
