@@ -100,6 +100,20 @@ void optional_vector(const char* op, const char* name, const std::optional<at::T
   }
 }
 
+void tensor(const char* op, const char* name, const at::Tensor& t, c10::SymIntArrayRef expected,
+            const char* meaning, const char* ref_name, const at::Tensor& ref) {
+  same_dtype_device(op, name, t, ref_name, ref);
+  sym_shape(op, name, t, expected, meaning);
+}
+
+void optional_tensor(const char* op, const char* name, const std::optional<at::Tensor>& t,
+                     c10::SymIntArrayRef expected, const char* meaning, const char* ref_name,
+                     const at::Tensor& ref) {
+  if (t.has_value()) {
+    tensor(op, name, *t, expected, meaning, ref_name, ref);
+  }
+}
+
 int64_t wrap_dim(const char* op, const char* name, int64_t dim, int64_t ndim) {
   TORCH_CHECK(dim >= -ndim && dim < ndim, "mlpmix.", op, ": ", name, "=", dim,
               " is out of range for a tensor with ", ndim, " dimensions (expected in [",

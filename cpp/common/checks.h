@@ -40,6 +40,15 @@ void optional_vector(const char* op, const char* name, const std::optional<at::T
                      int64_t length, const char* meaning, const char* ref_name,
                      const at::Tensor& ref);
 
+// same_dtype_device + sym_shape: a tensor beside `ref`, such as a backward's grad_out.
+void tensor(const char* op, const char* name, const at::Tensor& t, c10::SymIntArrayRef expected,
+            const char* meaning, const char* ref_name, const at::Tensor& ref);
+
+// Optional variant of `tensor`, for the tensors a forward kept for its backward.
+void optional_tensor(const char* op, const char* name, const std::optional<at::Tensor>& t,
+                     c10::SymIntArrayRef expected, const char* meaning, const char* ref_name,
+                     const at::Tensor& ref);
+
 // Wraps a possibly negative axis index into [0, ndim) or raises naming `name`.
 int64_t wrap_dim(const char* op, const char* name, int64_t dim, int64_t ndim);
 

@@ -91,13 +91,9 @@ Dims check_backward(const char* op, const at::Tensor& grad_out, const at::Tensor
                     const std::optional<at::Tensor>& hidden) {
   const auto dims = check_inputs(op, x, norm_weight, norm_bias, fc1_weight, fc1_bias,
                                  fc2_weight, fc2_bias, eps);
-  checks::same_dtype_device(op, "grad_out", grad_out, "x", x);
-  checks::sym_shape(op, "grad_out", grad_out, x.sym_sizes(), "(..., C) of x");
-  if (hidden.has_value()) {
-    checks::same_dtype_device(op, "hidden", *hidden, "x", x);
-    checks::sym_shape(op, "hidden", *hidden, hidden_shape(x, dims),
-                      "(T, hidden) of _channel_mlp_forward, T = x.numel() / C");
-  }
+  checks::tensor(op, "grad_out", grad_out, x.sym_sizes(), "(..., C) of x", "x", x);
+  checks::optional_tensor(op, "hidden", hidden, hidden_shape(x, dims),
+                          "(T, hidden) of _channel_mlp_forward, T = x.numel() / C", "x", x);
   return dims;
 }
 

@@ -98,10 +98,9 @@ Dims check_backward(const char* op, const at::Tensor& grad_out, const at::Tensor
                     const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                     at::IntArrayRef kernel_sizes, bool x_grad) {
   const auto dims = check_inputs(op, x, weight, bias, kernel_sizes);
-  checks::same_dtype_device(op, "grad_out", grad_out, "x", x);
-  checks::sym_shape(op, "grad_out", grad_out,
-                    {x.sym_size(0), dims.height, dims.width, dims.out_channels},
-                    "(B, H/s, W/s, Cout)");
+  checks::tensor(op, "grad_out", grad_out,
+                 {x.sym_size(0), dims.height, dims.width, dims.out_channels},
+                 "(B, H/s, W/s, Cout)", "x", x);
   return dims;
 }
 

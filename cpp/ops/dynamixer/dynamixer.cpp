@@ -105,15 +105,6 @@ std::vector<c10::SymInt> weights_shape(const at::Tensor& x, const Dims& dims) {
   return per_segment_shape(x, dims, dims.N * dims.N);
 }
 
-void check_kept(const char* op, const char* name, const std::optional<at::Tensor>& kept,
-                const at::Tensor& x, const std::vector<c10::SymInt>& shape,
-                const char* shape_text) {
-  if (kept.has_value()) {
-    checks::same_dtype_device(op, name, *kept, "x", x);
-    checks::sym_shape(op, name, *kept, shape, shape_text);
-  }
-}
-
 }  // namespace
 
 Dims check_backward(const char* op, const at::Tensor& grad_out, const at::Tensor& x,
@@ -129,10 +120,10 @@ Dims check_backward(const char* op, const at::Tensor& grad_out, const at::Tensor
   TORCH_CHECK(grad_out.sym_sizes() == x.sym_sizes(), "mlpmix.", op,
               ": grad_out must have the shape of x ", x.sym_sizes(), ", got ",
               grad_out.sym_sizes());
-  check_kept(op, "compressed", compressed, x, compressed_shape(x, dims),
-             "(B', S, N*d) of _dynamixer_forward");
-  check_kept(op, "weights", weights, x, weights_shape(x, dims),
-             "(B', S, N*N) of _dynamixer_forward");
+  checks::optional_tensor(op, "compressed", compressed, compressed_shape(x, dims),
+                          "(B', S, N*d) of _dynamixer_forward", "x", x);
+  checks::optional_tensor(op, "weights", weights, weights_shape(x, dims),
+                          "(B', S, N*N) of _dynamixer_forward", "x", x);
   return dims;
 }
 

@@ -63,9 +63,8 @@ std::vector<c10::SymInt> output_sizes(const at::Tensor& x, const at::Tensor& wei
 void check_backward(const char* op, const at::Tensor& grad_out, const at::Tensor& x,
                     const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
   check_inputs(op, x, weight, bias);
-  checks::same_dtype_device(op, "grad_out", grad_out, "x", x);
-  checks::sym_shape(op, "grad_out", grad_out, output_sizes(x, weight),
-                    "(..., out_features) of x's leading sizes");
+  checks::tensor(op, "grad_out", grad_out, output_sizes(x, weight),
+                 "(..., out_features) of x's leading sizes", "x", x);
 }
 
 int64_t rows_of(const at::Tensor& x) {

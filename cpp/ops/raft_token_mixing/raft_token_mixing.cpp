@@ -117,13 +117,9 @@ Dims check_backward(const char* op, const at::Tensor& grad_out, const at::Tensor
                     const std::optional<at::Tensor>& hidden) {
   const auto dims = check_inputs(op, x, norm_weight, norm_bias, fc1_weight, fc1_bias,
                                  fc2_weight, fc2_bias, raft_size, dim, eps);
-  checks::same_dtype_device(op, "grad_out", grad_out, "x", x);
-  checks::sym_shape(op, "grad_out", grad_out, x.sym_sizes(), "(B, H, W, C) of x");
-  if (hidden.has_value()) {
-    checks::same_dtype_device(op, "hidden", *hidden, "x", x);
-    checks::sym_shape(op, "hidden", *hidden, hidden_shape(x, dims),
-                      "(B*M, hidden, o) of _raft_token_mixing_forward");
-  }
+  checks::tensor(op, "grad_out", grad_out, x.sym_sizes(), "(B, H, W, C) of x", "x", x);
+  checks::optional_tensor(op, "hidden", hidden, hidden_shape(x, dims),
+                          "(B*M, hidden, o) of _raft_token_mixing_forward", "x", x);
   return dims;
 }
 

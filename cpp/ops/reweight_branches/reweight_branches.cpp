@@ -54,11 +54,8 @@ void check_inputs(const char* op, const at::Tensor& h, const at::Tensor& w, cons
               ": h must have at least one token (B, ..., D with the middle sizes non-zero), got "
               "shape ", h.sym_sizes());
 
-  for (const auto& [name, branch] : {std::pair<const char*, const at::Tensor&>{"w", w},
-                                     std::pair<const char*, const at::Tensor&>{"c", c}}) {
-    checks::same_dtype_device(op, name, branch, "h", h);
-    checks::sym_shape(op, name, branch, h.sym_sizes(), "h's shape (B, ..., D)");
-  }
+  checks::tensor(op, "w", w, h.sym_sizes(), "h's shape (B, ..., D)", "h", h);
+  checks::tensor(op, "c", c, h.sym_sizes(), "h's shape (B, ..., D)", "h", h);
   const auto channels = h.sym_size(-1);
   checks::same_dtype_device(op, "fc1_weight", fc1_weight, "h", h);
   checks::rank(op, "fc1_weight", fc1_weight, 2);
@@ -79,8 +76,7 @@ void check_backward(const char* op, const at::Tensor& grad_out, const at::Tensor
                     const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
                     const at::Tensor& fc2_bias) {
   check_inputs(op, h, w, c, fc1_weight, fc1_bias, fc2_weight, fc2_bias);
-  checks::same_dtype_device(op, "grad_out", grad_out, "h", h);
-  checks::sym_shape(op, "grad_out", grad_out, h.sym_sizes(), "h's shape (B, ..., D)");
+  checks::tensor(op, "grad_out", grad_out, h.sym_sizes(), "h's shape (B, ..., D)", "h", h);
 }
 
 int64_t tokens_of(const at::Tensor& h) {
