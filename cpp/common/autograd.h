@@ -40,18 +40,14 @@ namespace mlpmix {
 
 namespace autograd_detail {
 
-enum class Kind { tensor, optional_tensor, other };
-
 template <typename T>
-constexpr Kind kind_of() {
-  using U = std::decay_t<T>;
-  if constexpr (std::is_same_v<U, at::Tensor>) {
-    return Kind::tensor;
-  } else if constexpr (std::is_same_v<U, std::optional<at::Tensor>>) {
-    return Kind::optional_tensor;
-  } else {
-    return Kind::other;
-  }
+constexpr bool is_tensor = std::is_same_v<std::decay_t<T>, at::Tensor> ||
+                           std::is_same_v<std::decay_t<T>, std::optional<at::Tensor>>;
+
+// The tensor of a tensor argument: itself, or an optional's value (undefined when absent).
+inline const at::Tensor& tensor_of(const at::Tensor& t) { return t; }
+inline at::Tensor tensor_of(const std::optional<at::Tensor>& t) {
+  return t.value_or(at::Tensor());
 }
 
 // How an argument is held between the forward and the backward: an int[] as a vector, not
@@ -64,11 +60,9 @@ using Stored = std::conditional_t<std::is_same_v<T, at::IntArrayRef>, std::vecto
 template <typename... Args>
 bool records_graph(const Args&... args) {
   const auto requires_grad = [](const auto& arg) {
-    constexpr Kind kind = kind_of<decltype(arg)>();
-    if constexpr (kind == Kind::tensor) {
-      return arg.requires_grad();
-    } else if constexpr (kind == Kind::optional_tensor) {
-      return arg.has_value() && arg->requires_grad();
+    if constexpr (is_tensor<decltype(arg)>) {
+      const at::Tensor& t = tensor_of(arg);
+      return t.defined() && t.requires_grad();
     } else {
       return false;
     }
@@ -116,13 +110,11 @@ struct Autograd<name, op, op_backward, kept, at::Tensor (*)(Args...),
   }
 
  private:
-  using Kind = autograd_detail::Kind;
   using AutogradContext = torch::autograd::AutogradContext;
   using variable_list = torch::autograd::variable_list;
-  static constexpr std::array<Kind, sizeof...(Args)> kKinds{
-      autograd_detail::kind_of<Args>()...};
-  static constexpr std::size_t kTensors =
-      ((autograd_detail::kind_of<Args>() != Kind::other) + ... + 0);
+  static constexpr std::array<bool, sizeof...(Args)> kIsTensor{
+      autograd_detail::is_tensor<Args>...};
+  static constexpr std::size_t kTensors = (autograd_detail::is_tensor<Args> + ... + 0);
   static constexpr bool kFirstNeedsGradArgument =
       sizeof...(BackwardArgs) == 1 + sizeof...(Args) + kept + 1;
 
@@ -168,8 +160,10 @@ struct Autograd<name, op, op_backward, kept, at::Tensor (*)(Args...),
 
     static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
       const auto saved = ctx->get_saved_variables();
+      std::size_t next_tensor = 0;  // the braced list below restores left to right
       const auto arguments = [&]<std::size_t... I>(std::index_sequence<I...>) {
-        return std::tuple<autograd_detail::Stored<Args>...>{restore<I, Args>(ctx, saved)...};
+        return std::tuple<autograd_detail::Stored<Args>...>{
+            restore<I, Args>(ctx, saved, next_tensor)...};
       }(std::index_sequence_for<Args...>{});
       const auto extras = [&]<std::size_t... K>(std::index_sequence<K...>) {
         if constexpr (kFirstNeedsGradArgument) {
@@ -185,7 +179,7 @@ struct Autograd<name, op, op_backward, kept, at::Tensor (*)(Args...),
       variable_list result(sizeof...(Args));
       std::size_t tensor = 0, edge = 0;
       for (std::size_t i = 0; i < sizeof...(Args); ++i) {
-        if (kKinds[i] == Kind::other) {
+        if (!kIsTensor[i]) {
           continue;
         }
         if (saved[tensor].defined() && ctx->needs_input_grad(edge++)) {
@@ -199,31 +193,20 @@ struct Autograd<name, op, op_backward, kept, at::Tensor (*)(Args...),
    private:
     template <std::size_t I, typename T>
     static void save(AutogradContext* ctx, std::vector<at::Tensor>& saved, const T& arg) {
-      constexpr Kind kind = autograd_detail::kind_of<T>();
-      if constexpr (kind == Kind::tensor) {
-        saved.push_back(arg);
-      } else if constexpr (kind == Kind::optional_tensor) {
-        saved.push_back(arg.value_or(at::Tensor()));
+      if constexpr (autograd_detail::is_tensor<T>) {
+        saved.push_back(autograd_detail::tensor_of(arg));
       } else {
         ctx->saved_data[std::to_string(I)] = c10::IValue(arg);
       }
     }
 
     template <std::size_t I, typename T>
-    static autograd_detail::Stored<T> restore(AutogradContext* ctx,
-                                              const variable_list& saved) {
-      constexpr Kind kind = autograd_detail::kind_of<T>();
-      constexpr std::size_t tensor = [] {
-        std::size_t count = 0;
-        for (std::size_t k = 0; k < I; ++k) {
-          count += kKinds[k] != Kind::other;
-        }
-        return count;
-      }();
-      if constexpr (kind == Kind::tensor) {
-        return saved[tensor];
-      } else if constexpr (kind == Kind::optional_tensor) {
-        return as_optional(saved[tensor]);
+    static autograd_detail::Stored<T> restore(AutogradContext* ctx, const variable_list& saved,
+                                              std::size_t& next_tensor) {
+      if constexpr (std::is_same_v<std::decay_t<T>, at::Tensor>) {
+        return saved[next_tensor++];
+      } else if constexpr (autograd_detail::is_tensor<T>) {
+        return as_optional(saved[next_tensor++]);
       } else {
         return ctx->saved_data[std::to_string(I)].template to<autograd_detail::Stored<T>>();
       }
