@@ -180,7 +180,7 @@ def write(rows: List[Dict[str, object]], out: Path, facts: Dict[str, str], name:
     return path
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def parse(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gemm_floor", description=__doc__)
     parser.add_argument("--cases", nargs="+", default=None,
                         help="case names or labels (default: the --quick suite's cases)")
@@ -188,7 +188,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help=f"output directory (default {DEFAULT_OUT})")
     parser.add_argument("--name", default="gemm_floor", help="file name stem of the report")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse(argv)
     cases = all_cases(quick=args.cases is None)
     if args.cases:
         cases = [c for c in all_cases() if c.name in args.cases or c.label in args.cases]

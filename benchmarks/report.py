@@ -203,13 +203,17 @@ def rerender(path: Path, out: Optional[Path] = None) -> Dict[str, Path]:
     return render(data["rows"], data["machine"], out, path.stem)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def parse(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__)
     parser.add_argument("json", type=Path, nargs="+",
                         help="saved results (.json of benchmarks.run or benchmarks.gemm_floor)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output directory (default: beside each file)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse(argv)
     for path in args.json:
         for written in rerender(path, args.out).values():
             print(f"wrote {written}")

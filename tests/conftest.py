@@ -20,6 +20,18 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
 
 
+# Test files that share the session's built C++ apps and exported models (fixtures below).
+CPP_APP_FILES = {"test_concurrency.py", "test_export_cpp.py"}
+
+
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (``--dist loadgroup``) a test file runs on one worker, so its
+    module fixtures are made once; the files sharing the C++ apps run on the same one."""
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("cpp_apps" if name in CPP_APP_FILES else name))
+
+
 # Run in a fresh venv with mlpmix installed: every op equals the reference on CPU.
 OP_SMOKE_TEST = """
 import torch, mlpmix

@@ -1,5 +1,6 @@
-"""Checks shared by the operator test files. Each op file defines one ``sample_inputs``
-generator of positional argument tuples; these helpers run one sample through one check."""
+"""Checks shared by the operator test files. Each op file (tests/test_ops_<op>.py) defines one
+``sample_inputs`` generator of positional argument lists, which tests/test_ops.py runs through
+the generic checks; these helpers run one sample through one check."""
 
 from __future__ import annotations
 
@@ -63,6 +64,34 @@ def assert_matches_reference(op: Callable, reference: Callable, args: Sequence[o
             torch.testing.assert_close(got, want, **TOLERANCES[out.dtype])
 
 
+def with_replaced(
+    valid: Sequence[object], changes: Sequence[tuple[str, int, object]]
+) -> list[tuple[str, list[object]]]:
+    """(argument, `valid` with `replacement` at `position`) for each (argument, position,
+    replacement) of `changes`: bad inputs that spoil one argument of a valid call."""
+    calls = []
+    for argument, position, replacement in changes:
+        args = list(valid)
+        args[position] = replacement
+        calls.append((argument, args))
+    return calls
+
+
+def bad_weight_and_bias(weight: Tensor, bias: Tensor) -> list[tuple[str, int, object]]:
+    """The (argument, position, replacement) changes that spoil a valid call's fully connected
+    (out, features) `weight` at position 1 and (out,) `bias` at position 2 (linear's and
+    cross_scale_embed's): a column short, 1-D, float64, on another device; a row short,
+    float64."""
+    return [
+        ("weight", 1, weight[:, :-1]),
+        ("weight", 1, weight[0]),
+        ("weight", 1, weight.double()),
+        ("weight", 1, weight.to("meta")),
+        ("bias", 2, bias[:-1]),
+        ("bias", 2, bias.double()),
+    ]
+
+
 def assert_rejected(op: Callable, args: Sequence[object], op_name: str, argument: str) -> None:
     """The op raises RuntimeError whose message starts by naming `argument`."""
     with pytest.raises(RuntimeError) as error:
@@ -87,6 +116,23 @@ def assert_no_double_backward(op: Callable, args: Sequence[object], op_name: str
     grads = torch.autograd.grad(op(*args).sum(), inputs, create_graph=True)
     with pytest.raises(RuntimeError, match=rf"mlpmix\.{op_name}: double backward"):
         sum(g.sum() for g in grads).backward()
+
+
+def gradcheck_sample(op, args, **kwargs) -> bool:
+    """gradcheck of `op` on `args`. gradcheck perturbs memory, so it cannot take an input with
+    stride 0: an expanded tensor is passed as its (1, ...) slice and expanded inside."""
+    shapes = {}
+    inputs = list(args)
+    for i, a in enumerate(args):
+        if isinstance(a, Tensor) and 0 in a.stride() and a.numel():
+            index = tuple(slice(0, 1) if s == 0 else slice(None) for s in a.stride())
+            inputs[i] = leaf(a[index].contiguous(), a.requires_grad)
+            shapes[i] = a.shape
+
+    def fn(*values):
+        return op(*[v.expand(shapes[i]) if i in shapes else v for i, v in enumerate(values)])
+
+    return torch.autograd.gradcheck(fn, inputs, **kwargs)
 
 
 def assert_script_round_trip(module: nn.Module, x: Tensor) -> None:

@@ -1,6 +1,6 @@
 """The CUDA kernels on a GPU (the whole file is skipped without one).
 
-Every op runs its own sample inputs (tests/test_ops_*.py: permuted, sliced and
+Every op runs its own sample inputs (the table of tests/test_ops.py: permuted, sliced and
 channel-strided views, no biases, empty batches) copied to the GPU with their strides, and is
 compared with mlpmix.reference on the CPU in float64, forward and backward; lower precisions
 are judged by the flash-attention rule against the reference computed on the GPU in the same
@@ -10,7 +10,6 @@ deterministic mode.
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
@@ -30,18 +29,15 @@ from op_testing import (
     assert_low_precision_accuracy,
     assert_rejected,
     differentiable,
+    gradcheck_sample,
     on_device,
 )
-from test_ops_channel_mlp import gradcheck_sample
+from test_ops import CASES
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 # name: (op, reference, sample_inputs(dtype, requires_grad)), for every op of mlpmix.ops
-OPS = {
-    name: (getattr(ops, name), getattr(reference, name),
-           importlib.import_module(f"test_ops_{name}").sample_inputs)
-    for name in ops.__all__
-}
+OPS = {case.name: (case.op, case.reference, case.sample_inputs) for case in CASES}
 LOW_PRECISION = [torch.float32, torch.float16, torch.bfloat16]
 
 

@@ -35,7 +35,7 @@ def run_with(choice: str, *command: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("choice", ["onednn", "blas", "auto"])
 def test_each_choice_is_accurate_and_runs_its_library(choice):
-    result = run_with(choice, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
+    result = run_with(choice, "-m", "pytest", "-n", "0", "-q", "-s", "-p", "no:cacheprovider",
                       *ACCURACY_TESTS)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     # the matrix products only (the reference's GELU runs oneDNN's eltwise either way)

@@ -1,5 +1,6 @@
-"""mlpmix.ops.channel_mlp against mlpmix.reference (the channel-mixing branch of RaftMLP,
-spec 1.1, and DynaMixer's MLP(LN2(x)), spec 2.3): fc2(GELU(fc1(LayerNorm_C(x)))) per token."""
+"""mlpmix.ops.channel_mlp (the channel-mixing branch of RaftMLP, spec 1.1, and DynaMixer's
+MLP(LN2(x)), spec 2.3): fc2(GELU(fc1(LayerNorm_C(x)))) per token. Its sample inputs, bad inputs
+and module for the generic op tests (tests/test_ops.py), and the tests specific to it."""
 
 from __future__ import annotations
 
@@ -11,17 +12,15 @@ from torch import Tensor, nn
 from mlpmix import ops, reference
 from op_testing import (
     TOLERANCES,
-    assert_compiles,
-    assert_exports_with_dynamic_batch,
     assert_low_precision_accuracy,
     assert_matches_reference,
-    assert_no_double_backward,
     assert_rejected,
     assert_rejected_by_every_kernel,
-    assert_script_round_trip,
     check,
     differentiable,
     leaf,
+    on_device,
+    with_replaced,
 )
 
 OP = "channel_mlp"
@@ -102,10 +101,86 @@ SAMPLE_CASES = [
 ]
 
 
-def sample_inputs(dtype: torch.dtype, requires_grad: bool = False):
+def sample_inputs(dtype: torch.dtype, requires_grad: bool = False, device="cpu"):
     for i, (shape, layout, hidden, eps) in enumerate(SAMPLE_CASES):
-        yield make_args(shape, layout, dtype, hidden, eps, requires_grad,
-                        transposed_fc1=i % 2 == 1)
+        yield on_device(make_args(shape, layout, dtype, hidden, eps, requires_grad,
+                                  transposed_fc1=i % 2 == 1), device)
+
+
+def valid_args() -> list:
+    """A valid float32 call, (2, 3, 4, 6) with hidden 12, that the bad inputs spoil."""
+    return list(make_args((2, 3, 4, 6), "contiguous", torch.float32, 12))
+
+
+def bad_inputs():
+    """(argument named in the error, call) on valid_args()."""
+    valid = valid_args()
+    x, nw, nb, w1, b1, w2, b2, _ = valid
+    return with_replaced(valid, [
+        ("x", 0, torch.tensor(1.0)),  # 0-dim: no channel axis
+        ("x", 0, x.to(torch.int32)),
+        ("x", 0, x.to(torch.bool)),
+        ("x", 0, x.to(torch.complex64)),
+        ("norm_weight", 1, nw[:-1]),
+        ("norm_weight", 1, nw.unsqueeze(0)),
+        ("norm_weight", 1, nw.double()),
+        ("norm_weight", 1, nw.to("meta")),
+        ("norm_bias", 2, nb[:-1]),
+        ("norm_bias", 2, nb.unsqueeze(1)),
+        ("norm_bias", 2, nb.double()),
+        ("fc1_weight", 3, w1[:, :-1]),
+        ("fc1_weight", 3, w1[0]),
+        ("fc1_weight", 3, w1.unsqueeze(0)),
+        ("fc1_weight", 3, w1.double()),
+        ("fc1_weight", 3, w1.to("meta")),
+        ("fc1_bias", 4, b1[:-1]),
+        ("fc1_bias", 4, b1.unsqueeze(0)),
+        ("fc1_bias", 4, b1.to("meta")),
+        ("fc2_weight", 5, w2[:-1]),
+        ("fc2_weight", 5, w2[:, :-1]),
+        ("fc2_weight", 5, w2.t()),
+        ("fc2_weight", 5, w2.double()),
+        ("fc2_weight", 5, w2.to("meta")),
+        ("fc2_bias", 6, b2[:-1]),
+        ("fc2_bias", 6, b2.double()),
+        ("fc2_bias", 6, b2.to("meta")),
+    ])
+
+
+BAD_GRAD_OUTS = {
+    "channels": torch.zeros(2, 3, 4, 5),
+    "rank": torch.zeros(2, 3, 24),
+    "dtype": torch.zeros(2, 3, 4, 6, dtype=torch.float64),
+    "device": torch.zeros(2, 3, 4, 6, device="meta"),
+}
+
+# (saved tensor, id, what spoils it) for channel_mlp_backward on valid_args(): the hidden
+# that _channel_mlp_forward keeps is (T, hidden) = (24, 12)
+BAD_SAVED = [
+    ("hidden", "width", lambda h: h[:, :-1]),
+    ("hidden", "tokens", lambda h: h[:-1]),
+    ("hidden", "rank", lambda h: h.flatten()),
+    ("hidden", "unflattened", lambda h: h.reshape(2, 3, 4, h.shape[1])),  # x's leading dims
+    ("hidden", "dtype", lambda h: h.double()),
+]
+
+
+class ChannelMlp(nn.Module):
+    """The op with fixed parameters, for scripting, compiling and exporting."""
+
+    def __init__(self, args):
+        super().__init__()
+        _, *params, self.eps = args
+        self.params = nn.ParameterList([nn.Parameter(p.detach().clone()) for p in params])
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = self.params
+        return ops.channel_mlp(x, p[0], p[1], p[2], p[3], p[4], p[5], self.eps)
+
+
+def module_and_input(shape=(2, 3, 4, 6)):
+    args = make_args(shape, "channels_first", torch.float32, 12, 1e-3)
+    return ChannelMlp(args), args[0]
 
 
 def reference_hidden(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
@@ -122,13 +197,6 @@ def _with_threads(threads, fn):
         return fn()
     finally:
         torch.set_num_threads(previous)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_matches_reference_and_its_gradients(dtype):
-    torch.manual_seed(0)
-    for args in sample_inputs(dtype, requires_grad=True):
-        assert_matches_reference(ops.channel_mlp, reference.channel_mlp, args)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -284,18 +352,6 @@ def test_backward_op_matches_the_reference_gradients(dtype):
                     assert_low_precision_accuracy(got, base, want)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_backward_from_the_kept_hidden_equals_recomputing_it(dtype):
-    torch.manual_seed(5)
-    backward = torch.ops.mlpmix.channel_mlp_backward
-    for args in sample_inputs(dtype):
-        out, hidden = torch.ops.mlpmix._channel_mlp_forward(*args)
-        grad_out = torch.randn_like(out)
-        kept = backward(grad_out, *args, hidden)
-        for got, want in zip(kept, backward(grad_out, *args)):
-            torch.testing.assert_close(got, want, **TOLERANCES[dtype])
-
-
 def test_backward_reads_the_kept_hidden():
     """A hidden that differs from the true pre-activation changes the gradients: the
     backward uses what it is given rather than ignoring it."""
@@ -306,34 +362,6 @@ def test_backward_reads_the_kept_hidden():
     honest = backward(grad_out, *args, hidden)
     shifted = backward(grad_out, *args, hidden + 1.0)
     assert not torch.allclose(honest[5], shifted[5])  # fc2_weight's gradient reads GELU(hidden)
-
-
-def test_opcheck_forward_with_hidden_and_backward():
-    torch.manual_seed(6)
-    for args in sample_inputs(torch.float64):
-        torch.library.opcheck(torch.ops.mlpmix._channel_mlp_forward.default, args)
-        out, hidden = torch.ops.mlpmix._channel_mlp_forward(*args)
-        grad_out = torch.randn_like(out)
-        backward = torch.ops.mlpmix.channel_mlp_backward.default
-        torch.library.opcheck(backward, (grad_out, *args, hidden))
-        torch.library.opcheck(backward, (grad_out, *args))
-
-
-@pytest.mark.parametrize("hidden", [
-    lambda h: h[:, :-1],  # wrong hidden width
-    lambda h: h[:-1],  # wrong token count
-    lambda h: h.flatten(),  # wrong rank
-    lambda h: h.reshape(2, -1, h.shape[1]),  # x's leading dims instead of T
-    lambda h: h.double(),  # wrong dtype
-], ids=["width", "tokens", "rank", "unflattened", "dtype"])
-def test_backward_rejects_bad_hidden(hidden):
-    args = make_args((2, 3, 6), "contiguous", torch.float32, 5)
-    out, kept = torch.ops.mlpmix._channel_mlp_forward(*args)
-    bad = (torch.zeros_like(out), *args, hidden(kept))
-    backward = torch.ops.mlpmix.channel_mlp_backward
-    assert_rejected(backward, bad, "channel_mlp_backward", "hidden")
-    meta = [a.to("meta") if isinstance(a, Tensor) else a for a in bad]
-    assert_rejected(backward, meta, "channel_mlp_backward", "hidden")
 
 
 def test_backward_rejects_hidden_on_another_device():
@@ -378,13 +406,6 @@ def test_input_is_not_modified():
     torch.autograd.grad(out, differentiable(args), torch.randn_like(out))
     for a, b in zip(args[:7], before):
         assert torch.equal(a, b)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_output_is_contiguous_and_shaped_like_x(dtype):
-    for args in sample_inputs(dtype):
-        out = ops.channel_mlp(*args)
-        assert out.shape == args[0].shape and out.is_contiguous() and out.dtype == dtype
 
 
 @pytest.mark.parametrize("shape", [(0, 6), (0, 3, 4, 6), (2, 0, 6), (3, 2, 0, 6)])
@@ -432,85 +453,10 @@ def test_gradients_reach_the_base_of_a_view():
     assert torch.count_nonzero(grad[:, 1::2]) == 0
 
 
-def gradcheck_sample(op, args, **kwargs) -> bool:
-    """gradcheck of `op` on `args`. gradcheck perturbs memory, so it cannot take an input with
-    stride 0: an expanded tensor is passed as its (1, ...) slice and expanded inside."""
-    shapes = {}
-    inputs = list(args)
-    for i, a in enumerate(args):
-        if isinstance(a, Tensor) and 0 in a.stride() and a.numel():
-            index = tuple(slice(0, 1) if s == 0 else slice(None) for s in a.stride())
-            inputs[i] = leaf(a[index].contiguous(), a.requires_grad)
-            shapes[i] = a.shape
-
-    def fn(*values):
-        return op(*[v.expand(shapes[i]) if i in shapes else v for i, v in enumerate(values)])
-
-    return torch.autograd.gradcheck(fn, inputs, **kwargs)
-
-
-def test_gradcheck():
-    torch.manual_seed(11)
-    for args in sample_inputs(torch.float64, requires_grad=True):
-        assert gradcheck_sample(ops.channel_mlp, args, fast_mode=True)
-
-
 def test_gradcheck_slow_mode_on_a_tiny_case():
     torch.manual_seed(12)
     args = make_args((2, 3, 4), "sliced", torch.float64, 3, 1e-3, requires_grad=True)
     assert torch.autograd.gradcheck(ops.channel_mlp, args)
-
-
-@pytest.mark.parametrize("requires_grad", [False, True])
-def test_opcheck(requires_grad):
-    torch.manual_seed(13)
-    for args in sample_inputs(torch.float64, requires_grad):
-        torch.library.opcheck(torch.ops.mlpmix.channel_mlp.default, args)
-
-
-def _bad_inputs():
-    """(argument named in the error, position, replacement) on a valid (2, 3, 4, 6) call
-    with hidden 12."""
-    x, nw, nb, w1, b1, w2, b2, _ = make_args((2, 3, 4, 6), "contiguous", torch.float32, 12)
-    return [
-        ("x", 0, torch.tensor(1.0)),  # 0-dim: no channel axis
-        ("x", 0, x.to(torch.int32)),
-        ("x", 0, x.to(torch.bool)),
-        ("x", 0, x.to(torch.complex64)),
-        ("norm_weight", 1, nw[:-1]),
-        ("norm_weight", 1, nw.unsqueeze(0)),
-        ("norm_weight", 1, nw.double()),
-        ("norm_weight", 1, nw.to("meta")),
-        ("norm_bias", 2, nb[:-1]),
-        ("norm_bias", 2, nb.unsqueeze(1)),
-        ("norm_bias", 2, nb.double()),
-        ("fc1_weight", 3, w1[:, :-1]),
-        ("fc1_weight", 3, w1[0]),
-        ("fc1_weight", 3, w1.unsqueeze(0)),
-        ("fc1_weight", 3, w1.double()),
-        ("fc1_weight", 3, w1.to("meta")),
-        ("fc1_bias", 4, b1[:-1]),
-        ("fc1_bias", 4, b1.unsqueeze(0)),
-        ("fc1_bias", 4, b1.to("meta")),
-        ("fc2_weight", 5, w2[:-1]),
-        ("fc2_weight", 5, w2[:, :-1]),
-        ("fc2_weight", 5, w2.t()),
-        ("fc2_weight", 5, w2.double()),
-        ("fc2_weight", 5, w2.to("meta")),
-        ("fc2_bias", 6, b2[:-1]),
-        ("fc2_bias", 6, b2.double()),
-        ("fc2_bias", 6, b2.to("meta")),
-    ]
-
-
-@pytest.mark.parametrize("argument, position, replacement", _bad_inputs())
-def test_bad_input_is_rejected_naming_it(argument, position, replacement):
-    args = list(make_args((2, 3, 4, 6), "contiguous", torch.float32, 12))
-    args[position] = replacement
-    assert_rejected_by_every_kernel(ops.channel_mlp, args, OP, argument)
-    for op in ("_channel_mlp_forward", "channel_mlp_backward"):
-        call = args if op == "_channel_mlp_forward" else [torch.zeros(2, 3, 4, 6), *args]
-        assert_rejected_by_every_kernel(getattr(torch.ops.mlpmix, op), call, op, argument)
 
 
 @pytest.mark.parametrize("x_shape", [(2, 3, 0), (0,), (4, 0)])
@@ -544,53 +490,3 @@ def test_error_message_shows_expected_and_actual_shape():
     expected_vs_actual = r"mlpmix\.channel_mlp: fc1_weight .*\[12, 6\], got \[12, 5\]"
     with pytest.raises(RuntimeError, match=expected_vs_actual):
         ops.channel_mlp(*args)
-
-
-@pytest.mark.parametrize("grad_out", [
-    torch.zeros(2, 3, 4, 5),
-    torch.zeros(2, 3, 24),
-    torch.zeros(2, 3, 4, 6, dtype=torch.float64),
-    torch.zeros(2, 3, 4, 6, device="meta"),
-], ids=["channels", "rank", "dtype", "device"])
-def test_backward_rejects_bad_grad_out(grad_out):
-    args = make_args((2, 3, 4, 6), "contiguous", torch.float32, 12)
-    assert_rejected(torch.ops.mlpmix.channel_mlp_backward, (grad_out, *args),
-                    "channel_mlp_backward", "grad_out")
-
-
-def test_double_backward_raises():
-    args = next(sample_inputs(torch.float64, requires_grad=True))
-    assert_no_double_backward(ops.channel_mlp, args, OP)
-
-
-class ChannelMlp(nn.Module):
-    """The op with fixed parameters, for scripting, compiling and exporting."""
-
-    def __init__(self, args):
-        super().__init__()
-        _, *params, self.eps = args
-        self.params = nn.ParameterList([nn.Parameter(p.detach().clone()) for p in params])
-
-    def forward(self, x: Tensor) -> Tensor:
-        p = self.params
-        return ops.channel_mlp(x, p[0], p[1], p[2], p[3], p[4], p[5], self.eps)
-
-
-def _module_and_input(shape=(2, 3, 4, 6)):
-    args = make_args(shape, "channels_first", torch.float32, 12, 1e-3)
-    return ChannelMlp(args), args[0]
-
-
-@pytest.mark.parametrize("shape", [(2, 3, 4, 6), (2, 5, 6)])
-def test_script_round_trip(shape):
-    assert_script_round_trip(*_module_and_input(shape))
-
-
-def test_torch_compile_fullgraph():
-    assert_compiles(*_module_and_input())
-
-
-@pytest.mark.parametrize("shape", [(2, 3, 4, 6), (3, 5, 6)])
-def test_export_with_dynamic_batch(shape):
-    module, x = _module_and_input(shape)
-    assert_exports_with_dynamic_batch(module, x, torch.randn(5, *x.shape[1:]))

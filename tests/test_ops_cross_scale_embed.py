@@ -1,4 +1,5 @@
-"""mlpmix.ops.cross_scale_embed against mlpmix.reference (spec 1.2)."""
+"""mlpmix.ops.cross_scale_embed (spec 1.2): its sample inputs, bad inputs and module for the
+generic op tests (tests/test_ops.py), and the tests specific to it."""
 
 from __future__ import annotations
 
@@ -10,17 +11,12 @@ from torch import Tensor, nn
 
 from mlpmix import ops, reference
 from op_testing import (
-    assert_compiles,
-    assert_exports_with_dynamic_batch,
     assert_matches_reference,
-    assert_no_double_backward,
-    assert_rejected,
-    assert_rejected_by_every_kernel,
-    assert_script_round_trip,
+    bad_weight_and_bias,
     leaf,
+    on_device,
+    with_replaced,
 )
-
-OP = "cross_scale_embed"
 
 
 def make_x(shape: tuple[int, int, int, int], layout: str, dtype: torch.dtype) -> Tensor:
@@ -45,7 +41,7 @@ def make_args(shape, kernel_sizes, layout, dtype, requires_grad=False, out_chann
     return x, weight, b, kernel_sizes
 
 
-def sample_inputs(dtype: torch.dtype, requires_grad: bool = False):
+def sample_inputs(dtype: torch.dtype, requires_grad: bool = False, device="cpu"):
     cases = [
         # shape (B, Cin, H, W), kernel sizes, layout, bias
         ((2, 2, 8, 4), [4, 8], "contiguous", True),
@@ -56,25 +52,64 @@ def sample_inputs(dtype: torch.dtype, requires_grad: bool = False):
         ((0, 2, 4, 4), [2, 4], "contiguous", True),  # empty batch
     ]
     for shape, kernel_sizes, layout, bias in cases:
-        yield make_args(shape, kernel_sizes, layout, dtype, requires_grad, bias=bias)
+        yield on_device(make_args(shape, kernel_sizes, layout, dtype, requires_grad, bias=bias),
+                        device)
 
 
-DTYPES = [torch.float64, torch.float32]
+def output_shape(args) -> tuple[int, ...]:
+    """Channels-last tokens (B, H/s, W/s, Cout), s the smallest kernel size."""
+    x, weight, _, kernel_sizes = args
+    s = min(kernel_sizes)
+    b, _, h, w = x.shape
+    return (b, h // s, w // s, weight.shape[0])
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_matches_reference_and_its_gradients(dtype):
-    for args in sample_inputs(dtype, requires_grad=True):
-        assert_matches_reference(ops.cross_scale_embed, reference.cross_scale_embed, args)
+def valid_args() -> list:
+    """A valid float32 call, (2, 3, 4, 8) with kernel sizes [2, 4], that the bad inputs spoil."""
+    return list(make_args((2, 3, 4, 8), [2, 4], "contiguous", torch.float32))
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_output_is_channels_last_tokens(dtype):
-    for x, weight, bias, kernel_sizes in sample_inputs(dtype):
-        s = min(kernel_sizes)
-        out = ops.cross_scale_embed(x, weight, bias, kernel_sizes)
-        b, _, h, w = x.shape
-        assert out.shape == (b, h // s, w // s, weight.shape[0]) and out.is_contiguous()
+def bad_inputs():
+    """(argument named in the error, call) on valid_args()."""
+    valid = valid_args()
+    x, weight, bias, _ = valid
+    return with_replaced(valid, [
+        ("x", 0, x[0]),
+        ("x", 0, x.to(torch.int64)),
+        ("x", 0, x.to(torch.bool)),
+        ("x", 0, x[:, :, :3]),  # H not a multiple of s
+        ("x", 0, x[..., :5]),  # W not a multiple of s
+        ("x", 0, x[:, :0]),
+        ("kernel_sizes", 3, []),
+        ("kernel_sizes", 3, [2, 3]),
+        ("kernel_sizes", 3, [1, 2]),  # k - s odd: window not centred
+        ("kernel_sizes", 3, [0, 2]),
+        *bad_weight_and_bias(weight, bias),
+    ])
+
+
+BAD_GRAD_OUTS = {
+    "shape": torch.zeros(2, 2, 4, 4),
+    "dtype": torch.zeros(2, 2, 4, 5, dtype=torch.float64),
+}
+
+
+class CrossScaleEmbed(nn.Module):
+    """The op with fixed parameters, for scripting, compiling and exporting."""
+
+    def __init__(self, weight: Tensor, bias: Optional[Tensor], kernel_sizes: List[int]):
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone())
+        self.bias = nn.Parameter(bias.detach().clone())
+        self.kernel_sizes = kernel_sizes
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.cross_scale_embed(x, self.weight, self.bias, self.kernel_sizes)
+
+
+def module_and_input():
+    x, *params = make_args((2, 3, 4, 8), [2, 4], "channels_last", torch.float32)
+    return CrossScaleEmbed(*params), x
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])
@@ -97,94 +132,6 @@ def test_windows_are_centred_on_the_patch():
     centre = torch.zeros(1, 1 + 9, dtype=torch.float64)
     centre[0, 1 + 4] = 1.0
     torch.testing.assert_close(ops.cross_scale_embed(x, centre, None, [1, 3])[0, ..., 0], x[0, 0])
-
-
-def test_gradcheck():
-    for args in sample_inputs(torch.float64, requires_grad=True):
-        assert torch.autograd.gradcheck(ops.cross_scale_embed, args, fast_mode=True)
-
-
-@pytest.mark.parametrize("requires_grad", [False, True])
-def test_opcheck(requires_grad):
-    for args in sample_inputs(torch.float64, requires_grad):
-        torch.library.opcheck(torch.ops.mlpmix.cross_scale_embed.default, args)
-
-
-def _bad_inputs():
-    """(argument named in the error, position, replacement) on a valid (2, 3, 4, 8) [2, 4]."""
-    x, weight, bias, _ = make_args((2, 3, 4, 8), [2, 4], "contiguous", torch.float32)
-    return [
-        ("x", 0, x[0]),
-        ("x", 0, x.to(torch.int64)),
-        ("x", 0, x.to(torch.bool)),
-        ("x", 0, x[:, :, :3]),  # H not a multiple of s
-        ("x", 0, x[..., :5]),  # W not a multiple of s
-        ("x", 0, x[:, :0]),
-        ("kernel_sizes", 3, []),
-        ("kernel_sizes", 3, [2, 3]),
-        ("kernel_sizes", 3, [1, 2]),  # k - s odd: window not centred
-        ("kernel_sizes", 3, [0, 2]),
-        ("weight", 1, weight[:, :-1]),
-        ("weight", 1, weight[0]),
-        ("weight", 1, weight.double()),
-        ("weight", 1, weight.to("meta")),
-        ("bias", 2, bias[:-1]),
-        ("bias", 2, bias.double()),
-    ]
-
-
-@pytest.mark.parametrize("argument, position, replacement", _bad_inputs())
-def test_bad_input_is_rejected_naming_it(argument, position, replacement):
-    args = list(make_args((2, 3, 4, 8), [2, 4], "contiguous", torch.float32))
-    args[position] = replacement
-    assert_rejected_by_every_kernel(ops.cross_scale_embed, args, OP, argument)
-
-
-@pytest.mark.parametrize(
-    "grad_out", [torch.zeros(2, 2, 4, 4), torch.zeros(2, 2, 4, 5, dtype=torch.float64)]
-)
-def test_backward_rejects_bad_grad_out(grad_out):
-    x, weight, bias, kernel_sizes = make_args((2, 3, 4, 8), [2, 4], "contiguous", torch.float32)
-    assert_rejected(
-        torch.ops.mlpmix.cross_scale_embed_backward, (grad_out, x, weight, bias, kernel_sizes),
-        "cross_scale_embed_backward", "grad_out",
-    )
-
-
-def test_double_backward_raises():
-    args = next(sample_inputs(torch.float64, requires_grad=True))
-    assert_no_double_backward(ops.cross_scale_embed, args, OP)
-
-
-class CrossScaleEmbed(nn.Module):
-    """The op with fixed parameters, for scripting, compiling and exporting."""
-
-    def __init__(self, weight: Tensor, bias: Optional[Tensor], kernel_sizes: List[int]):
-        super().__init__()
-        self.weight = nn.Parameter(weight.detach().clone())
-        self.bias = nn.Parameter(bias.detach().clone())
-        self.kernel_sizes = kernel_sizes
-
-    def forward(self, x: Tensor) -> Tensor:
-        return ops.cross_scale_embed(x, self.weight, self.bias, self.kernel_sizes)
-
-
-def _module_and_input():
-    x, *params = make_args((2, 3, 4, 8), [2, 4], "channels_last", torch.float32)
-    return CrossScaleEmbed(*params), x
-
-
-def test_script_round_trip():
-    assert_script_round_trip(*_module_and_input())
-
-
-def test_torch_compile_fullgraph():
-    assert_compiles(*_module_and_input())
-
-
-def test_export_with_dynamic_batch():
-    module, x = _module_and_input()
-    assert_exports_with_dynamic_batch(module, x, torch.randn(5, *x.shape[1:]))
 
 
 def test_images_without_gradient_skip_grad_x():

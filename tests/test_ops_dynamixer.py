@@ -1,4 +1,6 @@
-"""torch.ops.mlpmix.dynamixer against mlpmix.reference: values, gradients, opcheck, errors."""
+"""torch.ops.mlpmix.dynamixer: its sample inputs and bad inputs for the generic op tests
+(tests/test_ops.py), and the tests specific to it: what _dynamixer_forward keeps for the
+backward, strides, threads and error messages."""
 
 from __future__ import annotations
 
@@ -9,13 +11,7 @@ from torch.testing import assert_close
 import mlpmix
 from mlpmix import ops, reference
 from einops import rearrange
-from op_testing import (
-    TOLERANCES,
-    assert_matches_reference,
-    assert_no_double_backward,
-    assert_rejected,
-    assert_rejected_by_every_kernel,
-)
+from op_testing import TOLERANCES, on_device
 
 
 def make_args(shape, num_segments, reduced_dim, dim, dtype, requires_grad=False, bias=True,
@@ -50,7 +46,7 @@ def channel_strided(t):
     return wide.view(*t.shape[:-1], t.shape[-1], 2)[..., 0]
 
 
-def sample_inputs(dtype, requires_grad=False):
+def _samples(dtype, requires_grad):
     """The shared sample set: plain, 4-D along H and W, negative dims, permuted and
     channel-strided views, no biases, a 5-D input and an empty batch."""
     rg = requires_grad
@@ -72,38 +68,63 @@ def sample_inputs(dtype, requires_grad=False):
     yield make_args((2, 2, 9, 8), 2, 1, 2, dtype, rg, bias=False)
 
 
-def sample_ids(args):
-    return f"x{tuple(args[0].shape)}-S{args[5]}-dim{args[6]}"
+def sample_inputs(dtype, requires_grad=False, device="cpu"):
+    return (on_device(args, device) for args in _samples(dtype, requires_grad))
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_matches_reference(dtype):
-    torch.manual_seed(0)
-    for args in sample_inputs(dtype, requires_grad=True):
-        assert ops.dynamixer(*args).shape == args[0].shape, sample_ids(args)
-        assert_matches_reference(ops.dynamixer, reference.dynamixer, args)
+def valid_args() -> list:
+    """A valid float32 call, x (2, 4, 6, 8), dim=1, S=4, d=1, that the bad inputs spoil."""
+    return make_args((2, 4, 6, 8), 4, 1, 1, torch.float32)
 
 
-def test_gradcheck():
-    torch.manual_seed(2)
-    for args in sample_inputs(torch.float64, requires_grad=True):
-        if args[0].numel() == 0:
-            continue
-        assert torch.autograd.gradcheck(ops.dynamixer, args), sample_ids(args)
+def _bad(**changes):
+    """valid_args() with `changes` applied, by name."""
+    args = dict(zip(["x", "compress_weight", "compress_bias", "generate_weight",
+                     "generate_bias", "num_segments", "dim"], valid_args()))
+    for key, value in changes.items():
+        args[key] = value(args[key]) if callable(value) else value
+    return args
 
 
-@pytest.mark.parametrize("requires_grad", [False, True])
-def test_opcheck(requires_grad):
-    torch.manual_seed(3)
-    for args in sample_inputs(torch.float32, requires_grad=requires_grad):
-        torch.library.opcheck(torch.ops.mlpmix.dynamixer.default, args)
+BAD_INPUTS = {
+    "x rank 2": (_bad(x=lambda t: t[0, 0], dim=0), "x"),
+    "x integer": (_bad(x=lambda t: t.to(torch.int32)), "x"),
+    "x bool": (_bad(x=lambda t: t > 0), "x"),
+    "dim is channel axis": (_bad(dim=3), "dim"),
+    "dim is channel axis (-1)": (_bad(dim=-1), "dim"),
+    "dim out of range": (_bad(dim=4), "dim"),
+    "dim out of range (negative)": (_bad(dim=-5), "dim"),
+    "D not divisible by S": (_bad(num_segments=3), "num_segments"),
+    "num_segments zero": (_bad(num_segments=0), "num_segments"),
+    "compress_weight wrong D": (_bad(compress_weight=lambda t: t[:, :6]), "compress_weight"),
+    "compress_weight rank": (_bad(compress_weight=lambda t: t[0]), "compress_weight"),
+    "compress_weight not S*d": (_bad(compress_weight=lambda t: t[:3]), "compress_weight"),
+    "compress_bias wrong size": (_bad(compress_bias=lambda t: t[:2]), "compress_bias"),
+    "generate_weight wrong N": (_bad(generate_weight=lambda t: t[:9]), "generate_weight"),
+    "generate_weight wrong d": (_bad(generate_weight=lambda t: torch.cat([t, t], 1)),
+                                "generate_weight"),
+    "generate_bias wrong size": (_bad(generate_bias=lambda t: t[:5]), "generate_bias"),
+    "mixed dtype": (_bad(generate_weight=lambda t: t.double()), "generate_weight"),
+    "mixed dtype bias": (_bad(compress_bias=lambda t: t.double()), "compress_bias"),
+    "mixed device": (_bad(compress_weight=lambda t: t.to("meta")), "compress_weight"),
+}
 
 
-def test_backward_op_opcheck():
-    torch.manual_seed(4)
-    for args in sample_inputs(torch.float64):
-        grad_out = torch.randn_like(args[0])
-        torch.library.opcheck(torch.ops.mlpmix.dynamixer_backward.default, [grad_out, *args])
+def bad_inputs():
+    """(argument named in the error, call) for each of BAD_INPUTS."""
+    return [(name, list(kwargs.values())) for kwargs, name in BAD_INPUTS.values()]
+
+
+BAD_GRAD_OUTS = {"shape": torch.zeros(2, 4, 6, 7)}
+
+# (saved tensor, id, what spoils it) for dynamixer_backward on valid_args(): what
+# _dynamixer_forward keeps, compressed (B', S, N*d) and weights (B', S, N*N)
+BAD_SAVED = [
+    (name, bad, spoil)
+    for name in ("compressed", "weights")
+    for bad, spoil in [("narrow", lambda z: z[:, :, :-1]), ("rank", lambda z: z.flatten(1)),
+                       ("dtype", lambda z: z.double())]
+]
 
 
 def _compressed(args):
@@ -136,20 +157,6 @@ def test_forward_keeps_the_compressed_input_and_the_weights(dtype):
         assert_close(weights, _weights(args), **TOLERANCES[dtype])
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("kept", ["compressed", "weights", "both"])
-def test_backward_from_what_the_forward_kept_equals_recomputing_it(dtype, kept):
-    torch.manual_seed(7)
-    backward = torch.ops.mlpmix.dynamixer_backward
-    for args in sample_inputs(dtype):
-        out, compressed, weights = torch.ops.mlpmix._dynamixer_forward(*args)
-        given = {"compressed": compressed if kept != "weights" else None,
-                 "weights": weights if kept != "compressed" else None}
-        grad_out = torch.randn_like(out)
-        for got, want in zip(backward(grad_out, *args, **given), backward(grad_out, *args)):
-            assert_close(got, want, **TOLERANCES[dtype])
-
-
 def test_backward_reads_the_kept_weights():
     # Given uniform weights (not the forward's) and a zero compression weight, so that no
     # gradient reaches x through the compression, grad_x is the mean of grad_out over the
@@ -161,30 +168,6 @@ def test_backward_reads_the_kept_weights():
     grad_out = torch.randn_like(out)
     grad_x = torch.ops.mlpmix.dynamixer_backward(grad_out, *args, compressed, uniform)[0]
     assert_close(grad_x, grad_out.mean(dim=1, keepdim=True).expand_as(grad_out))
-
-
-def test_opcheck_forward_with_kept_tensors_and_backward():
-    torch.manual_seed(8)
-    for args in sample_inputs(torch.float64):
-        torch.library.opcheck(torch.ops.mlpmix._dynamixer_forward.default, args)
-        out, compressed, weights = torch.ops.mlpmix._dynamixer_forward(*args)
-        grad_out = torch.randn_like(out)
-        torch.library.opcheck(torch.ops.mlpmix.dynamixer_backward.default,
-                              [grad_out, *args, compressed, weights])
-
-
-@pytest.mark.parametrize("name", ["compressed", "weights"])
-@pytest.mark.parametrize("bad", [lambda z: z[:, :, :-1], lambda z: z.flatten(1), lambda z: z.double()])
-def test_backward_rejects_bad_kept_tensors(name, bad):
-    args = make_args((2, 4, 6, 8), 4, 1, 1, torch.float32)
-    out, compressed, weights = torch.ops.mlpmix._dynamixer_forward(*args)
-    kept = {"compressed": compressed, "weights": weights}
-    kept[name] = bad(kept[name])
-    call = (torch.zeros_like(out), *args, kept["compressed"], kept["weights"])
-    backward = torch.ops.mlpmix.dynamixer_backward
-    assert_rejected(backward, call, "dynamixer_backward", name)
-    meta = [a.to("meta") if isinstance(a, torch.Tensor) else a for a in call]
-    assert_rejected(backward, meta, "dynamixer_backward", name)
 
 
 def test_expanded_input_reads_in_place():
@@ -210,11 +193,6 @@ def test_empty_batch():
     assert args[1].grad is not None and torch.count_nonzero(args[1].grad) == 0
 
 
-def test_double_backward_raises_clear_error():
-    args = make_args((2, 5, 12), 3, 2, -2, torch.float64, requires_grad=True)
-    assert_no_double_backward(ops.dynamixer, args, "dynamixer")
-
-
 def test_multithreaded_result_equals_single_threaded():
     args = make_args((16, 8, 8, 16), 4, 2, 2, torch.float32)
     threads = torch.get_num_threads()
@@ -224,52 +202,6 @@ def test_multithreaded_result_equals_single_threaded():
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(ops.dynamixer(*args), single)
-
-
-def _bad(**changes):
-    """Valid float32 args for x (2, 4, 6, 8), dim=1, S=4, d=1, with `changes` applied."""
-    args = dict(zip(["x", "compress_weight", "compress_bias", "generate_weight",
-                     "generate_bias", "num_segments", "dim"],
-                    make_args((2, 4, 6, 8), 4, 1, 1, torch.float32)))
-    for key, value in changes.items():
-        args[key] = value(args[key]) if callable(value) else value
-    return args
-
-
-BAD_INPUTS = {
-    "x rank 2": (_bad(x=lambda t: t[0, 0], dim=0), "x"),
-    "x integer": (_bad(x=lambda t: t.to(torch.int32)), "x"),
-    "x bool": (_bad(x=lambda t: t > 0), "x"),
-    "dim is channel axis": (_bad(dim=3), "dim"),
-    "dim is channel axis (-1)": (_bad(dim=-1), "dim"),
-    "dim out of range": (_bad(dim=4), "dim"),
-    "dim out of range (negative)": (_bad(dim=-5), "dim"),
-    "D not divisible by S": (_bad(num_segments=3), "num_segments"),
-    "num_segments zero": (_bad(num_segments=0), "num_segments"),
-    "compress_weight wrong D": (_bad(compress_weight=lambda t: t[:, :6]), "compress_weight"),
-    "compress_weight rank": (_bad(compress_weight=lambda t: t[0]), "compress_weight"),
-    "compress_weight not S*d": (_bad(compress_weight=lambda t: t[:3]), "compress_weight"),
-    "compress_bias wrong size": (_bad(compress_bias=lambda t: t[:2]), "compress_bias"),
-    "generate_weight wrong N": (_bad(generate_weight=lambda t: t[:9]), "generate_weight"),
-    "generate_weight wrong d": (_bad(generate_weight=lambda t: torch.cat([t, t], 1)),
-                                "generate_weight"),
-    "generate_bias wrong size": (_bad(generate_bias=lambda t: t[:5]), "generate_bias"),
-    "mixed dtype": (_bad(generate_weight=lambda t: t.double()), "generate_weight"),
-    "mixed dtype bias": (_bad(compress_bias=lambda t: t.double()), "compress_bias"),
-    "mixed device": (_bad(compress_weight=lambda t: t.to("meta")), "compress_weight"),
-}
-
-
-@pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_raises_naming_the_argument(case):
-    kwargs, name = BAD_INPUTS[case]
-    assert_rejected_by_every_kernel(ops.dynamixer, list(kwargs.values()), "dynamixer", name)
-
-
-def test_backward_rejects_mismatched_grad_out():
-    args = make_args((2, 5, 12), 3, 2, -2, torch.float32)
-    with pytest.raises(RuntimeError, match="grad_out"):
-        torch.ops.mlpmix.dynamixer_backward(torch.randn(2, 5, 11), *args)
 
 
 def test_error_message_shows_expected_and_actual_shape():

@@ -1,4 +1,5 @@
-"""mlpmix.ops.linear (nn.Linear's function on mlpmix's CPU GEMMs) against mlpmix.reference."""
+"""mlpmix.ops.linear (nn.Linear's function on mlpmix's CPU GEMMs): its sample inputs, bad
+inputs and module for the generic op tests (tests/test_ops.py), and the tests specific to it."""
 
 from __future__ import annotations
 
@@ -10,19 +11,8 @@ from torch import Tensor, nn
 
 from mlpmix import ops, reference
 from mlpmix.nn.layers import Linear
-from op_testing import (
-    assert_compiles,
-    assert_exports_with_dynamic_batch,
-    assert_matches_reference,
-    assert_no_double_backward,
-    assert_rejected,
-    assert_rejected_by_every_kernel,
-    assert_script_round_trip,
-    check,
-    leaf,
-)
+from op_testing import bad_weight_and_bias, check, leaf, on_device, with_replaced
 
-OP = "linear"
 DTYPES = [torch.float64, torch.float32]
 
 
@@ -68,17 +58,55 @@ SAMPLE_CASES = [
 ]
 
 
-def sample_inputs(dtype: torch.dtype, requires_grad: bool = False):
+def sample_inputs(dtype: torch.dtype, requires_grad: bool = False, device="cpu"):
     for i, (shape, layout, out_features, bias) in enumerate(SAMPLE_CASES):
-        yield make_args(shape, layout, dtype, out_features, requires_grad, bias,
-                        weight_transposed=i % 2 == 1)
+        yield on_device(make_args(shape, layout, dtype, out_features, requires_grad, bias,
+                                  weight_transposed=i % 2 == 1), device)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_matches_reference_and_its_gradients(dtype):
-    torch.manual_seed(0)
-    for args in sample_inputs(dtype, requires_grad=True):
-        assert_matches_reference(ops.linear, reference.linear, args)
+def output_shape(args) -> tuple[int, ...]:
+    x, weight, _ = args
+    return (*x.shape[:-1], weight.shape[0])
+
+
+def valid_args() -> list:
+    """A valid float32 call, (2, 3, 8) -> 5, that the bad inputs spoil."""
+    return list(make_args((2, 3, 8), "contiguous", torch.float32, 5))
+
+
+def bad_inputs():
+    """(argument named in the error, call) on valid_args()."""
+    valid = valid_args()
+    x, weight, bias = valid
+    return with_replaced(valid, [
+        ("x", 0, torch.tensor(1.0)),
+        ("x", 0, x.to(torch.int64)),
+        *bad_weight_and_bias(weight, bias),
+        ("bias", 2, bias.reshape(1, 5)),
+    ])
+
+
+BAD_GRAD_OUTS = {
+    "shape": torch.zeros(2, 3, 4),
+    "dtype": torch.zeros(2, 3, 5, dtype=torch.float64),
+}
+
+
+class LinearModule(nn.Module):
+    """The op with fixed parameters, for scripting, compiling and exporting."""
+
+    def __init__(self, weight: Tensor, bias: Optional[Tensor]):
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone())
+        self.bias = nn.Parameter(bias.detach().clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.linear(x, self.weight, self.bias)
+
+
+def module_and_input():
+    x, *params = make_args((2, 4, 6, 20), "transposed", torch.float32, 12)
+    return LinearModule(*params), x
 
 
 @pytest.mark.parametrize("mkldnn", [True, False])
@@ -101,65 +129,13 @@ def test_float32_model_sizes_as_accurate_as_the_reference(mkldnn, bias):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_output_and_input_gradient_are_contiguous(dtype):
-    """And the backward's bias gradient is (0,) without a bias."""
+def test_backward_bias_gradient_is_empty_without_a_bias(dtype):
+    """linear_backward returns a (0,) bias gradient where there is no bias (tests/test_ops.py
+    checks the other gradients' shapes and strides)."""
     for x, weight, bias in sample_inputs(dtype):
-        out = ops.linear(x, weight, bias)
-        assert out.shape == (*x.shape[:-1], weight.shape[0]) and out.is_contiguous()
-        grad_x, _, grad_bias = torch.ops.mlpmix.linear_backward(torch.ones_like(out), x, weight,
-                                                                bias)
-        assert grad_x.shape == x.shape and grad_x.is_contiguous()
+        grad_out = torch.ones(output_shape((x, weight, bias)), dtype=dtype)
+        _, _, grad_bias = torch.ops.mlpmix.linear_backward(grad_out, x, weight, bias)
         assert grad_bias.shape == ((0,) if bias is None else bias.shape)
-
-
-def test_gradcheck():
-    for x, *params in sample_inputs(torch.float64, requires_grad=True):
-        if 0 in x.stride():  # gradcheck perturbs elements one by one: no overlapping memory
-            x = leaf(x.contiguous(), True)
-        assert torch.autograd.gradcheck(ops.linear, (x, *params), fast_mode=True)
-
-
-@pytest.mark.parametrize("requires_grad", [False, True])
-def test_opcheck(requires_grad):
-    for args in sample_inputs(torch.float64, requires_grad):
-        torch.library.opcheck(torch.ops.mlpmix.linear.default, args)
-
-
-def _bad_inputs():
-    """(argument named in the error, position, replacement) on valid (2, 3, 8) -> 5."""
-    x, weight, bias = make_args((2, 3, 8), "contiguous", torch.float32, 5)
-    return [
-        ("x", 0, torch.tensor(1.0)),
-        ("x", 0, x.to(torch.int64)),
-        ("weight", 1, weight[:, :-1]),
-        ("weight", 1, weight[0]),
-        ("weight", 1, weight.double()),
-        ("weight", 1, weight.to("meta")),
-        ("bias", 2, bias[:-1]),
-        ("bias", 2, bias.double()),
-        ("bias", 2, bias.reshape(1, 5)),
-    ]
-
-
-@pytest.mark.parametrize("argument, position, replacement", _bad_inputs())
-def test_bad_input_is_rejected_naming_it(argument, position, replacement):
-    args = list(make_args((2, 3, 8), "contiguous", torch.float32, 5))
-    args[position] = replacement
-    assert_rejected_by_every_kernel(ops.linear, args, OP, argument)
-
-
-@pytest.mark.parametrize(
-    "grad_out", [torch.zeros(2, 3, 4), torch.zeros(2, 3, 5, dtype=torch.float64)]
-)
-def test_backward_rejects_bad_grad_out(grad_out):
-    x, weight, bias = make_args((2, 3, 8), "contiguous", torch.float32, 5)
-    assert_rejected(torch.ops.mlpmix.linear_backward, (grad_out, x, weight, bias),
-                    "linear_backward", "grad_out")
-
-
-def test_double_backward_raises():
-    args = next(sample_inputs(torch.float64, requires_grad=True))
-    assert_no_double_backward(ops.linear, args, OP)
 
 
 def test_linear_module_is_nn_linear_on_the_op():
@@ -174,33 +150,3 @@ def test_linear_module_is_nn_linear_on_the_op():
     torch.testing.assert_close(fused(x), plain(x), rtol=1e-5, atol=1e-5)
     traced = torch.jit.trace(fused, x)
     assert any(n.kind() == "mlpmix::linear" for n in traced.graph.nodes())
-
-
-class LinearModule(nn.Module):
-    """The op with fixed parameters, for scripting, compiling and exporting."""
-
-    def __init__(self, weight: Tensor, bias: Optional[Tensor]):
-        super().__init__()
-        self.weight = nn.Parameter(weight.detach().clone())
-        self.bias = nn.Parameter(bias.detach().clone())
-
-    def forward(self, x: Tensor) -> Tensor:
-        return ops.linear(x, self.weight, self.bias)
-
-
-def _module_and_input():
-    x, *params = make_args((2, 4, 6, 20), "transposed", torch.float32, 12)
-    return LinearModule(*params), x
-
-
-def test_script_round_trip():
-    assert_script_round_trip(*_module_and_input())
-
-
-def test_torch_compile_fullgraph():
-    assert_compiles(*_module_and_input())
-
-
-def test_export_with_dynamic_batch():
-    module, x = _module_and_input()
-    assert_exports_with_dynamic_batch(module, x, torch.randn(5, *x.shape[1:]))

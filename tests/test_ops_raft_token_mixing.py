@@ -1,4 +1,5 @@
-"""mlpmix.ops.raft_token_mixing against mlpmix.reference (spec 1.1)."""
+"""mlpmix.ops.raft_token_mixing (spec 1.1): its sample inputs, bad inputs and module for the
+generic op tests (tests/test_ops.py), and the tests specific to it."""
 
 from __future__ import annotations
 
@@ -9,20 +10,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from mlpmix import ops, reference
-from op_testing import (
-    TOLERANCES,
-    assert_compiles,
-    assert_exports_with_dynamic_batch,
-    assert_matches_reference,
-    assert_no_double_backward,
-    assert_rejected,
-    assert_rejected_by_every_kernel,
-    assert_script_round_trip,
-    check,
-    leaf,
-)
-
-OP = "raft_token_mixing"
+from op_testing import TOLERANCES, assert_matches_reference, check, leaf, on_device, with_replaced
 
 
 def make_x(shape: tuple[int, int, int, int], layout: str, dtype: torch.dtype) -> Tensor:
@@ -63,7 +51,7 @@ def make_args(shape, raft_size, dim, layout, dtype, requires_grad=False, hidden=
     )
 
 
-def sample_inputs(dtype: torch.dtype, requires_grad: bool = False):
+def sample_inputs(dtype: torch.dtype, requires_grad: bool = False, device="cpu"):
     cases = [
         # shape (B, H, W, C), raft size, dim, layout, hidden width
         ((2, 3, 4, 6), 2, 1, "contiguous", None),
@@ -74,16 +62,84 @@ def sample_inputs(dtype: torch.dtype, requires_grad: bool = False):
         ((0, 3, 4, 6), 2, 1, "contiguous", None),  # empty batch
     ]
     for shape, raft_size, dim, layout, hidden in cases:
-        yield make_args(shape, raft_size, dim, layout, dtype, requires_grad, hidden)
+        yield on_device(make_args(shape, raft_size, dim, layout, dtype, requires_grad, hidden),
+                        device)
+
+
+def valid_args() -> list:
+    """A valid float32 call, (2, 3, 4, 6) with r = 2 along H, that the bad inputs spoil."""
+    return list(make_args((2, 3, 4, 6), 2, 1, "contiguous", torch.float32))
+
+
+def bad_inputs():
+    """(argument named in the error, call) on valid_args()."""
+    valid = valid_args()
+    x, nw, nb, w1, b1, w2, b2, _, _ = valid
+    return with_replaced(valid, [
+        ("x", 0, x[0]),
+        ("x", 0, x.unsqueeze(0)),
+        ("x", 0, x.to(torch.int32)),
+        ("x", 0, x.to(torch.bool)),
+        ("x", 0, x[:, :0]),
+        ("dim", 8, 0),
+        ("dim", 8, 3),
+        ("dim", 8, -1),
+        ("dim", 8, -4),
+        ("raft_size", 7, 0),
+        ("raft_size", 7, 4),
+        ("norm_weight", 1, nw[:-1]),
+        ("norm_weight", 1, nw.double()),
+        ("norm_weight", 1, nw.to("meta")),
+        ("norm_bias", 2, nb.unsqueeze(1)),
+        ("norm_bias", 2, nb.double()),
+        ("fc1_weight", 3, w1[:, :-1]),
+        ("fc1_weight", 3, w1.unsqueeze(0)),
+        ("fc1_weight", 3, w1.double()),
+        ("fc1_bias", 4, b1[:-1]),
+        ("fc1_bias", 4, b1.to("meta")),
+        ("fc2_weight", 5, w2[:-1]),
+        ("fc2_weight", 5, w2.t()),
+        ("fc2_weight", 5, w2.double()),
+        ("fc2_bias", 6, b2[:-1]),
+        ("fc2_bias", 6, b2.double()),
+    ])
+
+
+BAD_GRAD_OUTS = {
+    "shape": torch.zeros(2, 3, 4, 5),
+    "dtype": torch.zeros(2, 3, 4, 6, dtype=torch.float64),
+}
+
+# (saved tensor, id, what spoils it) for raft_token_mixing_backward on valid_args(): the
+# hidden that _raft_token_mixing_forward keeps is (B*M, hidden, o)
+BAD_SAVED = [
+    ("hidden", "width", lambda h: h[:, :-1]),
+    ("hidden", "rank", lambda h: h.flatten(1)),
+    ("hidden", "dtype", lambda h: h.double()),
+]
+
+
+class RaftTokenMixing(nn.Module):
+    """The op with fixed parameters, for scripting, compiling and exporting."""
+
+    def __init__(self, args):
+        super().__init__()
+        _, *params, self.raft_size, self.dim = args
+        self.params = nn.ParameterList([nn.Parameter(p.detach().clone()) for p in params])
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = self.params
+        return ops.raft_token_mixing(
+            x, p[0], p[1], p[2], p[3], p[4], p[5], self.raft_size, self.dim
+        )
+
+
+def module_and_input(dim: int = 2):
+    args = make_args((2, 3, 4, 6), 2, dim, "channels_first", torch.float32)
+    return RaftTokenMixing(args), args[0]
 
 
 DTYPES = [torch.float64, torch.float32]
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_matches_reference_and_its_gradients(dtype):
-    for args in sample_inputs(dtype, requires_grad=True):
-        assert_matches_reference(ops.raft_token_mixing, reference.raft_token_mixing, args)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -130,17 +186,13 @@ def test_float32_is_as_accurate_as_the_reference_for_two_channels():
         check(ops.raft_token_mixing, reference.raft_token_mixing, leaves, build, torch.float32)
 
 
-def _forward_with_hidden(args):
-    return torch.ops.mlpmix._raft_token_mixing_forward(*args)
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_forward_keeps_the_fc1_preactivation(dtype):
     """_raft_token_mixing_forward returns the op's output and fc1's output before GELU as
     (B*M, hidden, o): [b*M + m, :, j] for raft j at position m of the other spatial axis."""
     for args in sample_inputs(dtype):
         x, norm_weight, norm_bias, fc1_weight, fc1_bias, _, _, raft_size, dim = args
-        out, hidden = _forward_with_hidden(args)
+        out, hidden = torch.ops.mlpmix._raft_token_mixing_forward(*args)
         torch.testing.assert_close(out, ops.raft_token_mixing(*args), **TOLERANCES[dtype])
         u = F.layer_norm(x, x.shape[-1:], norm_weight, norm_bias, 1e-5)
         pattern = "b h w (r o) -> b w o (r h)" if dim % 4 == 1 else "b h w (r o) -> b h o (r w)"
@@ -148,38 +200,6 @@ def test_forward_keeps_the_fc1_preactivation(dtype):
         torch.testing.assert_close(hidden.transpose(1, 2).reshape(-1, fc1_weight.shape[0]),
                                    F.linear(rows, fc1_weight, fc1_bias),
                                    **TOLERANCES[dtype])
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_backward_from_the_kept_hidden_equals_recomputing_it(dtype):
-    for args in sample_inputs(dtype):
-        out, hidden = _forward_with_hidden(args)
-        grad_out = torch.randn_like(out)
-        backward = torch.ops.mlpmix.raft_token_mixing_backward
-        kept = backward(grad_out, *args, 1e-5, hidden)
-        for got, want in zip(kept, backward(grad_out, *args, 1e-5)):
-            torch.testing.assert_close(got, want, **TOLERANCES[dtype])
-
-
-def test_opcheck_forward_with_hidden_and_backward():
-    for args in sample_inputs(torch.float64):
-        torch.library.opcheck(torch.ops.mlpmix._raft_token_mixing_forward.default, args)
-        out, hidden = _forward_with_hidden(args)
-        grad_out = torch.randn_like(out)
-        backward = torch.ops.mlpmix.raft_token_mixing_backward.default
-        torch.library.opcheck(backward, (grad_out, *args, 1e-5, hidden))
-        torch.library.opcheck(backward, (grad_out, *args, 1e-5))
-
-
-@pytest.mark.parametrize("hidden", [lambda h: h[:, :-1], lambda h: h.flatten(1), lambda h: h.double()])
-def test_backward_rejects_bad_hidden(hidden):
-    args = make_args((2, 3, 4, 6), 2, 1, "contiguous", torch.float32)
-    out, kept = _forward_with_hidden(args)
-    bad = (torch.zeros_like(out), *args, 1e-5, hidden(kept))
-    backward = torch.ops.mlpmix.raft_token_mixing_backward
-    assert_rejected(backward, bad, "raft_token_mixing_backward", "hidden")
-    meta = [a.to("meta") if isinstance(a, Tensor) else a for a in bad]
-    assert_rejected(backward, meta, "raft_token_mixing_backward", "hidden")
 
 
 def test_eps_is_used():
@@ -205,111 +225,3 @@ def test_rafts_are_strided_channel_sets():
     in_raft = torch.arange(channels) % rafts == 1
     assert delta[..., in_raft].abs().max() > 1e-3
     assert delta[..., ~in_raft].abs().max() < 1e-12
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_output_is_contiguous_and_shaped_like_x(dtype):
-    for args in sample_inputs(dtype):
-        out = ops.raft_token_mixing(*args)
-        assert out.shape == args[0].shape and out.is_contiguous() and out.dtype == dtype
-
-
-def test_gradcheck():
-    for args in sample_inputs(torch.float64, requires_grad=True):
-        assert torch.autograd.gradcheck(ops.raft_token_mixing, args, fast_mode=True)
-
-
-@pytest.mark.parametrize("requires_grad", [False, True])
-def test_opcheck(requires_grad):
-    for args in sample_inputs(torch.float64, requires_grad):
-        torch.library.opcheck(torch.ops.mlpmix.raft_token_mixing.default, args)
-
-
-def _bad_inputs():
-    """(argument named in the error, position, replacement) on a valid (2, 3, 4, 6) r=2 call."""
-    x, nw, nb, w1, b1, w2, b2, _, _ = make_args((2, 3, 4, 6), 2, 1, "contiguous", torch.float32)
-    return [
-        ("x", 0, x[0]),
-        ("x", 0, x.unsqueeze(0)),
-        ("x", 0, x.to(torch.int32)),
-        ("x", 0, x.to(torch.bool)),
-        ("x", 0, x[:, :0]),
-        ("dim", 8, 0),
-        ("dim", 8, 3),
-        ("dim", 8, -1),
-        ("dim", 8, -4),
-        ("raft_size", 7, 0),
-        ("raft_size", 7, 4),
-        ("norm_weight", 1, nw[:-1]),
-        ("norm_weight", 1, nw.double()),
-        ("norm_weight", 1, nw.to("meta")),
-        ("norm_bias", 2, nb.unsqueeze(1)),
-        ("norm_bias", 2, nb.double()),
-        ("fc1_weight", 3, w1[:, :-1]),
-        ("fc1_weight", 3, w1.unsqueeze(0)),
-        ("fc1_weight", 3, w1.double()),
-        ("fc1_bias", 4, b1[:-1]),
-        ("fc1_bias", 4, b1.to("meta")),
-        ("fc2_weight", 5, w2[:-1]),
-        ("fc2_weight", 5, w2.t()),
-        ("fc2_weight", 5, w2.double()),
-        ("fc2_bias", 6, b2[:-1]),
-        ("fc2_bias", 6, b2.double()),
-    ]
-
-
-@pytest.mark.parametrize("argument, position, replacement", _bad_inputs())
-def test_bad_input_is_rejected_naming_it(argument, position, replacement):
-    args = list(make_args((2, 3, 4, 6), 2, 1, "contiguous", torch.float32))
-    args[position] = replacement
-    assert_rejected_by_every_kernel(ops.raft_token_mixing, args, OP, argument)
-
-
-@pytest.mark.parametrize(
-    "grad_out", [torch.zeros(2, 3, 4, 5), torch.zeros(2, 3, 4, 6, dtype=torch.float64)]
-)
-def test_backward_rejects_bad_grad_out(grad_out):
-    args = make_args((2, 3, 4, 6), 2, 1, "contiguous", torch.float32)
-    assert_rejected(
-        torch.ops.mlpmix.raft_token_mixing_backward, (grad_out, *args, 1e-5),
-        "raft_token_mixing_backward", "grad_out",
-    )
-
-
-def test_double_backward_raises():
-    args = next(sample_inputs(torch.float64, requires_grad=True))
-    assert_no_double_backward(ops.raft_token_mixing, args, OP)
-
-
-class RaftTokenMixing(nn.Module):
-    """The op with fixed parameters, for scripting, compiling and exporting."""
-
-    def __init__(self, args):
-        super().__init__()
-        _, *params, self.raft_size, self.dim = args
-        self.params = nn.ParameterList([nn.Parameter(p.detach().clone()) for p in params])
-
-    def forward(self, x: Tensor) -> Tensor:
-        p = self.params
-        return ops.raft_token_mixing(
-            x, p[0], p[1], p[2], p[3], p[4], p[5], self.raft_size, self.dim
-        )
-
-
-def _module_and_input(dim: int = 2):
-    args = make_args((2, 3, 4, 6), 2, dim, "channels_first", torch.float32)
-    return RaftTokenMixing(args), args[0]
-
-
-def test_script_round_trip():
-    assert_script_round_trip(*_module_and_input())
-
-
-def test_torch_compile_fullgraph():
-    assert_compiles(*_module_and_input())
-
-
-@pytest.mark.parametrize("dim", [1, 2])
-def test_export_with_dynamic_batch(dim):
-    module, x = _module_and_input(dim)
-    assert_exports_with_dynamic_batch(module, x, torch.randn(5, *x.shape[1:]))

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REPO
 
-SUBSET = ["tests/test_ops_dynamixer.py", "tests/test_ops_raft_token_mixing.py",
+SUBSET = ["tests/test_ops.py", "tests/test_ops_dynamixer.py", "tests/test_ops_raft_token_mixing.py",
           "tests/test_ops_cross_scale_embed.py", "tests/test_ops_channel_mlp.py",
           "tests/test_ops_linear.py", "tests/test_ops_reweight_branches.py",
           "tests/test_bad_inputs.py",
@@ -46,7 +46,7 @@ def test_op_suite_under_asan_and_ubsan(tmp_path):
                UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1",
                MLPMIX_OPS_LIBRARY=str(build / "libmlpmix_ops.so"))
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k",
+        [sys.executable, "-m", "pytest", "-n", "0", "-q", "-p", "no:cacheprovider", "-k",
          "not compile and not export and not script", *SUBSET],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=3000)
     output = result.stdout + result.stderr

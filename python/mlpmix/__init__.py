@@ -21,7 +21,7 @@ cmake_prefix_path: str = str(_PACKAGE_DIR / "share" / "cmake")
 #: The operator library (load it in any process that runs mlpmix models). MLPMIX_OPS_LIBRARY
 #: points at another build of it, e.g. a sanitizer build.
 library_path: str = os.environ.get("MLPMIX_OPS_LIBRARY", str(_PACKAGE_DIR / "lib" / "libmlpmix_ops.so"))
-#: The C++ runner ``mlpmix-run`` (runs exported models on tensor files; see README).
+#: The C++ runner ``mlpmix-run`` (runs exported models on tensor files; see docs/deployment.md).
 runner_path: str = str(_PACKAGE_DIR / "bin" / "mlpmix-run")
 
 

@@ -7,7 +7,7 @@ TorchScript, ``torch.compile`` and ``torch.export``; under
 functions are in :mod:`mlpmix.reference`.
 
 Devices and dtypes: CPU takes float32 and float64; CUDA (a build with the CUDA kernels, see
-the README) also float16 and bfloat16, accumulating in float32. All tensor arguments must
+docs/cuda.md) also float16 and bfloat16, accumulating in float32. All tensor arguments must
 share the input's dtype and device. Under ``torch.autocast("cuda", dtype)`` every op follows
 the policy of matmuls: its floating inputs (except float64) are cast to ``dtype`` and it
 computes and returns ``dtype``; gradients flow back in the inputs' own dtype. The CUDA

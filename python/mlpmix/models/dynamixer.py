@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Tuple
+from typing import List, Tuple
 
 from torch import Tensor, nn
 
 from .. import ops
 from ..nn import DropPath, DynaMixerBlock, Mlp
 from ..nn.layers import add_residual
-from .classifier import TokenClassifier
+from .classifier import IMAGENET_MEAN, IMAGENET_STD, TokenClassifier
 from .init import drop_path_rates, init_weights
 from .registry import register_model
 
@@ -24,15 +24,27 @@ class DynaMixerConfig:
     patch_size: int = 7  # stem convolution kernel and stride
     img_size: int = 224
     mlp_ratio: int = 3
+    # Data config (``pretrained_cfg``), as the authors' timm ``_cfg`` gives it
+    # (ziyuwwang/DynaMixer, models/vision_model.py): bicubic, ImageNet mean/std; crop_pct
+    # per model (models/configs/conf_dynamixer.py).
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"
+    mean: Tuple[float, ...] = IMAGENET_MEAN
+    std: Tuple[float, ...] = IMAGENET_STD
 
 
-#: One row per published model (spec 2.3), plus a tiny one for 8x8 digits (the demo).
+#: One row per published model (spec 2.3), plus a tiny one for 8x8 digits (the demo, whose
+#: images are whole digits area-resized to 8x8 and scaled to [0, 1], not normalised).
 DYNAMIXER_CONFIGS = {
-    "dynamixer_s": DynaMixerConfig(layers=(4, 14), dims=(192, 384), segments=(8, 16), reduced_dim=2),
-    "dynamixer_m": DynaMixerConfig(layers=(7, 17), dims=(256, 512), segments=(8, 16), reduced_dim=2),
-    "dynamixer_l": DynaMixerConfig(layers=(8, 28), dims=(256, 512), segments=(8, 16), reduced_dim=8),
+    "dynamixer_s": DynaMixerConfig(layers=(4, 14), dims=(192, 384), segments=(8, 16), reduced_dim=2,
+                                   crop_pct=0.9),
+    "dynamixer_m": DynaMixerConfig(layers=(7, 17), dims=(256, 512), segments=(8, 16), reduced_dim=2,
+                                   crop_pct=0.9),
+    "dynamixer_l": DynaMixerConfig(layers=(8, 28), dims=(256, 512), segments=(8, 16), reduced_dim=8,
+                                   crop_pct=0.875),
     "dynamixer_tiny": DynaMixerConfig(
-        layers=(2, 2), dims=(32, 64), segments=(4, 8), reduced_dim=2, patch_size=1, img_size=8
+        layers=(2, 2), dims=(32, 64), segments=(4, 8), reduced_dim=2, patch_size=1, img_size=8,
+        crop_pct=1.0, interpolation="box", mean=(0.0,), std=(1.0,)
     ),
 }
 
@@ -92,34 +104,54 @@ class DynaMixerStage(nn.Module):
 class DynaMixer(TokenClassifier):
     """DynaMixer (Wang et al., ICML 2022) on ``torch.ops.mlpmix.dynamixer``.
 
-    Input ``(B, in_chans, img_size, img_size)``; features are channels-last inside.
+    Input ``(B, in_chans, img_size, img_size)``; features are channels-last inside. The
+    stem convolution floors, so sizes up to ``patch_size - 1`` pixels larger give the same
+    grids and work; others raise ``ValueError``. ``architecture`` names the model in
+    messages and ``pretrained_cfg``.
     """
 
     def __init__(self, config: DynaMixerConfig, num_classes: int = 1000, in_chans: int = 3,
-                 drop_path_rate: float = 0.0, drop_rate: float = 0.0):
+                 drop_path_rate: float = 0.0, drop_rate: float = 0.0,
+                 architecture: str = "dynamixer"):
         super().__init__(config.dims[-1], num_classes, drop_rate)
         self.config = config
         self.stem = nn.Conv2d(in_chans, config.dims[0], config.patch_size, config.patch_size)
         rates = drop_path_rates(drop_path_rate, sum(config.layers))
-        resolution = config.img_size // config.patch_size
-        stages = []
+        grid = resolution = config.img_size // config.patch_size
+        reduction = config.patch_size
+        stages, reductions = [], []
         for i, depth in enumerate(config.layers):
             in_dim = config.dims[max(i - 1, 0)]
             if in_dim != config.dims[i]:
                 resolution //= 2
+                reduction *= 2
+            reductions.append(reduction)
             first = sum(config.layers[:i])
             stages.append(DynaMixerStage(
                 in_dim, config.dims[i], resolution, depth, config.segments[i], config.reduced_dim,
                 config.mlp_ratio, tuple(rates[first:first + depth])))
         self.stages = nn.Sequential(*stages)
+        # Sizes whose stem grid (rounded down) is the configured one give every grid.
+        patch = config.patch_size
+        self._describe(architecture, config, in_chans, "stages", "stem", config.dims, reductions,
+                       (grid * patch, grid * patch + patch - 1))
         self.apply(init_weights)
 
-    def forward_tokens(self, x: Tensor) -> Tensor:
-        return self.stages(self.stem(x).permute(0, 2, 3, 1).contiguous())
+    def forward_stages(self, x: Tensor, take: List[int], last: int) -> Tuple[Tensor, List[Tensor]]:
+        """The stem, then stages ``0..last``: the last one's tokens and those of the stages in
+        ``take``, channels-last (see :meth:`TokenClassifier.forward_stages`)."""
+        x = self.stem(x).permute(0, 2, 3, 1).contiguous()
+        kept: List[Tensor] = []
+        for i, stage in enumerate(self.stages):
+            if i <= last:
+                x = stage(x)
+                if i in take:
+                    kept.append(x)
+        return x, kept
 
 
 def _dynamixer(name: str, img_size: int, **kwargs) -> DynaMixer:
-    return DynaMixer(replace(DYNAMIXER_CONFIGS[name], img_size=img_size), **kwargs)
+    return DynaMixer(replace(DYNAMIXER_CONFIGS[name], img_size=img_size), architecture=name, **kwargs)
 
 
 @register_model
