@@ -1,4 +1,4 @@
-// An op's kernel and the kernel of its internal forward `_<op>_forward` (which also returns
+// An op's kernels and those of its internal forward `_<op>_forward` (which also returns
 // tensors its backward would otherwise recompute, see common/autograd.h) are one function
 // template on `keep`, returning op_outputs<keep>(out, kept...).
 #pragma once

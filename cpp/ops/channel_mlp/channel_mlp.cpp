@@ -141,14 +141,10 @@ channel_mlp_backward_aten(const Dims& dims, const at::Tensor& grad_out, const at
 
 // ---- Meta kernels ------------------------------------------------------------------------
 
-at::Tensor channel_mlp_meta(const Dims& dims, const at::Tensor& x) {
-  return at::empty_symint(x.sym_sizes(), x.options());
-}
-
-std::tuple<at::Tensor, at::Tensor> channel_mlp_forward_meta(const Dims& dims,
-                                                            const at::Tensor& x) {
-  return {at::empty_symint(x.sym_sizes(), x.options()),
-          at::empty_symint(hidden_shape(x, dims), x.options())};
+template <bool keep_hidden>
+auto channel_mlp_meta(const Dims& dims, const at::Tensor& x) {
+  return op_outputs<keep_hidden>(at::empty_symint(x.sym_sizes(), x.options()),
+                                 at::empty_symint(hidden_shape(x, dims), x.options()));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
@@ -190,9 +186,9 @@ TORCH_LIBRARY_IMPL(mlpmix, CompositeExplicitAutograd, m) {
 }
 
 TORCH_LIBRARY_IMPL(mlpmix, Meta, m) {
-  m.impl("channel_mlp", checked<"channel_mlp", check_inputs, channel_mlp_meta>);
+  m.impl("channel_mlp", checked<"channel_mlp", check_inputs, channel_mlp_meta<false>>);
   m.impl("_channel_mlp_forward",
-         checked<"_channel_mlp_forward", check_inputs, channel_mlp_forward_meta>);
+         checked<"_channel_mlp_forward", check_inputs, channel_mlp_meta<true>>);
   m.impl("channel_mlp_backward",
          checked<"channel_mlp_backward", check_backward, channel_mlp_backward_meta>);
 }

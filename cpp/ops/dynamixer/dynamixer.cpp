@@ -10,6 +10,7 @@
 #include "common/autograd.h"
 #include "common/checked.h"
 #include "common/checks.h"
+#include "common/op_outputs.h"
 #include "common/sequences.h"
 #include "mlpmix/mlpmix.h"
 
@@ -198,15 +199,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> compress_and_generate
 
 namespace {
 
-at::Tensor dynamixer_meta(const Dims& dims, const at::Tensor& x) {
-  return at::empty_symint(x.sym_sizes(), x.options());
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> dynamixer_forward_meta(const Dims& dims,
-                                                                      const at::Tensor& x) {
-  return {at::empty_symint(x.sym_sizes(), x.options()),
-          at::empty_symint(compressed_shape(x, dims), x.options()),
-          at::empty_symint(weights_shape(x, dims), x.options())};
+template <bool keep>
+auto dynamixer_meta(const Dims& dims, const at::Tensor& x) {
+  return op_outputs<keep>(at::empty_symint(x.sym_sizes(), x.options()),
+                          at::empty_symint(compressed_shape(x, dims), x.options()),
+                          at::empty_symint(weights_shape(x, dims), x.options()));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer_backward_meta(
@@ -246,8 +243,8 @@ TORCH_LIBRARY_FRAGMENT(mlpmix, m) {
 }
 
 TORCH_LIBRARY_IMPL(mlpmix, Meta, m) {
-  m.impl("dynamixer", checked<"dynamixer", check_inputs, dynamixer_meta>);
-  m.impl("_dynamixer_forward", checked<"_dynamixer_forward", check_inputs, dynamixer_forward_meta>);
+  m.impl("dynamixer", checked<"dynamixer", check_inputs, dynamixer_meta<false>>);
+  m.impl("_dynamixer_forward", checked<"_dynamixer_forward", check_inputs, dynamixer_meta<true>>);
   m.impl("dynamixer_backward",
          checked<"dynamixer_backward", check_backward, dynamixer_backward_meta>);
 }

@@ -13,6 +13,7 @@
 #include "common/checked.h"
 #include "common/checks.h"
 #include "common/meta_kernels.h"
+#include "common/op_outputs.h"
 #include "mlpmix/mlpmix.h"
 
 namespace mlpmix {
@@ -190,14 +191,10 @@ mix_rows_backward(const at::Tensor& grad_out, const at::Tensor& normalized_rows,
 
 namespace {
 
-at::Tensor raft_token_mixing_meta(const Dims& dims, const at::Tensor& x) {
-  return at::empty_symint(x.sym_sizes(), x.options());
-}
-
-std::tuple<at::Tensor, at::Tensor> raft_token_mixing_forward_meta(const Dims& dims,
-                                                                  const at::Tensor& x) {
-  return {at::empty_symint(x.sym_sizes(), x.options()),
-          at::empty_symint(hidden_shape(x, dims), x.options())};
+template <bool keep_hidden>
+auto raft_token_mixing_meta(const Dims& dims, const at::Tensor& x) {
+  return op_outputs<keep_hidden>(at::empty_symint(x.sym_sizes(), x.options()),
+                                 at::empty_symint(hidden_shape(x, dims), x.options()));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
@@ -237,9 +234,9 @@ TORCH_LIBRARY_FRAGMENT(mlpmix, m) {
 
 TORCH_LIBRARY_IMPL(mlpmix, Meta, m) {
   m.impl("raft_token_mixing",
-         checked<"raft_token_mixing", check_inputs, raft_token_mixing_meta>);
+         checked<"raft_token_mixing", check_inputs, raft_token_mixing_meta<false>>);
   m.impl("_raft_token_mixing_forward",
-         checked<"_raft_token_mixing_forward", check_inputs, raft_token_mixing_forward_meta>);
+         checked<"_raft_token_mixing_forward", check_inputs, raft_token_mixing_meta<true>>);
   m.impl("raft_token_mixing_backward",
          checked<"raft_token_mixing_backward", check_backward, raft_token_mixing_backward_meta>);
 }
