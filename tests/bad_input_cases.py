@@ -99,28 +99,28 @@ def _backward(forward_case, grad_out=None):
 
 
 def _dynamixer_forward(**kwargs):
-    """dynamixer_forward: the forward that also returns the compressed input and weights."""
-    return ops.dynamixer_forward, _dynamixer(**kwargs)[1]
+    """_dynamixer_forward: the forward that also returns the compressed input and weights."""
+    return ops._dynamixer_forward, _dynamixer(**kwargs)[1]
 
 
 def _dynamixer_backward_with_kept(compressed=lambda z: z, weights=lambda p: p):
     """dynamixer_backward given (functions of) the compressed input and weights the forward
     kept."""
     args = _dynamixer()[1]
-    out, kept_compressed, kept_weights = ops.dynamixer_forward(*args)
+    out, kept_compressed, kept_weights = ops._dynamixer_forward(*args)
     return ops.dynamixer_backward, [torch.randn_like(out), *args, compressed(kept_compressed),
                                     weights(kept_weights)]
 
 
 def _raft_forward(**kwargs):
-    """raft_token_mixing_forward: the forward that also returns fc1's pre-activation."""
-    return ops.raft_token_mixing_forward, _raft(**kwargs)[1]
+    """_raft_token_mixing_forward: the forward that also returns fc1's pre-activation."""
+    return ops._raft_token_mixing_forward, _raft(**kwargs)[1]
 
 
 def _raft_backward_with_hidden(hidden=lambda h: h):
     """raft_token_mixing_backward given (a function of) the hidden the forward kept."""
     args = _raft()[1]
-    out, kept = ops.raft_token_mixing_forward(*args)
+    out, kept = ops._raft_token_mixing_forward(*args)
     return ops.raft_token_mixing_backward, [torch.randn_like(out), *args, hidden(kept)]
 
 
@@ -131,8 +131,8 @@ def _channel_on_threads(threads, **kwargs):
 
 
 def _channel_forward(**kwargs):
-    """channel_mlp_forward: the forward that also returns fc1's pre-activation (T, hidden)."""
-    return ops.channel_mlp_forward, _channel(**kwargs)[1]
+    """_channel_mlp_forward: the forward that also returns fc1's pre-activation (T, hidden)."""
+    return ops._channel_mlp_forward, _channel(**kwargs)[1]
 
 
 def _channel_backward(**kwargs):
@@ -144,7 +144,7 @@ def _channel_backward(**kwargs):
 def _channel_backward_with_hidden(hidden=lambda h: h):
     """channel_mlp_backward given (a function of) the hidden the forward kept."""
     args = _channel()[1]
-    out, kept = ops.channel_mlp_forward(*args)
+    out, kept = ops._channel_mlp_forward(*args)
     return ops.channel_mlp_backward, [torch.randn_like(out), *args, hidden(kept)]
 
 
@@ -206,10 +206,10 @@ CASES = {
     "dynamixer_backward/weights dtype": (lambda: _dynamixer_backward_with_kept(weights=lambda p: p.double()), ("raises", "weights")),
     "dynamixer_backward/weights device": (lambda: _dynamixer_backward_with_kept(weights=lambda p: p.to("meta")), ("raises", "weights")),
     "dynamixer_backward/weights NaN": (lambda: _dynamixer_backward_with_kept(weights=_nan_at_first), ("propagates",)),
-    "dynamixer_forward/x rank 2": (lambda: _dynamixer_forward(x=torch.randn(4, 8)), ("raises", "x")),
-    "dynamixer_forward/generate_weight size": (lambda: _dynamixer_forward(gw=torch.randn(16, 3)), ("raises", "generate_weight")),
-    "dynamixer_forward/empty batch": (lambda: _dynamixer_forward(x=torch.randn(0, 4, 6, 8)), ("ok", (0, 4, 6, 8))),
-    "dynamixer_forward/NaN": (lambda: _with_nonfinite(_dynamixer_forward(), float("nan")), ("propagates",)),
+    "_dynamixer_forward/x rank 2": (lambda: _dynamixer_forward(x=torch.randn(4, 8)), ("raises", "x")),
+    "_dynamixer_forward/generate_weight size": (lambda: _dynamixer_forward(gw=torch.randn(16, 3)), ("raises", "generate_weight")),
+    "_dynamixer_forward/empty batch": (lambda: _dynamixer_forward(x=torch.randn(0, 4, 6, 8)), ("ok", (0, 4, 6, 8))),
+    "_dynamixer_forward/NaN": (lambda: _with_nonfinite(_dynamixer_forward(), float("nan")), ("propagates",)),
     # raft_token_mixing
     "raft_token_mixing/x rank 3": (lambda: _raft(x=torch.randn(3, 4, 6)), ("raises", "x")),
     "raft_token_mixing/x int": (lambda: _raft(x=_int(torch.randn(2, 3, 4, 6))), ("raises", "x")),
@@ -232,10 +232,10 @@ CASES = {
     "raft_token_mixing_backward/hidden shape": (lambda: _raft_backward_with_hidden(lambda h: h[:, :, :-1]), ("raises", "hidden")),
     "raft_token_mixing_backward/hidden dtype": (lambda: _raft_backward_with_hidden(lambda h: h.double()), ("raises", "hidden")),
     "raft_token_mixing_backward/hidden NaN": (lambda: _raft_backward_with_hidden(_nan_at_first), ("propagates",)),
-    "raft_token_mixing_forward/x rank 3": (lambda: _raft_forward(x=torch.randn(3, 4, 6)), ("raises", "x")),
-    "raft_token_mixing_forward/fc1_weight size": (lambda: _raft_forward(w1=torch.randn(12, 5)), ("raises", "fc1_weight")),
-    "raft_token_mixing_forward/empty batch": (lambda: _raft_forward(x=torch.randn(0, 3, 4, 6)), ("ok", (0, 3, 4, 6))),
-    "raft_token_mixing_forward/NaN": (lambda: _with_nonfinite(_raft_forward(), float("nan")), ("propagates",)),
+    "_raft_token_mixing_forward/x rank 3": (lambda: _raft_forward(x=torch.randn(3, 4, 6)), ("raises", "x")),
+    "_raft_token_mixing_forward/fc1_weight size": (lambda: _raft_forward(w1=torch.randn(12, 5)), ("raises", "fc1_weight")),
+    "_raft_token_mixing_forward/empty batch": (lambda: _raft_forward(x=torch.randn(0, 3, 4, 6)), ("ok", (0, 3, 4, 6))),
+    "_raft_token_mixing_forward/NaN": (lambda: _with_nonfinite(_raft_forward(), float("nan")), ("propagates",)),
     # channel_mlp
     "channel_mlp/x 0-dim": (lambda: _channel(x=torch.tensor(1.0)), ("raises", "x")),
     "channel_mlp/x int": (lambda: _channel(x=_int(torch.randn(2, 3, 4, 6))), ("raises", "x")),
@@ -279,11 +279,11 @@ CASES = {
     "channel_mlp_backward/hidden dtype": (lambda: _channel_backward_with_hidden(lambda h: h.double()), ("raises", "hidden")),
     "channel_mlp_backward/hidden device": (lambda: _channel_backward_with_hidden(lambda h: h.to("meta")), ("raises", "hidden")),
     "channel_mlp_backward/hidden NaN": (lambda: _channel_backward_with_hidden(_nan_at_first), ("propagates",)),
-    "channel_mlp_forward/x 0-dim": (lambda: _channel_forward(x=torch.tensor(1.0)), ("raises", "x")),
-    "channel_mlp_forward/x without channels": (lambda: _channel_forward(x=torch.randn(2, 3, 4, 0), c=0), ("raises", "x")),
-    "channel_mlp_forward/fc1_weight size": (lambda: _channel_forward(w1=torch.randn(12, 5)), ("raises", "fc1_weight")),
-    "channel_mlp_forward/empty batch": (lambda: _channel_forward(x=torch.randn(0, 3, 4, 6)), ("ok", (0, 3, 4, 6))),
-    "channel_mlp_forward/NaN": (lambda: _with_nonfinite(_channel_forward(), float("nan")), ("propagates",)),
+    "_channel_mlp_forward/x 0-dim": (lambda: _channel_forward(x=torch.tensor(1.0)), ("raises", "x")),
+    "_channel_mlp_forward/x without channels": (lambda: _channel_forward(x=torch.randn(2, 3, 4, 0), c=0), ("raises", "x")),
+    "_channel_mlp_forward/fc1_weight size": (lambda: _channel_forward(w1=torch.randn(12, 5)), ("raises", "fc1_weight")),
+    "_channel_mlp_forward/empty batch": (lambda: _channel_forward(x=torch.randn(0, 3, 4, 6)), ("ok", (0, 3, 4, 6))),
+    "_channel_mlp_forward/NaN": (lambda: _with_nonfinite(_channel_forward(), float("nan")), ("propagates",)),
     # cross_scale_embed
     "cross_scale_embed/x rank 3": (lambda: _embed(x=torch.randn(3, 8, 8)), ("raises", "x")),
     "cross_scale_embed/x int": (lambda: _embed(x=_int(torch.randn(2, 3, 8, 8))), ("raises", "x")),

@@ -120,12 +120,12 @@ CASES = [
     _op_case(test_ops_dynamixer,
              gradcheck_fast_mode=False, gradcheck_skips_empty=True,
              opcheck_dtype=torch.float32,
-             forward_saving="dynamixer_forward", saved=("compressed", "weights")),
+             forward_saving="_dynamixer_forward", saved=("compressed", "weights")),
     _op_case(test_ops_raft_token_mixing,
-             forward_saving="raft_token_mixing_forward", saved=("hidden",),
+             forward_saving="_raft_token_mixing_forward", saved=("hidden",),
              export_variants=((1,), (2,))),  # dim
     _op_case(test_ops_channel_mlp,
-             forward_saving="channel_mlp_forward", saved=("hidden",),
+             forward_saving="_channel_mlp_forward", saved=("hidden",),
              script_variants=(((2, 3, 4, 6),), ((2, 5, 6),)),  # shape
              export_variants=(((2, 3, 4, 6),), ((3, 5, 6),))),
     _op_case(test_ops_cross_scale_embed,

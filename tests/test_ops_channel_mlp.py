@@ -155,7 +155,7 @@ BAD_GRAD_OUTS = {
 }
 
 # (saved tensor, id, what spoils it) for channel_mlp_backward on valid_args(): the hidden
-# that channel_mlp_forward keeps is (T, hidden) = (24, 12)
+# that _channel_mlp_forward keeps is (T, hidden) = (24, 12)
 BAD_SAVED = [
     ("hidden", "width", lambda h: h[:, :-1]),
     ("hidden", "tokens", lambda h: h[:-1]),
@@ -309,11 +309,11 @@ def test_constant_tokens_normalise_to_the_bias(channel_stride_zero, channels):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_forward_keeps_the_fc1_preactivation(dtype):
-    """channel_mlp_forward returns the op's output and fc1's output before GELU as
+    """_channel_mlp_forward returns the op's output and fc1's output before GELU as
     (T, hidden), tokens in the row-major order of x's leading dims."""
     torch.manual_seed(3)
     for args in sample_inputs(dtype):
-        out, hidden = torch.ops.mlpmix.channel_mlp_forward(*args)
+        out, hidden = torch.ops.mlpmix._channel_mlp_forward(*args)
         torch.testing.assert_close(out, reference.channel_mlp(*args), **TOLERANCES[dtype])
         assert out.shape == args[0].shape and out.is_contiguous()
         tokens = args[0].numel() // args[0].shape[-1]
@@ -337,7 +337,7 @@ def test_backward_op_matches_the_reference_gradients(dtype):
     torch.manual_seed(4)
     backward = torch.ops.mlpmix.channel_mlp_backward
     for args in sample_inputs(dtype):
-        out, hidden = torch.ops.mlpmix.channel_mlp_forward(*args)
+        out, hidden = torch.ops.mlpmix._channel_mlp_forward(*args)
         grad_out = torch.randn_like(out)
         truth = _reference_grads(args, grad_out, torch.float64)
         baseline = _reference_grads(args, grad_out, dtype)
@@ -356,7 +356,7 @@ def test_backward_reads_the_kept_hidden():
     """A hidden that differs from the true pre-activation changes the gradients: the
     backward uses what it is given rather than ignoring it."""
     args = make_args((2, 3, 6), "contiguous", torch.float64, 5)
-    out, hidden = torch.ops.mlpmix.channel_mlp_forward(*args)
+    out, hidden = torch.ops.mlpmix._channel_mlp_forward(*args)
     grad_out = torch.randn_like(out)
     backward = torch.ops.mlpmix.channel_mlp_backward
     honest = backward(grad_out, *args, hidden)
@@ -366,7 +366,7 @@ def test_backward_reads_the_kept_hidden():
 
 def test_backward_rejects_hidden_on_another_device():
     args = make_args((2, 3, 6), "contiguous", torch.float32, 5)
-    out, kept = torch.ops.mlpmix.channel_mlp_forward(*args)
+    out, kept = torch.ops.mlpmix._channel_mlp_forward(*args)
     assert_rejected(torch.ops.mlpmix.channel_mlp_backward,
                     (torch.zeros_like(out), *args, kept.to("meta")),
                     "channel_mlp_backward", "hidden")
@@ -417,7 +417,7 @@ def test_empty_input_gives_empty_output_and_zero_gradients(shape):
     assert grads[0].shape == shape
     for g, a in zip(grads[1:], args[1:7]):
         assert g.shape == a.shape and torch.count_nonzero(g) == 0
-    out, hidden = torch.ops.mlpmix.channel_mlp_forward(*[leaf(a, False) if isinstance(a, Tensor)
+    out, hidden = torch.ops.mlpmix._channel_mlp_forward(*[leaf(a, False) if isinstance(a, Tensor)
                                                          else a for a in args])
     assert out.shape == shape and hidden.shape == (0, 4)
 
@@ -466,8 +466,8 @@ def test_x_without_channels_is_rejected_naming_x(x_shape):
     args = [torch.randn(*x_shape), torch.ones(0), torch.zeros(0), torch.randn(hidden, 0),
             torch.randn(hidden), torch.randn(0, hidden), torch.zeros(0), 1e-5]
     assert_rejected_by_every_kernel(ops.channel_mlp, args, OP, "x")
-    assert_rejected_by_every_kernel(torch.ops.mlpmix.channel_mlp_forward, args,
-                                    "channel_mlp_forward", "x")
+    assert_rejected_by_every_kernel(torch.ops.mlpmix._channel_mlp_forward, args,
+                                    "_channel_mlp_forward", "x")
 
 
 def test_hidden_width_zero_is_rejected():

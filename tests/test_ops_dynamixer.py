@@ -1,5 +1,5 @@
 """torch.ops.mlpmix.dynamixer: its sample inputs and bad inputs for the generic op tests
-(tests/test_ops.py), and the tests specific to it: what dynamixer_forward keeps for the
+(tests/test_ops.py), and the tests specific to it: what _dynamixer_forward keeps for the
 backward, strides, threads and error messages."""
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def bad_inputs():
 BAD_GRAD_OUTS = {"shape": torch.zeros(2, 4, 6, 7)}
 
 # (saved tensor, id, what spoils it) for dynamixer_backward on valid_args(): what
-# dynamixer_forward keeps, compressed (B', S, N*d) and weights (B', S, N*N)
+# _dynamixer_forward keeps, compressed (B', S, N*d) and weights (B', S, N*N)
 BAD_SAVED = [
     (name, bad, spoil)
     for name in ("compressed", "weights")
@@ -151,7 +151,7 @@ def _weights(args):
 def test_forward_keeps_the_compressed_input_and_the_weights(dtype):
     torch.manual_seed(6)
     for args in sample_inputs(dtype):
-        out, compressed, weights = torch.ops.mlpmix.dynamixer_forward(*args)
+        out, compressed, weights = torch.ops.mlpmix._dynamixer_forward(*args)
         assert_close(out, ops.dynamixer(*args), **TOLERANCES[dtype])
         assert_close(compressed, _compressed(args), **TOLERANCES[dtype])
         assert_close(weights, _weights(args), **TOLERANCES[dtype])
@@ -163,7 +163,7 @@ def test_backward_reads_the_kept_weights():
     # tokens: the kept weights are used, not recomputed.
     args = make_args((2, 4, 6, 8), 4, 1, 1, torch.float64)
     args[1] = torch.zeros_like(args[1])
-    out, compressed, weights = torch.ops.mlpmix.dynamixer_forward(*args)
+    out, compressed, weights = torch.ops.mlpmix._dynamixer_forward(*args)
     uniform = torch.full_like(weights, 1 / 4)
     grad_out = torch.randn_like(out)
     grad_x = torch.ops.mlpmix.dynamixer_backward(grad_out, *args, compressed, uniform)[0]

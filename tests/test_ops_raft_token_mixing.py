@@ -111,7 +111,7 @@ BAD_GRAD_OUTS = {
 }
 
 # (saved tensor, id, what spoils it) for raft_token_mixing_backward on valid_args(): the
-# hidden that raft_token_mixing_forward keeps is (B*M, hidden, o)
+# hidden that _raft_token_mixing_forward keeps is (B*M, hidden, o)
 BAD_SAVED = [
     ("hidden", "width", lambda h: h[:, :-1]),
     ("hidden", "rank", lambda h: h.flatten(1)),
@@ -188,11 +188,11 @@ def test_float32_is_as_accurate_as_the_reference_for_two_channels():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_forward_keeps_the_fc1_preactivation(dtype):
-    """raft_token_mixing_forward returns the op's output and fc1's output before GELU as
+    """_raft_token_mixing_forward returns the op's output and fc1's output before GELU as
     (B*M, hidden, o): [b*M + m, :, j] for raft j at position m of the other spatial axis."""
     for args in sample_inputs(dtype):
         x, norm_weight, norm_bias, fc1_weight, fc1_bias, _, _, raft_size, dim = args
-        out, hidden = torch.ops.mlpmix.raft_token_mixing_forward(*args)
+        out, hidden = torch.ops.mlpmix._raft_token_mixing_forward(*args)
         torch.testing.assert_close(out, ops.raft_token_mixing(*args), **TOLERANCES[dtype])
         u = F.layer_norm(x, x.shape[-1:], norm_weight, norm_bias, 1e-5)
         pattern = "b h w (r o) -> b w o (r h)" if dim % 4 == 1 else "b h w (r o) -> b h o (r w)"

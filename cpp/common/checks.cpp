@@ -1,17 +1,56 @@
 #include "common/checks.h"
 
+#include <algorithm>
+#include <iterator>
+#include <string>
+
+#include "common/dtypes.h"
+
 namespace mlpmix::checks {
+
+namespace {
+
+constexpr at::ScalarType kCpuTypes[] = {MLPMIX_CPU_FLOATING_TYPES};
+constexpr at::ScalarType kCudaTypes[] = {MLPMIX_CUDA_FLOATING_TYPES};
+
+constexpr bool contains(c10::ArrayRef<at::ScalarType> types, at::ScalarType type) {
+  return std::find(types.begin(), types.end(), type) != types.end();
+}
+
+static_assert(std::all_of(std::begin(kCpuTypes), std::end(kCpuTypes),
+                          [](at::ScalarType type) { return contains(kCudaTypes, type); }),
+              "the messages below assume that CUDA runs every CPU dtype");
+
+// "float32 or float64": the dtypes' names, `last` before the final one.
+std::string names(c10::ArrayRef<at::ScalarType> types, const char* last) {
+  std::string text;
+  for (size_t i = 0; i < types.size(); ++i) {
+    text += i == 0 ? "" : i + 1 == types.size() ? last : ", ";
+    text += c10::getDtypeNames(types[i]).first;
+  }
+  return text;
+}
+
+std::vector<at::ScalarType> cuda_only_types() {
+  std::vector<at::ScalarType> types;
+  std::copy_if(std::begin(kCudaTypes), std::end(kCudaTypes), std::back_inserter(types),
+               [](at::ScalarType type) { return !contains(kCpuTypes, type); });
+  return types;
+}
+
+}  // namespace
 
 void floating(const char* op, const char* name, const at::Tensor& t) {
   const auto dtype = t.scalar_type();
-  const bool low_precision = dtype == at::kHalf || dtype == at::kBFloat16;
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || low_precision, "mlpmix.", op,
-              ": ", name, " must be float32 or float64 (or float16 or bfloat16 on CUDA), got ",
-              dtype);
-  TORCH_CHECK(!low_precision || t.is_cuda() || t.is_meta(), "mlpmix.", op, ": ", name,
-              " is ", dtype, " on ", t.device(), ", but the ",
-              c10::DeviceTypeName(t.device().type()),
-              " kernels support float32 and float64 only (float16 and bfloat16 run on CUDA)");
+  static const auto cuda_only = cuda_only_types();
+  static const auto cuda_only_note =
+      cuda_only.empty() ? "" : " (or " + names(cuda_only, " or ") + " on CUDA)";
+  TORCH_CHECK(contains(kCudaTypes, dtype), "mlpmix.", op, ": ", name, " must be ",
+              names(kCpuTypes, " or "), cuda_only_note, ", got ", dtype);
+  TORCH_CHECK(contains(kCpuTypes, dtype) || t.is_cuda() || t.is_meta(), "mlpmix.", op, ": ",
+              name, " is ", dtype, " on ", t.device(), ", but the ",
+              c10::DeviceTypeName(t.device().type()), " kernels support ",
+              names(kCpuTypes, " and "), " only (", names(cuda_only, " and "), " run on CUDA)");
 }
 
 void rank(const char* op, const char* name, const at::Tensor& t, int64_t ndim,
@@ -58,6 +97,20 @@ void optional_vector(const char* op, const char* name, const std::optional<at::T
                      const at::Tensor& ref) {
   if (t.has_value() && t->defined()) {
     vector(op, name, *t, length, meaning, ref_name, ref);
+  }
+}
+
+void tensor(const char* op, const char* name, const at::Tensor& t, c10::SymIntArrayRef expected,
+            const char* meaning, const char* ref_name, const at::Tensor& ref) {
+  same_dtype_device(op, name, t, ref_name, ref);
+  sym_shape(op, name, t, expected, meaning);
+}
+
+void optional_tensor(const char* op, const char* name, const std::optional<at::Tensor>& t,
+                     c10::SymIntArrayRef expected, const char* meaning, const char* ref_name,
+                     const at::Tensor& ref) {
+  if (t.has_value()) {
+    tensor(op, name, *t, expected, meaning, ref_name, ref);
   }
 }
 

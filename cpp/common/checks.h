@@ -11,9 +11,8 @@
 
 namespace mlpmix::checks {
 
-// `t` must be a floating tensor the op's kernels support on its device: float32 and float64
-// everywhere, float16 and bfloat16 on CUDA (and on Meta, whose tensors stand in for any
-// device). The message is the same from every kernel.
+// `t` must be a floating tensor the op's kernels support on its device (common/dtypes.h).
+// The message is the same from every kernel.
 void floating(const char* op, const char* name, const at::Tensor& t);
 
 // `t` must have exactly `ndim` dimensions (or at least `ndim` when `at_least`).
@@ -39,6 +38,15 @@ void vector(const char* op, const char* name, const at::Tensor& t, int64_t lengt
 // Optional variant of `vector`, for bias-like arguments.
 void optional_vector(const char* op, const char* name, const std::optional<at::Tensor>& t,
                      int64_t length, const char* meaning, const char* ref_name,
+                     const at::Tensor& ref);
+
+// same_dtype_device + sym_shape: a tensor beside `ref`, such as a backward's grad_out.
+void tensor(const char* op, const char* name, const at::Tensor& t, c10::SymIntArrayRef expected,
+            const char* meaning, const char* ref_name, const at::Tensor& ref);
+
+// Optional variant of `tensor`, for the tensors a forward kept for its backward.
+void optional_tensor(const char* op, const char* name, const std::optional<at::Tensor>& t,
+                     c10::SymIntArrayRef expected, const char* meaning, const char* ref_name,
                      const at::Tensor& ref);
 
 // Wraps a possibly negative axis index into [0, ndim) or raises naming `name`.

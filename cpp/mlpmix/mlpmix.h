@@ -28,8 +28,8 @@ at::Tensor dynamixer(const at::Tensor& x, const at::Tensor& compress_weight,
 // Gradients of dynamixer: (grad_x, grad_compress_weight, grad_compress_bias,
 // grad_generate_weight, grad_generate_bias). Bias gradients are returned even when the
 // bias is absent. `compressed` and `weights`, when given, are the forward's compressed
-// input and mixing weights as `dynamixer_forward` returns them (the CPU kernel then does
-// not recompute them).
+// input and mixing weights as the internal op `_dynamixer_forward` returns them (the CPU
+// kernel then does not recompute them).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer_backward(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& compress_weight,
     const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
@@ -49,7 +49,7 @@ at::Tensor raft_token_mixing(const at::Tensor& x, const at::Tensor& norm_weight,
 
 // Gradients of raft_token_mixing: (grad_x, grad_norm_weight, grad_norm_bias,
 // grad_fc1_weight, grad_fc1_bias, grad_fc2_weight, grad_fc2_bias). `hidden` is the fc1
-// pre-activation saved by the internal op raft_token_mixing_forward (the autograd kernel
+// pre-activation saved by the internal op _raft_token_mixing_forward (the autograd kernel
 // passes it on CPU); without it the backward recomputes it.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 raft_token_mixing_backward(const at::Tensor& grad_out, const at::Tensor& x,
@@ -69,7 +69,7 @@ at::Tensor channel_mlp(const at::Tensor& x, const at::Tensor& norm_weight,
 
 // Gradients of channel_mlp: (grad_x, grad_norm_weight, grad_norm_bias, grad_fc1_weight,
 // grad_fc1_bias, grad_fc2_weight, grad_fc2_bias). `hidden` is the fc1 pre-activation
-// (T, hidden) saved by the internal op channel_mlp_forward (the autograd kernel passes it);
+// (T, hidden) saved by the internal op _channel_mlp_forward (the autograd kernel passes it);
 // without it the backward recomputes it.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 channel_mlp_backward(const at::Tensor& grad_out, const at::Tensor& x,

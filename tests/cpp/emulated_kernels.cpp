@@ -3,9 +3,9 @@
 // the way the op's .cu file does (same indexers, same arguments) on CPU tensors; `blocks`
 // is the grid size (the kernels loop over the work items beyond it).
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
 #include <torch/library.h>
 
+#include "common/dtypes.h"
 #include "cuda_emulation.h"
 #include "ops/dynamixer/dynamixer_kernels.cuh"
 #include "ops/raft_token_mixing/raft_token_mixing_kernels.cuh"
@@ -29,7 +29,7 @@ at::Tensor dynamixer_mix(const at::Tensor& logits, const at::Tensor& x, int64_t 
   }
   const auto input = mlpmix::index_sequences(x, token_dim);
   const auto out_index = mlpmix::sequence_indexer(out, token_dim).value();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "mix", [&] {
+  MLPMIX_DISPATCH_CUDA_FLOATING(x.scalar_type(), "mix", [&] {
     cuda_emulation::launch(blocks, kThreads, [&] {
       mlpmix::dynamixer_impl::mix_kernel<scalar_t>(
           logits.const_data_ptr<scalar_t>(), input.tensor.const_data_ptr<scalar_t>(),
@@ -56,7 +56,7 @@ std::tuple<at::Tensor, at::Tensor> dynamixer_mix_backward(const at::Tensor& logi
   const auto input = mlpmix::index_sequences(x, token_dim);
   const auto upstream = mlpmix::index_sequences(grad_out, token_dim);
   const auto grad_x_index = mlpmix::sequence_indexer(grad_x, token_dim).value();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "mix_backward", [&] {
+  MLPMIX_DISPATCH_CUDA_FLOATING(x.scalar_type(), "mix_backward", [&] {
     cuda_emulation::launch(blocks, kThreads, [&] {
       mlpmix::dynamixer_impl::mix_backward_kernel<scalar_t>(
           logits.const_data_ptr<scalar_t>(), input.tensor.const_data_ptr<scalar_t>(),
@@ -86,7 +86,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> raft_normalize(
   const auto statistics = x.options().dtype(at::toOpMathType(x.scalar_type()));
   auto mean = at::empty({lines, d.N}, statistics);
   auto rstd = at::empty({lines, d.N}, statistics);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "normalize", [&] {
+  MLPMIX_DISPATCH_CUDA_FLOATING(x.scalar_type(), "normalize", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     cuda_emulation::launch(blocks, kThreads, [&] {
       normalize_into_rows_kernel<scalar_t>(
@@ -106,7 +106,7 @@ at::Tensor raft_normalize_backward(const at::Tensor& grad_rows, const at::Tensor
   using namespace mlpmix::raft_token_mixing_impl;
   const auto d = raft_dims(x, r, axis);
   auto grad_x = at::empty(x.sizes(), x.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "backward", [&] {
+  MLPMIX_DISPATCH_CUDA_FLOATING(x.scalar_type(), "backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     cuda_emulation::launch(blocks, kThreads, [&] {
       normalize_backward_kernel<scalar_t>(

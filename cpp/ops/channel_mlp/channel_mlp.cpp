@@ -1,14 +1,17 @@
-// mlpmix::channel_mlp — schema, C++ API, argument checks, the device-agnostic ATen branch,
-// Meta kernels and autograd. The CPU kernels (the branch fused per tile of tokens) live in
-// channel_mlp_cpu.cpp.
+// mlpmix::channel_mlp — schema, C++ API, argument checks, the ATen composition (every device
+// but the CPU, whose kernels fuse the branch per tile of tokens in channel_mlp_cpu.cpp), Meta
+// kernels and autograd.
 #include "ops/channel_mlp/channel_mlp.h"
 
 #include <ATen/ATen.h>
-#include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "common/autocast.h"
 #include "common/autograd.h"
+#include "common/checked.h"
 #include "common/checks.h"
+#include "common/meta_kernels.h"
+#include "common/op_outputs.h"
 #include "mlpmix/mlpmix.h"
 
 namespace mlpmix {
@@ -40,22 +43,12 @@ channel_mlp_backward(const at::Tensor& grad_out, const at::Tensor& x,
 
 namespace channel_mlp_impl {
 
-std::tuple<at::Tensor, at::Tensor> channel_mlp_forward(
-    const at::Tensor& x, const at::Tensor& norm_weight, const at::Tensor& norm_bias,
-    const at::Tensor& fc1_weight, const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
-    const at::Tensor& fc2_bias, double eps) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("mlpmix::channel_mlp_forward", "")
-                       .typed<decltype(channel_mlp_forward)>();
-  return op.call(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps);
-}
-
 // ---- checks --------------------------------------------------------------------------
 
 Dims check_inputs(const char* op, const at::Tensor& x, const at::Tensor& norm_weight,
                   const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
                   const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
-                  const at::Tensor& fc2_bias) {
+                  const at::Tensor& fc2_bias, double /*eps*/) {
   checks::rank(op, "x", x, 1, /*at_least=*/true);
   checks::floating(op, "x", x);
   const int64_t C = x.sym_size(-1).guard_int(__FILE__, __LINE__);
@@ -78,12 +71,9 @@ Dims check_inputs(const char* op, const at::Tensor& x, const at::Tensor& norm_we
   return Dims{C, hidden};
 }
 
-void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x) {
-  const char* op = "channel_mlp_backward";
-  checks::same_dtype_device(op, "grad_out", grad_out, "x", x);
-  checks::sym_shape(op, "grad_out", grad_out, x.sym_sizes(), "(..., C) of x");
-}
+namespace {
 
+// (T, hidden): the shape of the kept fc1 pre-activation.
 std::vector<c10::SymInt> hidden_shape(const at::Tensor& x, const Dims& dims) {
   c10::SymInt tokens = 1;
   for (int64_t k = 0; k + 1 < x.dim(); ++k) {
@@ -92,41 +82,46 @@ std::vector<c10::SymInt> hidden_shape(const at::Tensor& x, const Dims& dims) {
   return {tokens, c10::SymInt(dims.hidden)};
 }
 
-void check_hidden(const std::optional<at::Tensor>& hidden, const at::Tensor& x,
-                  const Dims& dims) {
-  if (!hidden.has_value()) {
-    return;
-  }
-  const char* op = "channel_mlp_backward";
-  checks::same_dtype_device(op, "hidden", *hidden, "x", x);
-  checks::sym_shape(op, "hidden", *hidden, hidden_shape(x, dims),
-                    "(T, hidden) of channel_mlp_forward, T = x.numel() / C");
+}  // namespace
+
+Dims check_backward(const char* op, const at::Tensor& grad_out, const at::Tensor& x,
+                    const at::Tensor& norm_weight, const at::Tensor& norm_bias,
+                    const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
+                    const at::Tensor& fc2_weight, const at::Tensor& fc2_bias, double eps,
+                    const std::optional<at::Tensor>& hidden) {
+  const auto dims = check_inputs(op, x, norm_weight, norm_bias, fc1_weight, fc1_bias,
+                                 fc2_weight, fc2_bias, eps);
+  checks::tensor(op, "grad_out", grad_out, x.sym_sizes(), "(..., C) of x", "x", x);
+  checks::optional_tensor(op, "hidden", hidden, hidden_shape(x, dims),
+                          "(T, hidden) of _channel_mlp_forward, T = x.numel() / C", "x", x);
+  return dims;
 }
 
-// ---- the branch with ATen ops (any device) --------------------------------------------
+namespace {
 
-std::tuple<at::Tensor, at::Tensor> mlp(const at::Tensor& x, const at::Tensor& norm_weight,
-                                       const at::Tensor& norm_bias,
-                                       const at::Tensor& fc1_weight,
-                                       const at::Tensor& fc1_bias,
-                                       const at::Tensor& fc2_weight,
-                                       const at::Tensor& fc2_bias, double eps,
-                                       bool keep_hidden) {
-  const int64_t C = x.size(-1);
+// ---- the ATen composition (any device) -----------------------------------------------
+
+// The branch, and the fc1 pre-activation (T, hidden) for the backward when `keep_hidden`.
+template <bool keep_hidden>
+auto channel_mlp_aten(const Dims& dims, const at::Tensor& x, const at::Tensor& norm_weight,
+                      const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
+                      const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+                      const at::Tensor& fc2_bias, double eps) {
   const auto normed =
-      at::layer_norm(x.reshape({-1, C}), {C}, norm_weight, norm_bias, eps);
+      at::layer_norm(x.reshape({-1, dims.C}), {dims.C}, norm_weight, norm_bias, eps);
   auto hidden = at::linear(normed, fc1_weight, fc1_bias);
   const auto activated = keep_hidden ? at::gelu(hidden) : at::gelu_(hidden);
-  auto out = at::linear(activated, fc2_weight, fc2_bias).view(x.sizes());
-  return {out, keep_hidden ? hidden : at::Tensor()};
+  return op_outputs<keep_hidden>(at::linear(activated, fc2_weight, fc2_bias).view(x.sizes()),
+                                 hidden);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-mlp_backward(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& norm_weight,
-             const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
-             const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
-             const at::Tensor& fc2_bias, double eps, const std::optional<at::Tensor>& hidden) {
-  const int64_t C = x.size(-1);
+channel_mlp_backward_aten(const Dims& dims, const at::Tensor& grad_out, const at::Tensor& x,
+                          const at::Tensor& norm_weight, const at::Tensor& norm_bias,
+                          const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
+                          const at::Tensor& fc2_weight, const at::Tensor& fc2_bias, double eps,
+                          const std::optional<at::Tensor>& hidden) {
+  const int64_t C = dims.C;
   const auto tokens = x.reshape({-1, C});
   const auto [normed, mean, rstd] =
       at::native_layer_norm(tokens, {C}, norm_weight, norm_bias, eps);
@@ -146,128 +141,23 @@ mlp_backward(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& 
 
 // ---- Meta kernels ------------------------------------------------------------------------
 
-namespace {
-
-at::Tensor channel_mlp_meta(const at::Tensor& x, const at::Tensor& norm_weight,
-                            const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
-                            const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
-                            const at::Tensor& fc2_bias, double eps) {
-  check_inputs("channel_mlp", x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
-               fc2_bias);
-  return at::empty_symint(x.sym_sizes(), x.options());
-}
-
-std::tuple<at::Tensor, at::Tensor> channel_mlp_forward_meta(
-    const at::Tensor& x, const at::Tensor& norm_weight, const at::Tensor& norm_bias,
-    const at::Tensor& fc1_weight, const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
-    const at::Tensor& fc2_bias, double eps) {
-  const auto dims = check_inputs("channel_mlp_forward", x, norm_weight, norm_bias, fc1_weight,
-                                 fc1_bias, fc2_weight, fc2_bias);
-  return {at::empty_symint(x.sym_sizes(), x.options()),
-          at::empty_symint(hidden_shape(x, dims), x.options())};
+template <bool keep_hidden>
+auto channel_mlp_meta(const Dims& dims, const at::Tensor& x) {
+  return op_outputs<keep_hidden>(at::empty_symint(x.sym_sizes(), x.options()),
+                                 at::empty_symint(hidden_shape(x, dims), x.options()));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-channel_mlp_backward_meta(const at::Tensor& grad_out, const at::Tensor& x,
+channel_mlp_backward_meta(const Dims& dims, const at::Tensor& grad_out, const at::Tensor& x,
                           const at::Tensor& norm_weight, const at::Tensor& norm_bias,
                           const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
-                          const at::Tensor& fc2_weight, const at::Tensor& fc2_bias, double eps,
-                          const std::optional<at::Tensor>& hidden) {
-  const auto dims = check_inputs("channel_mlp_backward", x, norm_weight, norm_bias, fc1_weight,
-                                 fc1_bias, fc2_weight, fc2_bias);
-  check_grad_out(grad_out, x);
-  check_hidden(hidden, x, dims);
-  const auto contiguous = at::MemoryFormat::Contiguous;
-  return {at::empty_symint(x.sym_sizes(), x.options()),
-          at::empty_like(norm_weight, contiguous),
-          at::empty_like(norm_bias, contiguous),
-          at::empty_like(fc1_weight, contiguous),
-          at::empty_like(fc1_bias, contiguous),
-          at::empty_like(fc2_weight, contiguous),
-          at::empty_like(fc2_bias, contiguous)};
-}
-
-// ---- autograd -------------------------------------------------------------------------
-
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
-
-class ChannelMlpBackwardFunction : public torch::autograd::Function<ChannelMlpBackwardFunction> {
- public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad_out,
-                               const at::Tensor& x, const at::Tensor& norm_weight,
-                               const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
-                               const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
-                               const at::Tensor& fc2_bias, double eps,
-                               const std::optional<at::Tensor>& hidden) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [gx, gnw, gnb, g1w, g1b, g2w, g2b] =
-        mlpmix::channel_mlp_backward(grad_out, x, norm_weight, norm_bias, fc1_weight, fc1_bias,
-                                     fc2_weight, fc2_bias, eps, hidden);
-    return {gx, gnw, gnb, g1w, g1b, g2w, g2b};
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    double_backward_unsupported("channel_mlp");
-  }
-};
-
-class ChannelMlpFunction : public torch::autograd::Function<ChannelMlpFunction> {
- public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& x,
-                               const at::Tensor& norm_weight, const at::Tensor& norm_bias,
-                               const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
-                               const at::Tensor& fc2_weight, const at::Tensor& fc2_bias,
-                               double eps) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    // The fc1 pre-activation (hidden/C times the size of x) is kept: the backward then
-    // recomputes the LayerNorm and GELU, not a GEMM. Nothing else of the branch is saved.
-    auto [out, hidden] = channel_mlp_forward(x, norm_weight, norm_bias, fc1_weight, fc1_bias,
-                                             fc2_weight, fc2_bias, eps);
-    ctx->save_for_backward(
-        {x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, hidden});
-    ctx->saved_data["eps"] = eps;
-    return {out};
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto s = ctx->get_saved_variables();
-    auto result = ChannelMlpBackwardFunction::apply(grads[0], s[0], s[1], s[2], s[3], s[4],
-                                                    s[5], s[6], ctx->saved_data["eps"].toDouble(),
-                                                    optional_of(s[7]));
-    result.resize(result.size() + 1);  // no gradient for eps
-    return result;
-  }
-};
-
-at::Tensor channel_mlp_autograd(const at::Tensor& x, const at::Tensor& norm_weight,
-                                const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
-                                const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
-                                const at::Tensor& fc2_bias, double eps) {
-  // No graph to record: skip the autograd Function (and the kept hidden).
-  if (!records_graph({x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias})) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return mlpmix::channel_mlp(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
-                               fc2_bias, eps);
-  }
-  return ChannelMlpFunction::apply(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
-                                   fc2_bias, eps)[0];
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-channel_mlp_backward_autograd(const at::Tensor& grad_out, const at::Tensor& x,
-                              const at::Tensor& norm_weight, const at::Tensor& norm_bias,
-                              const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
-                              const at::Tensor& fc2_weight, const at::Tensor& fc2_bias,
-                              double eps, const std::optional<at::Tensor>& hidden) {
-  auto r = ChannelMlpBackwardFunction::apply(grad_out, x, norm_weight, norm_bias, fc1_weight,
-                                             fc1_bias, fc2_weight, fc2_bias, eps, hidden);
-  return {r[0], r[1], r[2], r[3], r[4], r[5], r[6]};
+                          const at::Tensor& fc2_weight, const at::Tensor& fc2_bias) {
+  return contiguous_like(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias);
 }
 
 }  // namespace
-}  // namespace channel_mlp_impl
-}  // namespace mlpmix
+
+// ---- registration ------------------------------------------------------------------------
 
 TORCH_LIBRARY_FRAGMENT(mlpmix, m) {
   m.def(
@@ -276,7 +166,7 @@ TORCH_LIBRARY_FRAGMENT(mlpmix, m) {
       {at::Tag::pt2_compliant_tag});
   // Internal: the forward that also returns the fc1 pre-activation for the backward.
   m.def(
-      "channel_mlp_forward(Tensor x, Tensor norm_weight, Tensor norm_bias, Tensor fc1_weight, "
+      "_channel_mlp_forward(Tensor x, Tensor norm_weight, Tensor norm_bias, Tensor fc1_weight, "
       "Tensor fc1_bias, Tensor fc2_weight, Tensor fc2_bias, float eps=1e-05) "
       "-> (Tensor out, Tensor hidden)",
       {at::Tag::pt2_compliant_tag});
@@ -287,13 +177,33 @@ TORCH_LIBRARY_FRAGMENT(mlpmix, m) {
       {at::Tag::pt2_compliant_tag});
 }
 
-TORCH_LIBRARY_IMPL(mlpmix, Meta, m) {
-  m.impl("channel_mlp", &mlpmix::channel_mlp_impl::channel_mlp_meta);
-  m.impl("channel_mlp_forward", &mlpmix::channel_mlp_impl::channel_mlp_forward_meta);
-  m.impl("channel_mlp_backward", &mlpmix::channel_mlp_impl::channel_mlp_backward_meta);
+TORCH_LIBRARY_IMPL(mlpmix, CompositeExplicitAutograd, m) {
+  m.impl("channel_mlp", checked<"channel_mlp", check_inputs, channel_mlp_aten<false>>);
+  m.impl("_channel_mlp_forward",
+         checked<"_channel_mlp_forward", check_inputs, channel_mlp_aten<true>>);
+  m.impl("channel_mlp_backward",
+         checked<"channel_mlp_backward", check_backward, channel_mlp_backward_aten>);
 }
 
-TORCH_LIBRARY_IMPL(mlpmix, Autograd, m) {
-  m.impl("channel_mlp", &mlpmix::channel_mlp_impl::channel_mlp_autograd);
-  m.impl("channel_mlp_backward", &mlpmix::channel_mlp_impl::channel_mlp_backward_autograd);
+TORCH_LIBRARY_IMPL(mlpmix, Meta, m) {
+  m.impl("channel_mlp", checked<"channel_mlp", check_inputs, channel_mlp_meta<false>>);
+  m.impl("_channel_mlp_forward",
+         checked<"_channel_mlp_forward", check_inputs, channel_mlp_meta<true>>);
+  m.impl("channel_mlp_backward",
+         checked<"channel_mlp_backward", check_backward, channel_mlp_backward_meta>);
 }
+
+// The fc1 pre-activation (hidden/C times the size of x) is kept: the backward then
+// recomputes the LayerNorm and GELU, not a GEMM. Nothing else of the branch is saved.
+TORCH_LIBRARY_IMPL(mlpmix, Autograd, m) {
+  using Autograd = mlpmix::Autograd<"channel_mlp", &channel_mlp, &channel_mlp_backward, 1>;
+  m.impl("channel_mlp", &Autograd::forward);
+  m.impl("channel_mlp_backward", &Autograd::backward);
+}
+
+TORCH_LIBRARY_IMPL(mlpmix, AutocastCUDA, m) {
+  m.impl("channel_mlp", MLPMIX_AUTOCAST_CUDA(channel_mlp));
+}
+
+}  // namespace channel_mlp_impl
+}  // namespace mlpmix

@@ -18,7 +18,6 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -27,9 +26,12 @@
 #include <optional>
 #include <vector>
 
+#include "common/checked.h"
+#include "common/dtypes.h"
 #include "common/gemm_cpu.h"
 #include "common/layer_norm_gelu_cpu.h"
 #include "common/mlp_gradients_cpu.h"
+#include "common/op_outputs.h"
 #include "common/sequences.h"
 #include "common/simd.h"
 #include "ops/channel_mlp/channel_mlp.h"
@@ -274,21 +276,20 @@ int64_t token_count(const at::Tensor& x) { return x.numel() / x.size(-1); }
 
 // ---- forward -----------------------------------------------------------------------------
 
-// out (contiguous, shaped like x), and the fc1 pre-activation (T, hidden) when `keep_hidden`.
-std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_any, const at::Tensor& norm_weight,
-                                           const at::Tensor& norm_bias,
-                                           const at::Tensor& fc1_weight,
-                                           const at::Tensor& fc1_bias,
-                                           const at::Tensor& fc2_weight,
-                                           const at::Tensor& fc2_bias, double eps,
-                                           const Dims& d, bool keep_hidden) {
+// out (contiguous, shaped like x), and the fc1 pre-activation (T, hidden) when `keep_hidden`:
+// the op's kernel and the internal forward's.
+template <bool keep_hidden>
+auto channel_mlp_cpu(const Dims& d, const at::Tensor& x_any, const at::Tensor& norm_weight,
+                     const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
+                     const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+                     const at::Tensor& fc2_bias, double eps) {
   const auto x = contiguous_channels(x_any);
   const auto options = x.options();
   const int64_t T = token_count(x);
   auto out = at::empty(x.sizes(), options);
   auto hidden = keep_hidden ? at::empty({T, d.hidden}, options) : at::Tensor();
   if (T == 0) {
-    return {out, hidden};
+    return op_outputs<keep_hidden>(out, hidden);
   }
   const Tiling tiling(T);
   const Tokens tokens(x);
@@ -296,7 +297,7 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_any, const at::Te
   const auto gamma = norm_weight.contiguous(), beta = norm_bias.contiguous();
   const auto b1 = fc1_bias.contiguous(), b2 = fc2_bias.contiguous();
   const auto out_rows = out.view({T, d.C});
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlpmix_channel_mlp_cpu", [&] {
+  MLPMIX_DISPATCH_CPU_FLOATING(x.scalar_type(), "mlpmix_channel_mlp_cpu", [&] {
     const scalar_t* x_data = x.const_data_ptr<scalar_t>();
     tiling.run([&](int64_t chunk_begin, int64_t chunk_end) {
       const auto u_buffer = at::empty({tiling.tile_rows * d.C}, options);
@@ -323,41 +324,17 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_any, const at::Te
       }
     });
   });
-  return {out, hidden};
-}
-
-at::Tensor channel_mlp_cpu(const at::Tensor& x, const at::Tensor& norm_weight,
-                           const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
-                           const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
-                           const at::Tensor& fc2_bias, double eps) {
-  const auto dims = check_inputs("channel_mlp", x, norm_weight, norm_bias, fc1_weight,
-                                 fc1_bias, fc2_weight, fc2_bias);
-  return std::get<0>(forward(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
-                             fc2_bias, eps, dims, false));
-}
-
-std::tuple<at::Tensor, at::Tensor> channel_mlp_forward_cpu(
-    const at::Tensor& x, const at::Tensor& norm_weight, const at::Tensor& norm_bias,
-    const at::Tensor& fc1_weight, const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
-    const at::Tensor& fc2_bias, double eps) {
-  const auto dims = check_inputs("channel_mlp_forward", x, norm_weight, norm_bias, fc1_weight,
-                                 fc1_bias, fc2_weight, fc2_bias);
-  return forward(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps,
-                 dims, true);
+  return op_outputs<keep_hidden>(out, hidden);
 }
 
 // ---- backward ----------------------------------------------------------------------------
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-channel_mlp_backward_cpu(const at::Tensor& grad_out_any, const at::Tensor& x_any,
+channel_mlp_backward_cpu(const Dims& d, const at::Tensor& grad_out_any, const at::Tensor& x_any,
                          const at::Tensor& norm_weight, const at::Tensor& norm_bias,
                          const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
                          const at::Tensor& fc2_weight, const at::Tensor& fc2_bias, double eps,
                          const std::optional<at::Tensor>& hidden_given) {
-  const auto d = check_inputs("channel_mlp_backward", x_any, norm_weight, norm_bias,
-                              fc1_weight, fc1_bias, fc2_weight, fc2_bias);
-  check_grad_out(grad_out_any, x_any);
-  check_hidden(hidden_given, x_any, d);
   const auto x = contiguous_channels(x_any);
   const auto grad_out = contiguous_channels(grad_out_any);
   const auto options = x.options();
@@ -377,7 +354,7 @@ channel_mlp_backward_cpu(const at::Tensor& grad_out_any, const at::Tensor& x_any
   const auto gamma = norm_weight.contiguous(), beta = norm_bias.contiguous();
   const auto b1 = fc1_bias.contiguous();
   std::vector<MlpGradients> partials(tiling.chunks);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlpmix_channel_mlp_backward_cpu", [&] {
+  MLPMIX_DISPATCH_CPU_FLOATING(x.scalar_type(), "mlpmix_channel_mlp_backward_cpu", [&] {
     const scalar_t* x_data = x.const_data_ptr<scalar_t>();
     const scalar_t* grad_out_data = grad_out.const_data_ptr<scalar_t>();
     scalar_t* grad_x_data = grad_x.mutable_data_ptr<scalar_t>();
@@ -437,10 +414,13 @@ channel_mlp_backward_cpu(const at::Tensor& grad_out_any, const at::Tensor& x_any
 }
 
 }  // namespace
-}  // namespace mlpmix::channel_mlp_impl
 
 TORCH_LIBRARY_IMPL(mlpmix, CPU, m) {
-  m.impl("channel_mlp", &mlpmix::channel_mlp_impl::channel_mlp_cpu);
-  m.impl("channel_mlp_forward", &mlpmix::channel_mlp_impl::channel_mlp_forward_cpu);
-  m.impl("channel_mlp_backward", &mlpmix::channel_mlp_impl::channel_mlp_backward_cpu);
+  m.impl("channel_mlp", checked<"channel_mlp", check_inputs, channel_mlp_cpu<false>>);
+  m.impl("_channel_mlp_forward",
+         checked<"_channel_mlp_forward", check_inputs, channel_mlp_cpu<true>>);
+  m.impl("channel_mlp_backward",
+         checked<"channel_mlp_backward", check_backward, channel_mlp_backward_cpu>);
 }
+
+}  // namespace mlpmix::channel_mlp_impl

@@ -1,15 +1,22 @@
-// mlpmix::cross_scale_embed — schema, C++ API, argument checks, the merged-weight
-// convolution (device-agnostic ATen), Meta kernels and autograd. cross_scale_embed_cpu.cpp
-// registers the kernels for CPU.
-#include "ops/cross_scale_embed/cross_scale_embed.h"
-
+// mlpmix::cross_scale_embed — schema, C++ API, argument checks, the kernels of every
+// device, Meta kernels and autograd.
+//
+// The unfold + concat + Linear of spec 1.2 equals one strided convolution with the largest
+// kernel whose weight is the sum of the per-kernel weights, each zero-padded and centred:
+// the kernels build that merged weight and call ATen's convolution (oneDNN on CPU, cuDNN on
+// CUDA, with deterministic algorithms when torch.use_deterministic_algorithms(True) is set,
+// as for any convolution), never materialising the unfolded patches.
 #include <ATen/ATen.h>
-#include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <optional>
+#include <tuple>
+#include <vector>
 
+#include "common/autocast.h"
 #include "common/autograd.h"
+#include "common/checked.h"
 #include "common/checks.h"
 #include "mlpmix/mlpmix.h"
 
@@ -36,9 +43,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_scale_embed_backward(
 }
 
 namespace cross_scale_embed_impl {
+namespace {
+
+// Sizes of one call, all validated.
+struct Dims {
+  int64_t in_channels;
+  int64_t out_channels;
+  int64_t stride;   // s = min(kernel_sizes), the patch size
+  int64_t largest;  // max(kernel_sizes), the merged kernel
+  int64_t height;   // H / s, tokens per column
+  int64_t width;    // W / s, tokens per row
+};
 
 // ---- checks --------------------------------------------------------------------------
 
+// Validates every argument (rank, dtype, device, shapes, kernel sizes) with messages naming
+// it.
 Dims check_inputs(const char* op, const at::Tensor& x, const at::Tensor& weight,
                   const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes) {
   checks::rank(op, "x", x, 4);
@@ -73,17 +93,18 @@ Dims check_inputs(const char* op, const at::Tensor& x, const at::Tensor& weight,
   return Dims{in_channels, out_channels, stride, largest, H / stride, W / stride};
 }
 
-void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x, const Dims& dims) {
-  const char* op = "cross_scale_embed_backward";
-  checks::same_dtype_device(op, "grad_out", grad_out, "x", x);
-  checks::sym_shape(op, "grad_out", grad_out,
-                    {x.sym_size(0), dims.height, dims.width, dims.out_channels},
-                    "(B, H/s, W/s, Cout)");
+// The backward's checks: the inputs and grad_out, (B, H/s, W/s, Cout).
+Dims check_backward(const char* op, const at::Tensor& grad_out, const at::Tensor& x,
+                    const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                    at::IntArrayRef kernel_sizes, bool x_grad) {
+  const auto dims = check_inputs(op, x, weight, bias, kernel_sizes);
+  checks::tensor(op, "grad_out", grad_out,
+                 {x.sym_size(0), dims.height, dims.width, dims.out_channels},
+                 "(B, H/s, W/s, Cout)", "x", x);
+  return dims;
 }
 
-// ---- the merged-weight convolution (device-agnostic ATen) ------------------------------
-
-namespace {
+// ---- the merged-weight convolution (any device) ----------------------------------------
 
 // The largest-kernel window of the merged weight that kernel k covers.
 at::Tensor centred_window(const at::Tensor& merged, int64_t k, const Dims& dims) {
@@ -133,23 +154,18 @@ struct ConvArgs {
         padding{(d.largest - d.stride) / 2, (d.largest - d.stride) / 2} {}
 };
 
-}  // namespace
-
-at::Tensor embed(const at::Tensor& x, const at::Tensor& weight,
+at::Tensor embed(const Dims& dims, const at::Tensor& x, const at::Tensor& weight,
                  const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes) {
-  const auto dims = check_inputs("cross_scale_embed", x, weight, bias, kernel_sizes);
   const ConvArgs conv(dims);
-  auto out = at::convolution(channels_last(x), merged_weight(weight, kernel_sizes, dims), bias, conv.stride,
-                             conv.padding, conv.dilation, /*transposed=*/false,
+  auto out = at::convolution(channels_last(x), merged_weight(weight, kernel_sizes, dims), bias,
+                             conv.stride, conv.padding, conv.dilation, /*transposed=*/false,
                              conv.output_padding, /*groups=*/1);
   return out.permute({0, 2, 3, 1}).contiguous();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> embed_backward(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+    const Dims& dims, const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
     const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes, bool x_grad) {
-  const auto dims = check_inputs("cross_scale_embed_backward", x, weight, bias, kernel_sizes);
-  check_grad_out(grad_out, x, dims);
   const ConvArgs conv(dims);
   const std::vector<int64_t> bias_sizes{dims.out_channels};
   auto [grad_x, grad_merged, grad_bias] = at::convolution_backward(
@@ -168,21 +184,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> embed_backward(
 
 // ---- Meta kernels ------------------------------------------------------------------------
 
-namespace {
-
-at::Tensor cross_scale_embed_meta(const at::Tensor& x, const at::Tensor& weight,
-                                  const std::optional<at::Tensor>& bias,
-                                  at::IntArrayRef kernel_sizes) {
-  const auto dims = check_inputs("cross_scale_embed", x, weight, bias, kernel_sizes);
+at::Tensor cross_scale_embed_meta(const Dims& dims, const at::Tensor& x) {
   return at::empty_symint({x.sym_size(0), dims.height, dims.width, dims.out_channels},
                           x.options());
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_scale_embed_backward_meta(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+    const Dims& dims, const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
     const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes, bool x_grad) {
-  const auto dims = check_inputs("cross_scale_embed_backward", x, weight, bias, kernel_sizes);
-  check_grad_out(grad_out, x, dims);
   // Channels-last whatever x's layout (torch.compile's traced strides for x need not be
   // the runtime x's): x is the previous level's (B, H, W, C) tokens seen as (B, C, H, W),
   // so its gradient flows back to those tokens as a contiguous tensor.
@@ -192,70 +201,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_scale_embed_backward_meta(
           at::empty({dims.out_channels}, x.options())};
 }
 
-// ---- autograd -------------------------------------------------------------------------
-
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
-
-class CrossScaleEmbedBackwardFunction
-    : public torch::autograd::Function<CrossScaleEmbedBackwardFunction> {
- public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad_out,
-                               const at::Tensor& x, const at::Tensor& weight,
-                               const std::optional<at::Tensor>& bias,
-                               at::IntArrayRef kernel_sizes, bool x_grad) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [grad_x, grad_weight, grad_bias] =
-        mlpmix::cross_scale_embed_backward(grad_out, x, weight, bias, kernel_sizes, x_grad);
-    return {grad_x, grad_weight, grad_bias};
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    double_backward_unsupported("cross_scale_embed");
-  }
-};
-
-class CrossScaleEmbedFunction : public torch::autograd::Function<CrossScaleEmbedFunction> {
- public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& x,
-                               const at::Tensor& weight,
-                               const std::optional<at::Tensor>& bias,
-                               at::IntArrayRef kernel_sizes) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto out = mlpmix::cross_scale_embed(x, weight, bias, kernel_sizes);
-    ctx->save_for_backward({x, weight, bias.value_or(at::Tensor())});
-    ctx->saved_data["kernel_sizes"] = kernel_sizes.vec();
-    return {out};
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const bool x_grad = ctx->needs_input_grad(0);
-    auto result = CrossScaleEmbedBackwardFunction::apply(
-        grads[0], saved[0], saved[1], optional_of(saved[2]),
-        ctx->saved_data["kernel_sizes"].toIntVector(), x_grad);
-    return {x_grad ? result[0] : at::Tensor(), result[1],
-            saved[2].defined() ? result[2] : at::Tensor(), at::Tensor()};
-  }
-};
-
-at::Tensor cross_scale_embed_autograd(const at::Tensor& x, const at::Tensor& weight,
-                                      const std::optional<at::Tensor>& bias,
-                                      at::IntArrayRef kernel_sizes) {
-  return CrossScaleEmbedFunction::apply(x, weight, bias, kernel_sizes)[0];
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_scale_embed_backward_autograd(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
-    const std::optional<at::Tensor>& bias, at::IntArrayRef kernel_sizes, bool x_grad) {
-  auto r = CrossScaleEmbedBackwardFunction::apply(grad_out, x, weight, bias, kernel_sizes,
-                                                  x_grad);
-  return {r[0], r[1], r[2]};
-}
-
 }  // namespace
-}  // namespace cross_scale_embed_impl
-}  // namespace mlpmix
+
+// ---- registration ------------------------------------------------------------------------
 
 TORCH_LIBRARY_FRAGMENT(mlpmix, m) {
   m.def("cross_scale_embed(Tensor x, Tensor weight, Tensor? bias, int[] kernel_sizes) -> Tensor",
@@ -266,14 +214,28 @@ TORCH_LIBRARY_FRAGMENT(mlpmix, m) {
       {at::Tag::pt2_compliant_tag});
 }
 
-TORCH_LIBRARY_IMPL(mlpmix, Meta, m) {
-  m.impl("cross_scale_embed", &mlpmix::cross_scale_embed_impl::cross_scale_embed_meta);
+TORCH_LIBRARY_IMPL(mlpmix, CompositeExplicitAutograd, m) {
+  m.impl("cross_scale_embed", checked<"cross_scale_embed", check_inputs, embed>);
   m.impl("cross_scale_embed_backward",
-         &mlpmix::cross_scale_embed_impl::cross_scale_embed_backward_meta);
+         checked<"cross_scale_embed_backward", check_backward, embed_backward>);
+}
+
+TORCH_LIBRARY_IMPL(mlpmix, Meta, m) {
+  m.impl("cross_scale_embed", checked<"cross_scale_embed", check_inputs, cross_scale_embed_meta>);
+  m.impl("cross_scale_embed_backward",
+         checked<"cross_scale_embed_backward", check_backward, cross_scale_embed_backward_meta>);
 }
 
 TORCH_LIBRARY_IMPL(mlpmix, Autograd, m) {
-  m.impl("cross_scale_embed", &mlpmix::cross_scale_embed_impl::cross_scale_embed_autograd);
-  m.impl("cross_scale_embed_backward",
-         &mlpmix::cross_scale_embed_impl::cross_scale_embed_backward_autograd);
+  using Autograd =
+      mlpmix::Autograd<"cross_scale_embed", &cross_scale_embed, &cross_scale_embed_backward>;
+  m.impl("cross_scale_embed", &Autograd::forward);
+  m.impl("cross_scale_embed_backward", &Autograd::backward);
 }
+
+TORCH_LIBRARY_IMPL(mlpmix, AutocastCUDA, m) {
+  m.impl("cross_scale_embed", MLPMIX_AUTOCAST_CUDA(cross_scale_embed));
+}
+
+}  // namespace cross_scale_embed_impl
+}  // namespace mlpmix

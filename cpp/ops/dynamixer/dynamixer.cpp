@@ -1,13 +1,16 @@
 // mlpmix::dynamixer — schema, C++ API, argument checks, the device-agnostic GEMM steps,
-// Meta kernels and autograd. The CPU kernels live in dynamixer_cpu.cpp.
+// Meta kernels and autograd. The CPU kernels live in dynamixer_cpu.cpp, the CUDA ones in
+// dynamixer_cuda.cu.
 #include "ops/dynamixer/dynamixer.h"
 
 #include <ATen/ATen.h>
-#include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "common/autocast.h"
 #include "common/autograd.h"
+#include "common/checked.h"
 #include "common/checks.h"
+#include "common/op_outputs.h"
 #include "common/sequences.h"
 #include "mlpmix/mlpmix.h"
 
@@ -40,17 +43,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
 }
 
 namespace dynamixer_impl {
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> dynamixer_forward(
-    const at::Tensor& x, const at::Tensor& compress_weight,
-    const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
-    const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("mlpmix::dynamixer_forward", "")
-                       .typed<decltype(dynamixer_forward)>();
-  return op.call(x, compress_weight, compress_bias, generate_weight, generate_bias,
-                 num_segments, dim);
-}
 
 // ---- checks --------------------------------------------------------------------------
 
@@ -91,13 +83,6 @@ Dims check_inputs(const char* op, const at::Tensor& x, const at::Tensor& compres
   return Dims{token_dim, N, D, num_segments, d};
 }
 
-void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x) {
-  checks::same_dtype_device("dynamixer_backward", "grad_out", grad_out, "x", x);
-  TORCH_CHECK(grad_out.sym_sizes() == x.sym_sizes(),
-              "mlpmix.dynamixer_backward: grad_out must have the shape of x ", x.sym_sizes(),
-              ", got ", grad_out.sym_sizes());
-}
-
 namespace {
 
 // (B', S, width) per segment of each sequence: B' counts the sequences, every axis of x but
@@ -121,26 +106,26 @@ std::vector<c10::SymInt> weights_shape(const at::Tensor& x, const Dims& dims) {
   return per_segment_shape(x, dims, dims.N * dims.N);
 }
 
-void check_kept_tensor(const char* name, const std::optional<at::Tensor>& kept,
-                       const at::Tensor& x, const std::vector<c10::SymInt>& shape,
-                       const char* shape_text) {
-  if (!kept.has_value()) {
-    return;
-  }
-  const char* op = "dynamixer_backward";
-  checks::same_dtype_device(op, name, *kept, "x", x);
-  checks::sym_shape(op, name, *kept, shape, shape_text);
-}
-
 }  // namespace
 
-void check_kept(const std::optional<at::Tensor>& compressed,
-                const std::optional<at::Tensor>& weights, const at::Tensor& x,
-                const Dims& dims) {
-  check_kept_tensor("compressed", compressed, x, compressed_shape(x, dims),
-                    "(B', S, N*d) of dynamixer_forward");
-  check_kept_tensor("weights", weights, x, weights_shape(x, dims),
-                    "(B', S, N*N) of dynamixer_forward");
+Dims check_backward(const char* op, const at::Tensor& grad_out, const at::Tensor& x,
+                    const at::Tensor& compress_weight,
+                    const std::optional<at::Tensor>& compress_bias,
+                    const at::Tensor& generate_weight,
+                    const std::optional<at::Tensor>& generate_bias, int64_t num_segments,
+                    int64_t dim, const std::optional<at::Tensor>& compressed,
+                    const std::optional<at::Tensor>& weights) {
+  const auto dims = check_inputs(op, x, compress_weight, compress_bias, generate_weight,
+                                 generate_bias, num_segments, dim);
+  checks::same_dtype_device(op, "grad_out", grad_out, "x", x);
+  TORCH_CHECK(grad_out.sym_sizes() == x.sym_sizes(), "mlpmix.", op,
+              ": grad_out must have the shape of x ", x.sym_sizes(), ", got ",
+              grad_out.sym_sizes());
+  checks::optional_tensor(op, "compressed", compressed, compressed_shape(x, dims),
+                          "(B', S, N*d) of _dynamixer_forward", "x", x);
+  checks::optional_tensor(op, "weights", weights, weights_shape(x, dims),
+                          "(B', S, N*N) of _dynamixer_forward", "x", x);
+  return dims;
 }
 
 // ---- the GEMM steps (device-agnostic ATen) ---------------------------------------------
@@ -214,36 +199,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> compress_and_generate
 
 namespace {
 
-at::Tensor dynamixer_meta(const at::Tensor& x, const at::Tensor& compress_weight,
-                          const std::optional<at::Tensor>& compress_bias,
-                          const at::Tensor& generate_weight,
-                          const std::optional<at::Tensor>& generate_bias,
-                          int64_t num_segments, int64_t dim) {
-  check_inputs("dynamixer", x, compress_weight, compress_bias, generate_weight, generate_bias,
-               num_segments, dim);
-  return at::empty_symint(x.sym_sizes(), x.options());
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> dynamixer_forward_meta(
-    const at::Tensor& x, const at::Tensor& compress_weight,
-    const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
-    const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim) {
-  const auto dims = check_inputs("dynamixer_forward", x, compress_weight, compress_bias,
-                                 generate_weight, generate_bias, num_segments, dim);
-  return {at::empty_symint(x.sym_sizes(), x.options()),
-          at::empty_symint(compressed_shape(x, dims), x.options()),
-          at::empty_symint(weights_shape(x, dims), x.options())};
+template <bool keep>
+auto dynamixer_meta(const Dims& dims, const at::Tensor& x) {
+  return op_outputs<keep>(at::empty_symint(x.sym_sizes(), x.options()),
+                          at::empty_symint(compressed_shape(x, dims), x.options()),
+                          at::empty_symint(weights_shape(x, dims), x.options()));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer_backward_meta(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& compress_weight,
-    const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
-    const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim,
-    const std::optional<at::Tensor>& compressed, const std::optional<at::Tensor>& weights) {
-  const auto dims = check_inputs("dynamixer_backward", x, compress_weight, compress_bias,
-                                 generate_weight, generate_bias, num_segments, dim);
-  check_grad_out(grad_out, x);
-  check_kept(compressed, weights, x, dims);
+    const Dims& dims, const at::Tensor& grad_out, const at::Tensor& x,
+    const at::Tensor& compress_weight, const std::optional<at::Tensor>& compress_bias,
+    const at::Tensor& generate_weight) {
   return {at::empty_symint(x.sym_sizes(), x.options()),
           at::empty_like(compress_weight, at::MemoryFormat::Contiguous),
           at::empty({dims.S * dims.d}, x.options()),
@@ -251,122 +217,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
           at::empty({dims.N * dims.N}, x.options())};
 }
 
-// ---- autograd -------------------------------------------------------------------------
-
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
-
-class DynamixerBackwardFunction
-    : public torch::autograd::Function<DynamixerBackwardFunction> {
- public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad_out,
-                               const at::Tensor& x, const at::Tensor& compress_weight,
-                               const std::optional<at::Tensor>& compress_bias,
-                               const at::Tensor& generate_weight,
-                               const std::optional<at::Tensor>& generate_bias,
-                               int64_t num_segments, int64_t dim,
-                               const std::optional<at::Tensor>& compressed,
-                               const std::optional<at::Tensor>& weights) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [gx, gcw, gcb, ggw, ggb] = mlpmix::dynamixer_backward(
-        grad_out, x, compress_weight, compress_bias, generate_weight, generate_bias,
-        num_segments, dim, compressed, weights);
-    return {gx, gcw, gcb, ggw, ggb};
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    double_backward_unsupported("dynamixer");
-  }
-};
-
-class DynamixerFunction : public torch::autograd::Function<DynamixerFunction> {
- public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& x,
-                               const at::Tensor& compress_weight,
-                               const std::optional<at::Tensor>& compress_bias,
-                               const at::Tensor& generate_weight,
-                               const std::optional<at::Tensor>& generate_bias,
-                               int64_t num_segments,
-                               int64_t dim) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    // On CPU the compressed input Z (S*d/D the size of x) and the mixing weights P (N*S/D
-    // times x) are kept: the backward then runs neither the compression nor the generation
-    // GEMM, nor the softmax. Other devices recompute them.
-    at::Tensor out, compressed, weights;
-    if (x.device().is_cpu()) {
-      std::tie(out, compressed, weights) = dynamixer_forward(
-          x, compress_weight, compress_bias, generate_weight, generate_bias, num_segments, dim);
-    } else {
-      out = mlpmix::dynamixer(x, compress_weight, compress_bias, generate_weight, generate_bias,
-                              num_segments, dim);
-    }
-    ctx->save_for_backward({x, compress_weight, compress_bias.value_or(at::Tensor()),
-                            generate_weight, generate_bias.value_or(at::Tensor()), compressed,
-                            weights});
-    ctx->saved_data["num_segments"] = num_segments;
-    ctx->saved_data["dim"] = dim;
-    return {out};
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    auto result = DynamixerBackwardFunction::apply(
-        grads[0], saved[0], saved[1], optional_of(saved[2]), saved[3], optional_of(saved[4]),
-        ctx->saved_data["num_segments"].toInt(), ctx->saved_data["dim"].toInt(),
-        optional_of(saved[5]), optional_of(saved[6]));
-    return {result[0],
-            result[1],
-            saved[2].defined() ? result[2] : at::Tensor(),
-            result[3],
-            saved[4].defined() ? result[4] : at::Tensor(),
-            at::Tensor(),
-            at::Tensor()};
-  }
-};
-
-at::Tensor dynamixer_autograd(const at::Tensor& x, const at::Tensor& compress_weight,
-                              const std::optional<at::Tensor>& compress_bias,
-                              const at::Tensor& generate_weight,
-                              const std::optional<at::Tensor>& generate_bias,
-                              int64_t num_segments, int64_t dim) {
-  // No graph to record: skip the autograd Function (and the kept Z).
-  if (!records_graph({x, compress_weight, compress_bias, generate_weight, generate_bias})) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return mlpmix::dynamixer(x, compress_weight, compress_bias, generate_weight, generate_bias,
-                             num_segments, dim);
-  }
-  return DynamixerFunction::apply(x, compress_weight, compress_bias, generate_weight,
-                                  generate_bias, num_segments, dim)[0];
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-dynamixer_backward_autograd(const at::Tensor& grad_out, const at::Tensor& x,
-                            const at::Tensor& compress_weight,
-                            const std::optional<at::Tensor>& compress_bias,
-                            const at::Tensor& generate_weight,
-                            const std::optional<at::Tensor>& generate_bias,
-                            int64_t num_segments, int64_t dim,
-                            const std::optional<at::Tensor>& compressed,
-                            const std::optional<at::Tensor>& weights) {
-  auto r = DynamixerBackwardFunction::apply(
-      grad_out, x, compress_weight, compress_bias, generate_weight, generate_bias,
-      num_segments, dim, compressed, weights);
-  return {r[0], r[1], r[2], r[3], r[4]};
-}
-
 }  // namespace
-}  // namespace dynamixer_impl
-}  // namespace mlpmix
+
+// ---- registration ------------------------------------------------------------------------
 
 TORCH_LIBRARY_FRAGMENT(mlpmix, m) {
   m.def(
       "dynamixer(Tensor x, Tensor compress_weight, Tensor? compress_bias, "
       "Tensor generate_weight, Tensor? generate_bias, int num_segments, int dim=-2) -> Tensor",
       {at::Tag::pt2_compliant_tag});
-  // Internal: the forward that also returns the compressed input and the mixing weights for
-  // the backward.
+  // Internal: the forward that also returns, for the backward, Z, the compressed input
+  // regrouped per segment (B', S, N*d) as `compress` makes it, and P, the mixing weights
+  // (B', S, N*N), the softmax over input tokens i of the logits at flat index i*N + j.
   m.def(
-      "dynamixer_forward(Tensor x, Tensor compress_weight, Tensor? compress_bias, "
+      "_dynamixer_forward(Tensor x, Tensor compress_weight, Tensor? compress_bias, "
       "Tensor generate_weight, Tensor? generate_bias, int num_segments, int dim=-2) "
       "-> (Tensor out, Tensor compressed, Tensor weights)",
       {at::Tag::pt2_compliant_tag});
@@ -379,12 +243,24 @@ TORCH_LIBRARY_FRAGMENT(mlpmix, m) {
 }
 
 TORCH_LIBRARY_IMPL(mlpmix, Meta, m) {
-  m.impl("dynamixer", &mlpmix::dynamixer_impl::dynamixer_meta);
-  m.impl("dynamixer_forward", &mlpmix::dynamixer_impl::dynamixer_forward_meta);
-  m.impl("dynamixer_backward", &mlpmix::dynamixer_impl::dynamixer_backward_meta);
+  m.impl("dynamixer", checked<"dynamixer", check_inputs, dynamixer_meta<false>>);
+  m.impl("_dynamixer_forward", checked<"_dynamixer_forward", check_inputs, dynamixer_meta<true>>);
+  m.impl("dynamixer_backward",
+         checked<"dynamixer_backward", check_backward, dynamixer_backward_meta>);
 }
 
+// On CPU the compressed input Z (S*d/D the size of x) and the mixing weights P (N*S/D times
+// x) are kept: the backward then runs neither the compression nor the generation GEMM, nor
+// the softmax. CUDA recomputes them.
 TORCH_LIBRARY_IMPL(mlpmix, Autograd, m) {
-  m.impl("dynamixer", &mlpmix::dynamixer_impl::dynamixer_autograd);
-  m.impl("dynamixer_backward", &mlpmix::dynamixer_impl::dynamixer_backward_autograd);
+  using Autograd = mlpmix::Autograd<"dynamixer", &dynamixer, &dynamixer_backward, 2>;
+  m.impl("dynamixer", &Autograd::forward);
+  m.impl("dynamixer_backward", &Autograd::backward);
 }
+
+TORCH_LIBRARY_IMPL(mlpmix, AutocastCUDA, m) {
+  m.impl("dynamixer", MLPMIX_AUTOCAST_CUDA(dynamixer));
+}
+
+}  // namespace dynamixer_impl
+}  // namespace mlpmix

@@ -24,23 +24,15 @@ Dims check_inputs(const char* op, const at::Tensor& x, const at::Tensor& compres
                   const std::optional<at::Tensor>& generate_bias, int64_t num_segments,
                   int64_t dim);
 
-// The backward also checks grad_out against x ...
-void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x);
-
-// ... and, when given, what the forward kept: the compressed input (B', S, N*d) and the
-// mixing weights (B', S, N*N).
-void check_kept(const std::optional<at::Tensor>& compressed,
-                const std::optional<at::Tensor>& weights, const at::Tensor& x,
-                const Dims& dims);
-
-// The forward that also returns, for the backward, Z, the compressed input regrouped per
-// segment (B', S, N*d) as `compress` makes it, and P, the mixing weights (B', S, N*N), the
-// softmax over input tokens i of the logits at flat index i*N + j, through the dispatcher:
-// `dynamixer_forward`.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> dynamixer_forward(
-    const at::Tensor& x, const at::Tensor& compress_weight,
-    const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
-    const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim);
+// The backward's checks: the inputs, grad_out against x and, when given, what the forward
+// kept: the compressed input (B', S, N*d) and the mixing weights (B', S, N*N).
+Dims check_backward(const char* op, const at::Tensor& grad_out, const at::Tensor& x,
+                    const at::Tensor& compress_weight,
+                    const std::optional<at::Tensor>& compress_bias,
+                    const at::Tensor& generate_weight,
+                    const std::optional<at::Tensor>& generate_bias, int64_t num_segments,
+                    int64_t dim, const std::optional<at::Tensor>& compressed,
+                    const std::optional<at::Tensor>& weights);
 
 // The matrix products of the compression and its backward: ATen's (any device) or those of
 // common/gemm_cpu.h (the CPU kernels).

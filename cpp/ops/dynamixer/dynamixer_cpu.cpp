@@ -3,12 +3,11 @@
 // logits kept in the L2 cache), followed by the softmax over input tokens and the per-segment
 // mixing, Y = P^T X (backward: their gradients and the chunk's compressed-input gradient),
 // one sequence (all its segments) at a time. The backward reads the softmax P that
-// `dynamixer_forward` kept when it is given, and regenerates it otherwise. A sequence's N
+// `_dynamixer_forward` kept when it is given, and regenerates it otherwise. A sequence's N
 // token rows are copied into a contiguous scratch block when they are not already adjacent
 // in memory: rows a power-of-two stride apart (mixing along H) share one L1 cache set, and
 // reading them in place thrashed it. Inner loops are register-blocked small GEMMs cloned for AVX2.
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -17,7 +16,10 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/checked.h"
+#include "common/dtypes.h"
 #include "common/gemm_cpu.h"
+#include "common/op_outputs.h"
 #include "common/sequences.h"
 #include "common/simd.h"
 #include "ops/dynamixer/dynamixer.h"
@@ -347,7 +349,7 @@ at::Tensor mix(const at::Tensor& x, const at::Tensor& compressed,
   const auto out_layout = sequence_layout(out, dims.token_dim);
   const int64_t N = dims.N, D = dims.D, S = dims.S, width = D / S;
 
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlpmix_dynamixer_cpu", [&] {
+  MLPMIX_DISPATCH_CPU_FLOATING(x.scalar_type(), "mlpmix_dynamixer_cpu", [&] {
     const scalar_t* bias_data = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* weights_data = weights.defined() ? weights.mutable_data_ptr<scalar_t>() : nullptr;
     for_each_chunk(compressed, generate_weight, dims, /*generate=*/true,
@@ -376,51 +378,27 @@ at::Tensor mix(const at::Tensor& x, const at::Tensor& compressed,
   return out;
 }
 
-// (out, compressed Z, mixing weights P or undefined unless `keep_weights`) of the op named
-// `op` in error messages.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(
-    const char* op, const at::Tensor& x_any, const at::Tensor& compress_weight,
-    const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
-    const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim,
-    bool keep_weights) {
-  const auto dims = check_inputs(op, x_any, compress_weight, compress_bias, generate_weight,
-                                 generate_bias, num_segments, dim);
+// The op's kernel (keep false) and the internal forward's (true), which also returns the
+// compressed input Z and the mixing weights P.
+template <bool keep>
+auto dynamixer_cpu(const Dims& dims, const at::Tensor& x_any, const at::Tensor& compress_weight,
+                   const std::optional<at::Tensor>& compress_bias,
+                   const at::Tensor& generate_weight,
+                   const std::optional<at::Tensor>& generate_bias) {
   const auto x = contiguous_channels(x_any);
   auto compressed = compress(x, compress_weight, compress_bias, dims, kCpuProducts);
-  auto weights = keep_weights
-                     ? at::empty({compressed.size(0), dims.S, dims.N * dims.N}, x.options())
-                     : at::Tensor();
+  auto weights = keep ? at::empty({compressed.size(0), dims.S, dims.N * dims.N}, x.options())
+                      : at::Tensor();
   auto out = mix(x, compressed, generate_weight, generate_bias, dims, weights);
-  return {out, compressed, weights};
-}
-
-at::Tensor dynamixer_cpu(const at::Tensor& x, const at::Tensor& compress_weight,
-                         const std::optional<at::Tensor>& compress_bias,
-                         const at::Tensor& generate_weight,
-                         const std::optional<at::Tensor>& generate_bias, int64_t num_segments,
-                         int64_t dim) {
-  return std::get<0>(forward("dynamixer", x, compress_weight, compress_bias, generate_weight,
-                             generate_bias, num_segments, dim, /*keep_weights=*/false));
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> dynamixer_forward_cpu(
-    const at::Tensor& x, const at::Tensor& compress_weight,
-    const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
-    const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim) {
-  return forward("dynamixer_forward", x, compress_weight, compress_bias, generate_weight,
-                 generate_bias, num_segments, dim, /*keep_weights=*/true);
+  return op_outputs<keep>(out, compressed, weights);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer_backward_cpu(
-    const at::Tensor& grad_out_any, const at::Tensor& x_any, const at::Tensor& compress_weight,
-    const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
-    const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim,
-    const std::optional<at::Tensor>& kept_compressed,
+    const Dims& dims, const at::Tensor& grad_out_any, const at::Tensor& x_any,
+    const at::Tensor& compress_weight, const std::optional<at::Tensor>& compress_bias,
+    const at::Tensor& generate_weight, const std::optional<at::Tensor>& generate_bias,
+    int64_t num_segments, int64_t dim, const std::optional<at::Tensor>& kept_compressed,
     const std::optional<at::Tensor>& kept_weights) {
-  const auto dims = check_inputs("dynamixer_backward", x_any, compress_weight, compress_bias,
-                                 generate_weight, generate_bias, num_segments, dim);
-  check_grad_out(grad_out_any, x_any);
-  check_kept(kept_compressed, kept_weights, x_any, dims);
   const auto x = contiguous_channels(x_any);
   const auto grad_out = contiguous_channels(grad_out_any);
   const auto compressed = kept_compressed.has_value()
@@ -438,7 +416,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
   const auto grad_x_layout = sequence_layout(grad_x, dims.token_dim);
   const auto generate = generate_weight.detach().contiguous();
 
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlpmix_dynamixer_backward_cpu", [&] {
+  MLPMIX_DISPATCH_CPU_FLOATING(x.scalar_type(), "mlpmix_dynamixer_backward_cpu", [&] {
     const scalar_t* bias_data = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* weights_data =
         weights.defined() ? weights.const_data_ptr<scalar_t>() : nullptr;
@@ -495,10 +473,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
 }
 
 }  // namespace
-}  // namespace mlpmix::dynamixer_impl
 
 TORCH_LIBRARY_IMPL(mlpmix, CPU, m) {
-  m.impl("dynamixer", &mlpmix::dynamixer_impl::dynamixer_cpu);
-  m.impl("dynamixer_forward", &mlpmix::dynamixer_impl::dynamixer_forward_cpu);
-  m.impl("dynamixer_backward", &mlpmix::dynamixer_impl::dynamixer_backward_cpu);
+  m.impl("dynamixer", checked<"dynamixer", check_inputs, dynamixer_cpu<false>>);
+  m.impl("_dynamixer_forward", checked<"_dynamixer_forward", check_inputs, dynamixer_cpu<true>>);
+  m.impl("dynamixer_backward",
+         checked<"dynamixer_backward", check_backward, dynamixer_backward_cpu>);
 }
+
+}  // namespace mlpmix::dynamixer_impl

@@ -6,13 +6,12 @@
 // read in place through their strides. No atomics: every output element is written by one
 // thread, and sums run in a fixed order, so results are bitwise reproducible.
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "common/autocast.h"
+#include "common/checked.h"
 #include "common/cuda_launch.cuh"
-#include "mlpmix/mlpmix.h"
+#include "common/dtypes.h"
 #include "ops/dynamixer/dynamixer.h"
 #include "ops/dynamixer/dynamixer_kernels.cuh"
 
@@ -21,13 +20,11 @@ namespace {
 
 // ---- the kernels registered at CUDA ------------------------------------------------------
 
-at::Tensor dynamixer_cuda(const at::Tensor& x, const at::Tensor& compress_weight,
+at::Tensor dynamixer_cuda(const Dims& dims, const at::Tensor& x,
+                          const at::Tensor& compress_weight,
                           const std::optional<at::Tensor>& compress_bias,
                           const at::Tensor& generate_weight,
-                          const std::optional<at::Tensor>& generate_bias, int64_t num_segments,
-                          int64_t dim) {
-  const auto dims = check_inputs("dynamixer", x, compress_weight, compress_bias,
-                                 generate_weight, generate_bias, num_segments, dim);
+                          const std::optional<at::Tensor>& generate_bias) {
   const c10::cuda::CUDAGuard guard(x.device());
   const auto logits = std::get<1>(compress_and_generate(x, compress_weight, compress_bias,
                                                         generate_weight, generate_bias, dims))
@@ -39,35 +36,29 @@ at::Tensor dynamixer_cuda(const at::Tensor& x, const at::Tensor& compress_weight
   }
   const auto input = index_sequences(x, dims.token_dim);
   const auto out_index = sequence_indexer(out, dims.token_dim).value();  // contiguous
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, x.scalar_type(), "mlpmix_dynamixer_cuda", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        const int64_t shared_bytes = dims.N * dims.N * int64_t{sizeof(acc_t)};
-        if (!cuda::fits_shared_memory(mix_kernel<scalar_t>, shared_bytes)) {
-          mix_aten(logits, x, out, dims);
-          return;
-        }
-        mix_kernel<scalar_t><<<cuda::blocks_for(items), cuda::kThreads, shared_bytes,
-                               at::cuda::getCurrentCUDAStream()>>>(
-            logits.const_data_ptr<scalar_t>(), input.tensor.const_data_ptr<scalar_t>(),
-            input.index, out.mutable_data_ptr<scalar_t>(), out_index, items, dims.N,
-            dims.S, dims.D / dims.S);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      });
+  MLPMIX_DISPATCH_CUDA_FLOATING(x.scalar_type(), "mlpmix_dynamixer_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const int64_t shared_bytes = dims.N * dims.N * int64_t{sizeof(acc_t)};
+    if (!cuda::fits_shared_memory(mix_kernel<scalar_t>, shared_bytes)) {
+      mix_aten(logits, x, out, dims);
+      return;
+    }
+    mix_kernel<scalar_t><<<cuda::blocks_for(items), cuda::kThreads, shared_bytes,
+                           at::cuda::getCurrentCUDAStream()>>>(
+        logits.const_data_ptr<scalar_t>(), input.tensor.const_data_ptr<scalar_t>(),
+        input.index, out.mutable_data_ptr<scalar_t>(), out_index, items, dims.N,
+        dims.S, dims.D / dims.S);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
   return out;
 }
 
+// What the forward may have kept is not taken: recomputed with the logits, as the kernel
+// below fuses the softmax.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer_backward_cuda(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& compress_weight,
-    const std::optional<at::Tensor>& compress_bias, const at::Tensor& generate_weight,
-    const std::optional<at::Tensor>& generate_bias, int64_t num_segments, int64_t dim,
-    const std::optional<at::Tensor>& kept_compressed,
-    const std::optional<at::Tensor>& kept_weights) {
-  const auto dims = check_inputs("dynamixer_backward", x, compress_weight, compress_bias,
-                                 generate_weight, generate_bias, num_segments, dim);
-  check_grad_out(grad_out, x);
-  // Checked, then recomputed with the logits: the kernel below fuses the softmax.
-  check_kept(kept_compressed, kept_weights, x, dims);
+    const Dims& dims, const at::Tensor& grad_out, const at::Tensor& x,
+    const at::Tensor& compress_weight, const std::optional<at::Tensor>& compress_bias,
+    const at::Tensor& generate_weight, const std::optional<at::Tensor>& generate_bias) {
   const c10::cuda::CUDAGuard guard(x.device());
   auto [compressed, logits_any] = compress_and_generate(x, compress_weight, compress_bias,
                                                         generate_weight, generate_bias, dims);
@@ -79,23 +70,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
     const auto input = index_sequences(x, dims.token_dim);
     const auto upstream = index_sequences(grad_out, dims.token_dim);
     const auto grad_x_index = sequence_indexer(grad_x, dims.token_dim).value();  // contiguous
-    AT_DISPATCH_FLOATING_TYPES_AND2(
-        at::kHalf, at::kBFloat16, x.scalar_type(), "mlpmix_dynamixer_backward_cuda", [&] {
-          using acc_t = at::opmath_type<scalar_t>;
-          const int64_t shared_bytes = 2 * dims.N * dims.N * int64_t{sizeof(acc_t)};
-          if (!cuda::fits_shared_memory(mix_backward_kernel<scalar_t>, shared_bytes)) {
-            mix_backward_aten(logits, x, grad_out, grad_x, grad_logits, dims);
-            return;
-          }
-          mix_backward_kernel<scalar_t><<<cuda::blocks_for(items), cuda::kThreads,
-                                          shared_bytes, at::cuda::getCurrentCUDAStream()>>>(
-              logits.const_data_ptr<scalar_t>(), input.tensor.const_data_ptr<scalar_t>(),
-              input.index, upstream.tensor.const_data_ptr<scalar_t>(), upstream.index,
-              grad_x.mutable_data_ptr<scalar_t>(), grad_x_index,
-              grad_logits.mutable_data_ptr<scalar_t>(), items, dims.N, dims.S,
-              dims.D / dims.S);
-          C10_CUDA_KERNEL_LAUNCH_CHECK();
-        });
+    MLPMIX_DISPATCH_CUDA_FLOATING(x.scalar_type(), "mlpmix_dynamixer_backward_cuda", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      const int64_t shared_bytes = 2 * dims.N * dims.N * int64_t{sizeof(acc_t)};
+      if (!cuda::fits_shared_memory(mix_backward_kernel<scalar_t>, shared_bytes)) {
+        mix_backward_aten(logits, x, grad_out, grad_x, grad_logits, dims);
+        return;
+      }
+      mix_backward_kernel<scalar_t><<<cuda::blocks_for(items), cuda::kThreads,
+                                      shared_bytes, at::cuda::getCurrentCUDAStream()>>>(
+          logits.const_data_ptr<scalar_t>(), input.tensor.const_data_ptr<scalar_t>(),
+          input.index, upstream.tensor.const_data_ptr<scalar_t>(), upstream.index,
+          grad_x.mutable_data_ptr<scalar_t>(), grad_x_index,
+          grad_logits.mutable_data_ptr<scalar_t>(), items, dims.N, dims.S,
+          dims.D / dims.S);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
   }
   auto [gcw, gcb, ggw, ggb] = compress_and_generate_backward(
       grad_logits, compressed, x, compress_weight, generate_weight, dims, grad_x);
@@ -103,13 +93,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
 }
 
 }  // namespace
-}  // namespace mlpmix::dynamixer_impl
 
 TORCH_LIBRARY_IMPL(mlpmix, CUDA, m) {
-  m.impl("dynamixer", &mlpmix::dynamixer_impl::dynamixer_cuda);
-  m.impl("dynamixer_backward", &mlpmix::dynamixer_impl::dynamixer_backward_cuda);
+  m.impl("dynamixer", checked<"dynamixer", check_inputs, dynamixer_cuda>);
+  m.impl("dynamixer_backward",
+         checked<"dynamixer_backward", check_backward, dynamixer_backward_cuda>);
 }
 
-TORCH_LIBRARY_IMPL(mlpmix, AutocastCUDA, m) {
-  m.impl("dynamixer", MLPMIX_AUTOCAST_CUDA(mlpmix::dynamixer));
-}
+}  // namespace mlpmix::dynamixer_impl

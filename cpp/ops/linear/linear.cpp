@@ -1,12 +1,13 @@
-// mlpmix::linear — schema, C++ API, argument checks, the device-agnostic ATen kernels, Meta
-// kernels and autograd. linear_cpu.cpp holds the CPU kernels.
+// mlpmix::linear — schema, C++ API, argument checks, the ATen composition (every device but
+// the CPU, whose kernels are in linear_cpu.cpp), Meta kernels and autograd.
 #include "ops/linear/linear.h"
 
 #include <ATen/ATen.h>
-#include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "common/autocast.h"
 #include "common/autograd.h"
+#include "common/checked.h"
 #include "common/checks.h"
 #include "mlpmix/mlpmix.h"
 
@@ -48,36 +49,45 @@ void check_inputs(const char* op, const at::Tensor& x, const at::Tensor& weight,
                           "(out_features,)", "x", x);
 }
 
-void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight) {
-  const char* op = "linear_backward";
-  checks::same_dtype_device(op, "grad_out", grad_out, "x", x);
-  std::vector<c10::SymInt> expected(x.sym_sizes().begin(), x.sym_sizes().end());
-  expected.back() = weight.sym_size(0);
-  checks::sym_shape(op, "grad_out", grad_out, expected, "(..., out_features) of x's leading sizes");
+namespace {
+
+// (..., out_features) with x's leading sizes: the output's shape.
+std::vector<c10::SymInt> output_sizes(const at::Tensor& x, const at::Tensor& weight) {
+  std::vector<c10::SymInt> sizes(x.sym_sizes().begin(), x.sym_sizes().end());
+  sizes.back() = weight.sym_size(0);
+  return sizes;
 }
 
-// ---- the device-agnostic kernels (ATen) --------------------------------------------------
+}  // namespace
+
+void check_backward(const char* op, const at::Tensor& grad_out, const at::Tensor& x,
+                    const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+  check_inputs(op, x, weight, bias);
+  checks::tensor(op, "grad_out", grad_out, output_sizes(x, weight),
+                 "(..., out_features) of x's leading sizes", "x", x);
+}
 
 int64_t rows_of(const at::Tensor& x) {
   return c10::multiply_integers(x.sizes().begin(), x.sizes().end() - 1);
 }
 
-at::Tensor linear_aten(const at::Tensor& x, const at::Tensor& weight,
-                       const std::optional<at::Tensor>& bias) {
-  check_inputs("linear", x, weight, bias);
-  return at::linear(x, weight, bias).contiguous();
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_with(
     MatrixProduct mm, const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
     const std::optional<at::Tensor>& bias) {
-  check_inputs("linear_backward", x, weight, bias);
-  check_grad_out(grad_out, x, weight);
   const int64_t rows = rows_of(x);
   const auto g = grad_out.reshape({rows, weight.size(0)});
   auto grad_x = mm(g, weight).view(x.sizes());
   auto grad_weight = mm(g.t(), x.reshape({rows, weight.size(1)}));
   return {grad_x, grad_weight, bias.has_value() ? g.sum(0) : at::empty({0}, x.options())};
+}
+
+namespace {
+
+// ---- the ATen composition (any device) -----------------------------------------------
+
+at::Tensor linear_aten(const at::Tensor& x, const at::Tensor& weight,
+                       const std::optional<at::Tensor>& bias) {
+  return at::linear(x, weight, bias).contiguous();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_aten(
@@ -89,84 +99,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_aten(
 
 // ---- Meta kernels ------------------------------------------------------------------------
 
-namespace {
-
-std::vector<c10::SymInt> output_sizes(const at::Tensor& x, const at::Tensor& weight) {
-  std::vector<c10::SymInt> sizes(x.sym_sizes().begin(), x.sym_sizes().end());
-  sizes.back() = weight.sym_size(0);
-  return sizes;
-}
-
-at::Tensor linear_meta(const at::Tensor& x, const at::Tensor& weight,
-                       const std::optional<at::Tensor>& bias) {
-  check_inputs("linear", x, weight, bias);
+at::Tensor linear_meta(const at::Tensor& x, const at::Tensor& weight) {
   return at::empty_symint(output_sizes(x, weight), x.options());
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_meta(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
     const std::optional<at::Tensor>& bias) {
-  check_inputs("linear_backward", x, weight, bias);
-  check_grad_out(grad_out, x, weight);
   return {at::empty_symint(x.sym_sizes(), x.options()),
           at::empty_like(weight, at::MemoryFormat::Contiguous),
           bias.has_value() ? at::empty_symint({weight.sym_size(0)}, x.options())
-               : at::empty({0}, x.options())};
-}
-
-// ---- autograd -------------------------------------------------------------------------
-
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
-
-class LinearBackwardFunction : public torch::autograd::Function<LinearBackwardFunction> {
- public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad_out,
-                               const at::Tensor& x, const at::Tensor& weight,
-                               const std::optional<at::Tensor>& bias) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [grad_x, grad_weight, grad_bias] = mlpmix::linear_backward(grad_out, x, weight, bias);
-    return {grad_x, grad_weight, grad_bias};
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    double_backward_unsupported("linear");
-  }
-};
-
-class LinearFunction : public torch::autograd::Function<LinearFunction> {
- public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& x,
-                               const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto out = mlpmix::linear(x, weight, bias);
-    ctx->save_for_backward({x, weight, bias.value_or(at::Tensor())});
-    return {out};
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    auto result = LinearBackwardFunction::apply(grads[0], saved[0], saved[1],
-                                                optional_of(saved[2]));
-    return {result[0], result[1], saved[2].defined() ? result[2] : at::Tensor()};
-  }
-};
-
-at::Tensor linear_autograd(const at::Tensor& x, const at::Tensor& weight,
-                           const std::optional<at::Tensor>& bias) {
-  return LinearFunction::apply(x, weight, bias)[0];
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_autograd(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
-    const std::optional<at::Tensor>& bias) {
-  auto r = LinearBackwardFunction::apply(grad_out, x, weight, bias);
-  return {r[0], r[1], r[2]};
+                           : at::empty({0}, x.options())};
 }
 
 }  // namespace
-}  // namespace linear_impl
-}  // namespace mlpmix
+
+// ---- registration ------------------------------------------------------------------------
 
 TORCH_LIBRARY_FRAGMENT(mlpmix, m) {
   m.def("linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor", {at::Tag::pt2_compliant_tag});
@@ -176,12 +124,25 @@ TORCH_LIBRARY_FRAGMENT(mlpmix, m) {
       {at::Tag::pt2_compliant_tag});
 }
 
+TORCH_LIBRARY_IMPL(mlpmix, CompositeExplicitAutograd, m) {
+  m.impl("linear", checked<"linear", check_inputs, linear_aten>);
+  m.impl("linear_backward", checked<"linear_backward", check_backward, linear_backward_aten>);
+}
+
 TORCH_LIBRARY_IMPL(mlpmix, Meta, m) {
-  m.impl("linear", &mlpmix::linear_impl::linear_meta);
-  m.impl("linear_backward", &mlpmix::linear_impl::linear_backward_meta);
+  m.impl("linear", checked<"linear", check_inputs, linear_meta>);
+  m.impl("linear_backward", checked<"linear_backward", check_backward, linear_backward_meta>);
 }
 
 TORCH_LIBRARY_IMPL(mlpmix, Autograd, m) {
-  m.impl("linear", &mlpmix::linear_impl::linear_autograd);
-  m.impl("linear_backward", &mlpmix::linear_impl::linear_backward_autograd);
+  using Autograd = mlpmix::Autograd<"linear", &linear, &linear_backward>;
+  m.impl("linear", &Autograd::forward);
+  m.impl("linear_backward", &Autograd::backward);
 }
+
+TORCH_LIBRARY_IMPL(mlpmix, AutocastCUDA, m) {
+  m.impl("linear", MLPMIX_AUTOCAST_CUDA(linear));
+}
+
+}  // namespace linear_impl
+}  // namespace mlpmix

@@ -1,7 +1,7 @@
 // Internals of the linear operator shared by its kernels: y = x W^T + b over x's last axis,
 // the projections of the models' blocks (nn.Linear's function). It exists so that those
-// projections reach the CPU GEMMs of common/gemm_cpu.h; the device-agnostic kernels below
-// are ATen's own linear and its gradients.
+// projections reach the CPU GEMMs of common/gemm_cpu.h; on other devices it is ATen's own
+// linear and its gradients.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -16,27 +16,19 @@ namespace mlpmix::linear_impl {
 void check_inputs(const char* op, const at::Tensor& x, const at::Tensor& weight,
                   const std::optional<at::Tensor>& bias);
 
-// The backward also checks grad_out, (..., out_features) with x's leading sizes.
-void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight);
+// The backward's checks: the inputs and grad_out, (..., out_features) with x's leading sizes.
+void check_backward(const char* op, const at::Tensor& grad_out, const at::Tensor& x,
+                    const at::Tensor& weight, const std::optional<at::Tensor>& bias);
 
 // The number of rows x (..., in_features) holds: the product of its leading sizes (a
 // reshape to (-1, in_features) is ambiguous when in_features is 0).
 int64_t rows_of(const at::Tensor& x);
 
-// The operator and its backward on ATen, for any device. The backward returns a (0,) bias
-// gradient when `bias` is absent.
-at::Tensor linear_aten(const at::Tensor& x, const at::Tensor& weight,
-                       const std::optional<at::Tensor>& bias);
-
-// The backward with its two matrix products computed by `mm` (ATen's for linear_backward_aten,
-// common/gemm_cpu's for the CPU kernel).
+// The backward with its two matrix products computed by `mm` (ATen's on any device,
+// common/gemm_cpu's for the CPU kernel). The bias gradient is (0,) when `bias` is absent.
 using MatrixProduct = at::Tensor (*)(const at::Tensor&, const at::Tensor&);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_with(
     MatrixProduct mm, const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
-    const std::optional<at::Tensor>& bias);
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_aten(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
     const std::optional<at::Tensor>& bias);
 
 }  // namespace mlpmix::linear_impl

@@ -3,6 +3,7 @@
 // broadcast copy into the output first (what ATen's addmm does).
 #include <torch/library.h>
 
+#include "common/checked.h"
 #include "common/gemm_cpu.h"
 #include "ops/linear/linear.h"
 
@@ -11,7 +12,6 @@ namespace {
 
 at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& weight,
                       const std::optional<at::Tensor>& bias) {
-  check_inputs("linear", x, weight, bias);
   const int64_t in_features = weight.size(1), out_features = weight.size(0);
   auto sizes = x.sizes().vec();
   sizes.back() = out_features;
@@ -25,9 +25,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_cpu(
 }
 
 }  // namespace
-}  // namespace mlpmix::linear_impl
 
 TORCH_LIBRARY_IMPL(mlpmix, CPU, m) {
-  m.impl("linear", &mlpmix::linear_impl::linear_cpu);
-  m.impl("linear_backward", &mlpmix::linear_impl::linear_backward_cpu);
+  m.impl("linear", checked<"linear", check_inputs, linear_cpu>);
+  m.impl("linear_backward", checked<"linear_backward", check_backward, linear_backward_cpu>);
 }
+
+}  // namespace mlpmix::linear_impl

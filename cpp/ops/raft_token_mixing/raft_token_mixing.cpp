@@ -1,16 +1,19 @@
 // mlpmix::raft_token_mixing — schema, C++ API, argument checks, the device-agnostic MLP
 // steps, Meta kernels and autograd. The CPU kernels (the whole branch fused per tile of
-// lines) live in raft_token_mixing_cpu.cpp.
+// lines) live in raft_token_mixing_cpu.cpp, the CUDA ones in raft_token_mixing_cuda.cu.
 #include "ops/raft_token_mixing/raft_token_mixing.h"
 
 #include <ATen/ATen.h>
-#include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <vector>
 
+#include "common/autocast.h"
 #include "common/autograd.h"
+#include "common/checked.h"
 #include "common/checks.h"
+#include "common/meta_kernels.h"
+#include "common/op_outputs.h"
 #include "mlpmix/mlpmix.h"
 
 namespace mlpmix {
@@ -45,17 +48,6 @@ raft_token_mixing_backward(const at::Tensor& grad_out, const at::Tensor& x,
 
 namespace raft_token_mixing_impl {
 
-std::tuple<at::Tensor, at::Tensor> raft_token_mixing_forward(
-    const at::Tensor& x, const at::Tensor& norm_weight, const at::Tensor& norm_bias,
-    const at::Tensor& fc1_weight, const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
-    const at::Tensor& fc2_bias, int64_t raft_size, int64_t dim, double eps) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("mlpmix::raft_token_mixing_forward", "")
-                       .typed<decltype(raft_token_mixing_forward)>();
-  return op.call(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
-                 raft_size, dim, eps);
-}
-
 // ---- checks --------------------------------------------------------------------------
 
 namespace {
@@ -74,7 +66,8 @@ constexpr MlpShapes kHorizontalShapes{"(hidden, r*W)", "(r*W, hidden)", "(r*W,)"
 Dims check_inputs(const char* op, const at::Tensor& x, const at::Tensor& norm_weight,
                   const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
                   const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
-                  const at::Tensor& fc2_bias, int64_t raft_size, int64_t dim) {
+                  const at::Tensor& fc2_bias, int64_t raft_size, int64_t dim,
+                  double /*eps*/) {
   checks::rank(op, "x", x, 4);
   checks::floating(op, "x", x);
   TORCH_CHECK(dim == 1 || dim == 2 || dim == -3 || dim == -2, "mlpmix.", op, ": dim=", dim,
@@ -108,12 +101,6 @@ Dims check_inputs(const char* op, const at::Tensor& x, const at::Tensor& norm_we
   return Dims{axis, H, W, C, N, M, raft_size, C / raft_size, hidden};
 }
 
-void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x) {
-  const char* op = "raft_token_mixing_backward";
-  checks::same_dtype_device(op, "grad_out", grad_out, "x", x);
-  checks::sym_shape(op, "grad_out", grad_out, x.sym_sizes(), "(B, H, W, C) of x");
-}
-
 namespace {
 
 // (B*M, hidden, o): the shape of the kept fc1 pre-activation.
@@ -123,15 +110,18 @@ std::vector<c10::SymInt> hidden_shape(const at::Tensor& x, const Dims& d) {
 
 }  // namespace
 
-void check_hidden(const std::optional<at::Tensor>& hidden, const at::Tensor& x,
-                  const Dims& dims) {
-  if (!hidden.has_value()) {
-    return;
-  }
-  const char* op = "raft_token_mixing_backward";
-  checks::same_dtype_device(op, "hidden", *hidden, "x", x);
-  checks::sym_shape(op, "hidden", *hidden, hidden_shape(x, dims),
-                    "(B*M, hidden, o) of raft_token_mixing_forward");
+Dims check_backward(const char* op, const at::Tensor& grad_out, const at::Tensor& x,
+                    const at::Tensor& norm_weight, const at::Tensor& norm_bias,
+                    const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
+                    const at::Tensor& fc2_weight, const at::Tensor& fc2_bias,
+                    int64_t raft_size, int64_t dim, double eps,
+                    const std::optional<at::Tensor>& hidden) {
+  const auto dims = check_inputs(op, x, norm_weight, norm_bias, fc1_weight, fc1_bias,
+                                 fc2_weight, fc2_bias, raft_size, dim, eps);
+  checks::tensor(op, "grad_out", grad_out, x.sym_sizes(), "(B, H, W, C) of x", "x", x);
+  checks::optional_tensor(op, "hidden", hidden, hidden_shape(x, dims),
+                          "(B*M, hidden, o) of _raft_token_mixing_forward", "x", x);
+  return dims;
 }
 
 // ---- the MLP steps (device-agnostic ATen) ----------------------------------------------
@@ -201,145 +191,24 @@ mix_rows_backward(const at::Tensor& grad_out, const at::Tensor& normalized_rows,
 
 namespace {
 
-at::Tensor raft_token_mixing_meta(const at::Tensor& x, const at::Tensor& norm_weight,
-                                  const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
-                                  const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
-                                  const at::Tensor& fc2_bias, int64_t raft_size, int64_t dim,
-                                  double eps) {
-  check_inputs("raft_token_mixing", x, norm_weight, norm_bias, fc1_weight, fc1_bias,
-               fc2_weight, fc2_bias, raft_size, dim);
-  return at::empty_symint(x.sym_sizes(), x.options());
-}
-
-std::tuple<at::Tensor, at::Tensor> raft_token_mixing_forward_meta(
-    const at::Tensor& x, const at::Tensor& norm_weight, const at::Tensor& norm_bias,
-    const at::Tensor& fc1_weight, const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
-    const at::Tensor& fc2_bias, int64_t raft_size, int64_t dim, double eps) {
-  const auto dims = check_inputs("raft_token_mixing_forward", x, norm_weight, norm_bias,
-                                 fc1_weight, fc1_bias, fc2_weight, fc2_bias, raft_size, dim);
-  return {at::empty_symint(x.sym_sizes(), x.options()),
-          at::empty_symint(hidden_shape(x, dims), x.options())};
+template <bool keep_hidden>
+auto raft_token_mixing_meta(const Dims& dims, const at::Tensor& x) {
+  return op_outputs<keep_hidden>(at::empty_symint(x.sym_sizes(), x.options()),
+                                 at::empty_symint(hidden_shape(x, dims), x.options()));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-raft_token_mixing_backward_meta(const at::Tensor& grad_out, const at::Tensor& x,
-                                const at::Tensor& norm_weight, const at::Tensor& norm_bias,
-                                const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
-                                const at::Tensor& fc2_weight, const at::Tensor& fc2_bias,
-                                int64_t raft_size, int64_t dim, double eps,
-                                const std::optional<at::Tensor>& hidden) {
-  const auto dims = check_inputs("raft_token_mixing_backward", x, norm_weight, norm_bias,
-                                 fc1_weight, fc1_bias, fc2_weight, fc2_bias, raft_size, dim);
-  check_grad_out(grad_out, x);
-  check_hidden(hidden, x, dims);
-  const auto contiguous = at::MemoryFormat::Contiguous;
-  return {at::empty_symint(x.sym_sizes(), x.options()),
-          at::empty_like(norm_weight, contiguous),
-          at::empty_like(norm_bias, contiguous),
-          at::empty_like(fc1_weight, contiguous),
-          at::empty_like(fc1_bias, contiguous),
-          at::empty_like(fc2_weight, contiguous),
-          at::empty_like(fc2_bias, contiguous)};
-}
-
-// ---- autograd -------------------------------------------------------------------------
-
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
-
-class RaftTokenMixingBackwardFunction
-    : public torch::autograd::Function<RaftTokenMixingBackwardFunction> {
- public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad_out,
-                               const at::Tensor& x, const at::Tensor& norm_weight,
-                               const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
-                               const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
-                               const at::Tensor& fc2_bias, int64_t raft_size, int64_t dim,
-                               double eps, const std::optional<at::Tensor>& hidden) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [gx, gnw, gnb, g1w, g1b, g2w, g2b] = mlpmix::raft_token_mixing_backward(
-        grad_out, x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
-        raft_size, dim, eps, hidden);
-    return {gx, gnw, gnb, g1w, g1b, g2w, g2b};
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    double_backward_unsupported("raft_token_mixing");
-  }
-};
-
-class RaftTokenMixingFunction : public torch::autograd::Function<RaftTokenMixingFunction> {
- public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& x,
-                               const at::Tensor& norm_weight, const at::Tensor& norm_bias,
-                               const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
-                               const at::Tensor& fc2_weight, const at::Tensor& fc2_bias,
-                               int64_t raft_size, int64_t dim, double eps) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    // On CPU the fc1 pre-activation is kept (2x the size of x): the backward then only
-    // recomputes the LayerNorm and GELU, not a GEMM. Other devices recompute it.
-    at::Tensor out, hidden;
-    if (x.device().is_cpu()) {
-      std::tie(out, hidden) =
-          raft_token_mixing_forward(x, norm_weight, norm_bias, fc1_weight, fc1_bias,
-                                    fc2_weight, fc2_bias, raft_size, dim, eps);
-    } else {
-      out = mlpmix::raft_token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias,
-                                      fc2_weight, fc2_bias, raft_size, dim, eps);
-    }
-    ctx->save_for_backward(
-        {x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, hidden});
-    ctx->saved_data["raft_size"] = raft_size;
-    ctx->saved_data["dim"] = dim;
-    ctx->saved_data["eps"] = eps;
-    return {out};
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto s = ctx->get_saved_variables();
-    auto result = RaftTokenMixingBackwardFunction::apply(
-        grads[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6],
-        ctx->saved_data["raft_size"].toInt(), ctx->saved_data["dim"].toInt(),
-        ctx->saved_data["eps"].toDouble(), optional_of(s[7]));
-    result.resize(result.size() + 3);  // no gradients for raft_size, dim, eps
-    return result;
-  }
-};
-
-at::Tensor raft_token_mixing_autograd(const at::Tensor& x, const at::Tensor& norm_weight,
-                                      const at::Tensor& norm_bias,
-                                      const at::Tensor& fc1_weight,
-                                      const at::Tensor& fc1_bias,
-                                      const at::Tensor& fc2_weight,
-                                      const at::Tensor& fc2_bias, int64_t raft_size,
-                                      int64_t dim, double eps) {
-  // No graph to record: skip the autograd Function (and the saved hidden).
-  if (!records_graph(
-          {x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias})) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return mlpmix::raft_token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias,
-                                     fc2_weight, fc2_bias, raft_size, dim, eps);
-  }
-  return RaftTokenMixingFunction::apply(x, norm_weight, norm_bias, fc1_weight, fc1_bias,
-                                        fc2_weight, fc2_bias, raft_size, dim, eps)[0];
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-raft_token_mixing_backward_autograd(const at::Tensor& grad_out, const at::Tensor& x,
-                                    const at::Tensor& norm_weight, const at::Tensor& norm_bias,
-                                    const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
-                                    const at::Tensor& fc2_weight, const at::Tensor& fc2_bias,
-                                    int64_t raft_size, int64_t dim, double eps,
-                                    const std::optional<at::Tensor>& hidden) {
-  auto r = RaftTokenMixingBackwardFunction::apply(grad_out, x, norm_weight, norm_bias,
-                                                  fc1_weight, fc1_bias, fc2_weight, fc2_bias,
-                                                  raft_size, dim, eps, hidden);
-  return {r[0], r[1], r[2], r[3], r[4], r[5], r[6]};
+raft_token_mixing_backward_meta(const Dims& dims, const at::Tensor& grad_out,
+                                const at::Tensor& x, const at::Tensor& norm_weight,
+                                const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
+                                const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+                                const at::Tensor& fc2_bias) {
+  return contiguous_like(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias);
 }
 
 }  // namespace
-}  // namespace raft_token_mixing_impl
-}  // namespace mlpmix
+
+// ---- registration ------------------------------------------------------------------------
 
 TORCH_LIBRARY_FRAGMENT(mlpmix, m) {
   m.def(
@@ -347,9 +216,11 @@ TORCH_LIBRARY_FRAGMENT(mlpmix, m) {
       "Tensor fc1_weight, Tensor fc1_bias, Tensor fc2_weight, Tensor fc2_bias, "
       "int raft_size, int dim, float eps=1e-05) -> Tensor",
       {at::Tag::pt2_compliant_tag});
-  // Internal: the forward that also returns the fc1 pre-activation for the backward.
+  // Internal: the forward that also returns the fc1 pre-activation (bias added, before GELU)
+  // for the backward. It is (B*M, hidden, o): [b*M + m, :, j] is the hidden layer of the MLP
+  // row of raft j at position m of the other spatial axis (M its size).
   m.def(
-      "raft_token_mixing_forward(Tensor x, Tensor norm_weight, Tensor norm_bias, "
+      "_raft_token_mixing_forward(Tensor x, Tensor norm_weight, Tensor norm_bias, "
       "Tensor fc1_weight, Tensor fc1_bias, Tensor fc2_weight, Tensor fc2_bias, "
       "int raft_size, int dim, float eps=1e-05) -> (Tensor out, Tensor hidden)",
       {at::Tag::pt2_compliant_tag});
@@ -362,15 +233,26 @@ TORCH_LIBRARY_FRAGMENT(mlpmix, m) {
 }
 
 TORCH_LIBRARY_IMPL(mlpmix, Meta, m) {
-  m.impl("raft_token_mixing", &mlpmix::raft_token_mixing_impl::raft_token_mixing_meta);
-  m.impl("raft_token_mixing_forward",
-         &mlpmix::raft_token_mixing_impl::raft_token_mixing_forward_meta);
+  m.impl("raft_token_mixing",
+         checked<"raft_token_mixing", check_inputs, raft_token_mixing_meta<false>>);
+  m.impl("_raft_token_mixing_forward",
+         checked<"_raft_token_mixing_forward", check_inputs, raft_token_mixing_meta<true>>);
   m.impl("raft_token_mixing_backward",
-         &mlpmix::raft_token_mixing_impl::raft_token_mixing_backward_meta);
+         checked<"raft_token_mixing_backward", check_backward, raft_token_mixing_backward_meta>);
 }
 
+// On CPU the fc1 pre-activation is kept (2x the size of x): the backward then only
+// recomputes the LayerNorm and GELU, not a GEMM. CUDA recomputes it.
 TORCH_LIBRARY_IMPL(mlpmix, Autograd, m) {
-  m.impl("raft_token_mixing", &mlpmix::raft_token_mixing_impl::raft_token_mixing_autograd);
-  m.impl("raft_token_mixing_backward",
-         &mlpmix::raft_token_mixing_impl::raft_token_mixing_backward_autograd);
+  using Autograd =
+      mlpmix::Autograd<"raft_token_mixing", &raft_token_mixing, &raft_token_mixing_backward, 1>;
+  m.impl("raft_token_mixing", &Autograd::forward);
+  m.impl("raft_token_mixing_backward", &Autograd::backward);
 }
+
+TORCH_LIBRARY_IMPL(mlpmix, AutocastCUDA, m) {
+  m.impl("raft_token_mixing", MLPMIX_AUTOCAST_CUDA(raft_token_mixing));
+}
+
+}  // namespace raft_token_mixing_impl
+}  // namespace mlpmix

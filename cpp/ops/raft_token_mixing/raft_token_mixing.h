@@ -7,7 +7,8 @@
 // `b h w (r o) -> b o w (r h)` (vertical) or `b h w (r o) -> b o h (r w)` (horizontal).
 // mix_rows / mix_rows_backward run the MLP on that buffer with ATen ops (any device). The
 // CPU kernels (raft_token_mixing_cpu.cpp) instead fuse the whole branch per tile of lines,
-// in a transposed layout of their own, and keep the fc1 pre-activation for the backward.
+// in a transposed layout of their own, and keep the fc1 pre-activation for the backward
+// (_raft_token_mixing_forward).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -33,23 +34,16 @@ struct Dims {
 Dims check_inputs(const char* op, const at::Tensor& x, const at::Tensor& norm_weight,
                   const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
                   const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
-                  const at::Tensor& fc2_bias, int64_t raft_size, int64_t dim);
+                  const at::Tensor& fc2_bias, int64_t raft_size, int64_t dim, double eps);
 
-// The backward also checks grad_out against x.
-void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x);
-
-// ... and, when given, the kept fc1 pre-activation: (B*M, hidden, o).
-void check_hidden(const std::optional<at::Tensor>& hidden, const at::Tensor& x,
-                  const Dims& dims);
-
-// The forward that also returns the fc1 pre-activation (bias added, before GELU) for the
-// backward, through the dispatcher: `raft_token_mixing_forward`. It is (B*M, hidden, o):
-// [b*M + m, :, j] is the hidden layer of the MLP row of raft j at position m of the other
-// spatial axis (M its size).
-std::tuple<at::Tensor, at::Tensor> raft_token_mixing_forward(
-    const at::Tensor& x, const at::Tensor& norm_weight, const at::Tensor& norm_bias,
-    const at::Tensor& fc1_weight, const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
-    const at::Tensor& fc2_bias, int64_t raft_size, int64_t dim, double eps);
+// The backward's checks: the inputs, grad_out against x and, when given, the kept fc1
+// pre-activation (B*M, hidden, o).
+Dims check_backward(const char* op, const at::Tensor& grad_out, const at::Tensor& x,
+                    const at::Tensor& norm_weight, const at::Tensor& norm_bias,
+                    const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
+                    const at::Tensor& fc2_weight, const at::Tensor& fc2_bias,
+                    int64_t raft_size, int64_t dim, double eps,
+                    const std::optional<at::Tensor>& hidden);
 
 // Steps 3-4 of spec 1.1 with ATen ops (any device), given the LayerNorm output (affine
 // applied) in the rows layout. Returns the branch, contiguous, shaped like x.

@@ -15,7 +15,7 @@
 // vectorised pass, fc2 (ATen GEMM), bias and copy into the output; the backward likewise,
 // with the weight gradients accumulated per thread by GEMMs with beta = 1. No whole-tensor
 // intermediate exists except the fc1 pre-activation that the forward keeps for the backward
-// when autograd asks for it (raft_token_mixing_forward): (B*M, hidden, o), one contiguous
+// when autograd asks for it (_raft_token_mixing_forward): (B*M, hidden, o), one contiguous
 // (hidden, o) block per line.
 //
 // Precision: see common/layer_norm_gelu_cpu.h. The vector helpers are always inlined: no
@@ -23,7 +23,6 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -33,10 +32,13 @@
 #include <optional>
 #include <vector>
 
-#include "common/sequences.h"
+#include "common/checked.h"
+#include "common/dtypes.h"
 #include "common/gemm_cpu.h"
 #include "common/layer_norm_gelu_cpu.h"
 #include "common/mlp_gradients_cpu.h"
+#include "common/op_outputs.h"
+#include "common/sequences.h"
 #include "common/simd.h"
 #include "ops/raft_token_mixing/raft_token_mixing.h"
 
@@ -412,15 +414,14 @@ at::Tensor matrix(const at::Tensor& buffer, int64_t rows, int64_t cols) {
 
 // ---- forward -----------------------------------------------------------------------------
 
-// out (B, H, W, C) contiguous, and the fc1 pre-activation (hidden, B*M*o) when
-// `keep_hidden`.
-std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_any, const at::Tensor& norm_weight,
-                                           const at::Tensor& norm_bias,
-                                           const at::Tensor& fc1_weight,
-                                           const at::Tensor& fc1_bias,
-                                           const at::Tensor& fc2_weight,
-                                           const at::Tensor& fc2_bias, double eps,
-                                           const Dims& d, bool keep_hidden) {
+// out (B, H, W, C) contiguous, and the fc1 pre-activation (B*M, hidden, o) when
+// `keep_hidden`: the op's kernel and the internal forward's.
+template <bool keep_hidden>
+auto raft_token_mixing_cpu(const Dims& d, const at::Tensor& x_any, const at::Tensor& norm_weight,
+                           const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
+                           const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+                           const at::Tensor& fc2_bias, int64_t raft_size, int64_t dim,
+                           double eps) {
   const auto x = contiguous_channels(x_any);
   const int64_t batch = x.size(0);
   const int64_t F = d.r * d.N;
@@ -431,13 +432,13 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_any, const at::Te
   const HiddenLayout kept_layout{d.o, d.hidden * d.o};
   const Tiling tiling = make_tiling(batch, d, x.element_size());
   if (tiling.lines == 0) {
-    return {out, hidden};
+    return op_outputs<keep_hidden>(out, hidden);
   }
   const Weights w(fc1_weight, fc2_weight, fc2_bias, d);
   const auto gamma = norm_weight.contiguous(), beta = norm_bias.contiguous();
   const auto b1 = fc1_bias.contiguous();
   const TokenGrid x_grid(x, d), out_grid(out, d);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlpmix_raft_token_mixing_cpu", [&] {
+  MLPMIX_DISPATCH_CPU_FLOATING(x.scalar_type(), "mlpmix_raft_token_mixing_cpu", [&] {
     const scalar_t* x_data = x.const_data_ptr<scalar_t>();
     scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, tiling.chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
@@ -469,43 +470,18 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x_any, const at::Te
       }
     });
   });
-  return {out, hidden};
-}
-
-at::Tensor raft_token_mixing_cpu(const at::Tensor& x, const at::Tensor& norm_weight,
-                                 const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
-                                 const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
-                                 const at::Tensor& fc2_bias, int64_t raft_size, int64_t dim,
-                                 double eps) {
-  const auto dims = check_inputs("raft_token_mixing", x, norm_weight, norm_bias, fc1_weight,
-                                 fc1_bias, fc2_weight, fc2_bias, raft_size, dim);
-  return std::get<0>(forward(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
-                             fc2_bias, eps, dims, false));
-}
-
-std::tuple<at::Tensor, at::Tensor> raft_token_mixing_forward_cpu(
-    const at::Tensor& x, const at::Tensor& norm_weight, const at::Tensor& norm_bias,
-    const at::Tensor& fc1_weight, const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
-    const at::Tensor& fc2_bias, int64_t raft_size, int64_t dim, double eps) {
-  const auto dims = check_inputs("raft_token_mixing_forward", x, norm_weight, norm_bias,
-                                 fc1_weight, fc1_bias, fc2_weight, fc2_bias, raft_size, dim);
-  return forward(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps,
-                 dims, true);
+  return op_outputs<keep_hidden>(out, hidden);
 }
 
 // ---- backward ----------------------------------------------------------------------------
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-raft_token_mixing_backward_cpu(const at::Tensor& grad_out_any, const at::Tensor& x_any,
-                               const at::Tensor& norm_weight, const at::Tensor& norm_bias,
-                               const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
-                               const at::Tensor& fc2_weight, const at::Tensor& fc2_bias,
-                               int64_t raft_size, int64_t dim, double eps,
-                               const std::optional<at::Tensor>& hidden_given) {
-  const auto d = check_inputs("raft_token_mixing_backward", x_any, norm_weight, norm_bias,
-                              fc1_weight, fc1_bias, fc2_weight, fc2_bias, raft_size, dim);
-  check_grad_out(grad_out_any, x_any);
-  check_hidden(hidden_given, x_any, d);
+raft_token_mixing_backward_cpu(const Dims& d, const at::Tensor& grad_out_any,
+                               const at::Tensor& x_any, const at::Tensor& norm_weight,
+                               const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
+                               const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+                               const at::Tensor& fc2_bias, int64_t raft_size, int64_t dim,
+                               double eps, const std::optional<at::Tensor>& hidden_given) {
   const auto x = contiguous_channels(x_any);
   const auto grad_out = contiguous_channels(grad_out_any);
   const int64_t batch = x.size(0);
@@ -526,7 +502,7 @@ raft_token_mixing_backward_cpu(const at::Tensor& grad_out_any, const at::Tensor&
   const auto b1 = fc1_bias.contiguous();
   const TokenGrid x_grid(x, d), grad_out_grid(grad_out, d), grad_x_grid(grad_x, d);
   std::vector<MlpGradients> partials(tiling.chunks);  // weights in (n, i) feature order
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlpmix_raft_token_mixing_backward_cpu", [&] {
+  MLPMIX_DISPATCH_CPU_FLOATING(x.scalar_type(), "mlpmix_raft_token_mixing_backward_cpu", [&] {
     const scalar_t* x_data = x.const_data_ptr<scalar_t>();
     const scalar_t* grad_out_data = grad_out.const_data_ptr<scalar_t>();
     scalar_t* grad_x_data = grad_x.mutable_data_ptr<scalar_t>();
@@ -592,12 +568,14 @@ raft_token_mixing_backward_cpu(const at::Tensor& grad_out_any, const at::Tensor&
 }
 
 }  // namespace
-}  // namespace mlpmix::raft_token_mixing_impl
 
 TORCH_LIBRARY_IMPL(mlpmix, CPU, m) {
-  m.impl("raft_token_mixing", &mlpmix::raft_token_mixing_impl::raft_token_mixing_cpu);
-  m.impl("raft_token_mixing_forward",
-         &mlpmix::raft_token_mixing_impl::raft_token_mixing_forward_cpu);
+  m.impl("raft_token_mixing",
+         checked<"raft_token_mixing", check_inputs, raft_token_mixing_cpu<false>>);
+  m.impl("_raft_token_mixing_forward",
+         checked<"_raft_token_mixing_forward", check_inputs, raft_token_mixing_cpu<true>>);
   m.impl("raft_token_mixing_backward",
-         &mlpmix::raft_token_mixing_impl::raft_token_mixing_backward_cpu);
+         checked<"raft_token_mixing_backward", check_backward, raft_token_mixing_backward_cpu>);
 }
+
+}  // namespace mlpmix::raft_token_mixing_impl

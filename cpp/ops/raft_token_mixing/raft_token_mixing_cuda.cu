@@ -5,14 +5,13 @@
 // code of raft_token_mixing.cpp. Statistics accumulate in float for float16/bfloat16 and
 // are reduced in a fixed order (warp shuffles, no atomics): bitwise reproducible.
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "common/autocast.h"
+#include "common/checked.h"
 #include "common/cuda_launch.cuh"
-#include "mlpmix/mlpmix.h"
+#include "common/dtypes.h"
 #include "ops/raft_token_mixing/raft_token_mixing.h"
 #include "ops/raft_token_mixing/raft_token_mixing_kernels.cuh"
 
@@ -43,19 +42,18 @@ NormalizedRows normalize_into_rows(const at::Tensor& x, const at::Tensor& norm_w
   }
   const auto weight = norm_weight.contiguous();
   const auto bias = norm_bias.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, x.scalar_type(), "mlpmix_raft_normalize_into_rows_cuda", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        normalize_into_rows_kernel<scalar_t>
-            <<<cuda::blocks_for(lines), cuda::kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-                x.const_data_ptr<scalar_t>(), token_grid(x, d), weight.const_data_ptr<scalar_t>(),
-                bias.const_data_ptr<scalar_t>(), result.normed.mutable_data_ptr<scalar_t>(),
-                for_backward ? result.normalized.mutable_data_ptr<scalar_t>() : nullptr,
-                for_backward ? result.mean.mutable_data_ptr<acc_t>() : nullptr,
-                for_backward ? result.rstd.mutable_data_ptr<acc_t>() : nullptr, lines,
-                rows_index(d), d.C, static_cast<acc_t>(eps));
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      });
+  MLPMIX_DISPATCH_CUDA_FLOATING(x.scalar_type(), "mlpmix_raft_normalize_into_rows_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    normalize_into_rows_kernel<scalar_t>
+        <<<cuda::blocks_for(lines), cuda::kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+            x.const_data_ptr<scalar_t>(), token_grid(x, d), weight.const_data_ptr<scalar_t>(),
+            bias.const_data_ptr<scalar_t>(), result.normed.mutable_data_ptr<scalar_t>(),
+            for_backward ? result.normalized.mutable_data_ptr<scalar_t>() : nullptr,
+            for_backward ? result.mean.mutable_data_ptr<acc_t>() : nullptr,
+            for_backward ? result.rstd.mutable_data_ptr<acc_t>() : nullptr, lines,
+            rows_index(d), d.C, static_cast<acc_t>(eps));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
   return result;
 }
 
@@ -67,48 +65,40 @@ at::Tensor normalize_backward_from_rows(const at::Tensor& grad_rows_any, const a
     return grad_x;
   }
   const auto grad_rows = grad_rows_any.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, x.scalar_type(), "mlpmix_raft_normalize_backward_cuda", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        normalize_backward_kernel<scalar_t>
-            <<<cuda::blocks_for(lines), cuda::kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-                grad_rows.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                token_grid(x, d), rows.mean.const_data_ptr<acc_t>(),
-                rows.rstd.const_data_ptr<acc_t>(), grad_x.mutable_data_ptr<scalar_t>(),
-                token_grid(grad_x, d), lines, rows_index(d), d.C);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      });
+  MLPMIX_DISPATCH_CUDA_FLOATING(x.scalar_type(), "mlpmix_raft_normalize_backward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    normalize_backward_kernel<scalar_t>
+        <<<cuda::blocks_for(lines), cuda::kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+            grad_rows.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+            token_grid(x, d), rows.mean.const_data_ptr<acc_t>(),
+            rows.rstd.const_data_ptr<acc_t>(), grad_x.mutable_data_ptr<scalar_t>(),
+            token_grid(grad_x, d), lines, rows_index(d), d.C);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
   return grad_x;
 }
 
 // ---- the kernels registered at CUDA ------------------------------------------------------
 
-at::Tensor raft_token_mixing_cuda(const at::Tensor& x, const at::Tensor& norm_weight,
-                                  const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
-                                  const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
-                                  const at::Tensor& fc2_bias, int64_t raft_size, int64_t dim,
-                                  double eps) {
-  const auto dims = check_inputs("raft_token_mixing", x, norm_weight, norm_bias, fc1_weight,
-                                 fc1_bias, fc2_weight, fc2_bias, raft_size, dim);
+at::Tensor raft_token_mixing_cuda(const Dims& dims, const at::Tensor& x,
+                                  const at::Tensor& norm_weight, const at::Tensor& norm_bias,
+                                  const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
+                                  const at::Tensor& fc2_weight, const at::Tensor& fc2_bias,
+                                  int64_t raft_size, int64_t dim, double eps) {
   const c10::cuda::CUDAGuard guard(x.device());
   auto rows = normalize_into_rows(x, norm_weight, norm_bias, eps, dims, false);
   return mix_rows(rows.normed, fc1_weight, fc1_bias, fc2_weight, fc2_bias, x.size(0), dims);
 }
 
+// A kept fc1 pre-activation is not taken: the autograd keeps none on CUDA (cuBLAS
+// recomputes it).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-raft_token_mixing_backward_cuda(const at::Tensor& grad_out, const at::Tensor& x,
-                                const at::Tensor& norm_weight, const at::Tensor& norm_bias,
-                                const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
-                                const at::Tensor& fc2_weight, const at::Tensor& fc2_bias,
-                                int64_t raft_size, int64_t dim, double eps,
-                                const std::optional<at::Tensor>& hidden) {
-  const auto dims =
-      check_inputs("raft_token_mixing_backward", x, norm_weight, norm_bias, fc1_weight,
-                   fc1_bias, fc2_weight, fc2_bias, raft_size, dim);
-  check_grad_out(grad_out, x);
-  // The autograd keeps no fc1 pre-activation on CUDA (cuBLAS recomputes it); one given is
-  // checked and not needed.
-  check_hidden(hidden, x, dims);
+raft_token_mixing_backward_cuda(const Dims& dims, const at::Tensor& grad_out,
+                                const at::Tensor& x, const at::Tensor& norm_weight,
+                                const at::Tensor& norm_bias, const at::Tensor& fc1_weight,
+                                const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+                                const at::Tensor& fc2_bias, int64_t raft_size, int64_t dim,
+                                double eps) {
   const c10::cuda::CUDAGuard guard(x.device());
   auto rows = normalize_into_rows(x, norm_weight, norm_bias, eps, dims, true);
   auto [grad_normalized, gnw, gnb, g1w, g1b, g2w, g2b] =
@@ -119,14 +109,12 @@ raft_token_mixing_backward_cuda(const at::Tensor& grad_out, const at::Tensor& x,
 }
 
 }  // namespace
-}  // namespace mlpmix::raft_token_mixing_impl
 
 TORCH_LIBRARY_IMPL(mlpmix, CUDA, m) {
-  m.impl("raft_token_mixing", &mlpmix::raft_token_mixing_impl::raft_token_mixing_cuda);
+  m.impl("raft_token_mixing",
+         checked<"raft_token_mixing", check_inputs, raft_token_mixing_cuda>);
   m.impl("raft_token_mixing_backward",
-         &mlpmix::raft_token_mixing_impl::raft_token_mixing_backward_cuda);
+         checked<"raft_token_mixing_backward", check_backward, raft_token_mixing_backward_cuda>);
 }
 
-TORCH_LIBRARY_IMPL(mlpmix, AutocastCUDA, m) {
-  m.impl("raft_token_mixing", MLPMIX_AUTOCAST_CUDA(mlpmix::raft_token_mixing));
-}
+}  // namespace mlpmix::raft_token_mixing_impl

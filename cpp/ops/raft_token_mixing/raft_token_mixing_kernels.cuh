@@ -41,6 +41,19 @@ struct RowsIndex {
 
 inline RowsIndex rows_index(const Dims& d) { return {d.o, d.M, d.r, d.N}; }
 
+// Runs body(line, b, m, n0, len) over the block's lines (b, m), strided over the grid, and
+// over each line's runs of at most kChunk tokens [n0, n0 + len), whose statistics the block
+// holds at once.
+template <typename Body>
+__device__ void for_each_chunk(int64_t lines, const RowsIndex& rows, const Body& body) {
+  for (int64_t line = blockIdx.x; line < lines; line += gridDim.x) {
+    const int64_t b = line / rows.M, m = line % rows.M;
+    for (int64_t n0 = 0; n0 < rows.N; n0 += kChunk) {
+      body(line, b, m, n0, rows.N - n0 < kChunk ? rows.N - n0 : kChunk);
+    }
+  }
+}
+
 // Per token: mean and 1/std over C (two passes, one warp per token), then the normalised
 // value with (normed) and optionally without (normalized) the affine, into the rows layout.
 // mean_out/rstd_out, (B*M, N), may be null.
@@ -55,49 +68,46 @@ __global__ void __launch_bounds__(cuda::kThreads)
   __shared__ acc_t mean[kChunk], rstd[kChunk];
   const int warp = threadIdx.x / cuda::kWarpSize, lane = threadIdx.x % cuda::kWarpSize;
   const int64_t N = rows.N;
-  for (int64_t line = blockIdx.x; line < lines; line += gridDim.x) {
-    const int64_t b = line / rows.M, m = line % rows.M;
-    for (int64_t n0 = 0; n0 < N; n0 += kChunk) {
-      const int64_t len = N - n0 < kChunk ? N - n0 : kChunk;
-      for (int64_t k = warp; k < len; k += kWarps) {
-        const scalar_t* token = x + grid.offset(b, m, n0 + k);
-        acc_t sum = 0;
-        for (int64_t c = lane; c < C; c += cuda::kWarpSize) {
-          sum += static_cast<acc_t>(token[c * grid.channel_stride]);
-        }
-        const acc_t mu = cuda::warp_sum(sum) / static_cast<acc_t>(C);
-        acc_t squares = 0;
-        for (int64_t c = lane; c < C; c += cuda::kWarpSize) {
-          const acc_t centred = static_cast<acc_t>(token[c * grid.channel_stride]) - mu;
-          squares += centred * centred;
-        }
-        const acc_t inverse = math::inverse_std(cuda::warp_sum(squares), C, eps);
-        if (lane == 0) {
-          mean[k] = mu;
-          rstd[k] = inverse;
-          if (mean_out != nullptr) {
-            mean_out[line * N + n0 + k] = mu;
-            rstd_out[line * N + n0 + k] = inverse;
-          }
+  for_each_chunk(lines, rows, [&](int64_t line, int64_t b, int64_t m, int64_t n0,
+                                  int64_t len) {
+    for (int64_t k = warp; k < len; k += kWarps) {
+      const scalar_t* token = x + grid.offset(b, m, n0 + k);
+      acc_t sum = 0;
+      for (int64_t c = lane; c < C; c += cuda::kWarpSize) {
+        sum += static_cast<acc_t>(token[c * grid.channel_stride]);
+      }
+      const acc_t mu = cuda::warp_sum(sum) / static_cast<acc_t>(C);
+      acc_t squares = 0;
+      for (int64_t c = lane; c < C; c += cuda::kWarpSize) {
+        const acc_t centred = static_cast<acc_t>(token[c * grid.channel_stride]) - mu;
+        squares += centred * centred;
+      }
+      const acc_t inverse = math::inverse_std(cuda::warp_sum(squares), C, eps);
+      if (lane == 0) {
+        mean[k] = mu;
+        rstd[k] = inverse;
+        if (mean_out != nullptr) {
+          mean_out[line * N + n0 + k] = mu;
+          rstd_out[line * N + n0 + k] = inverse;
         }
       }
-      __syncthreads();
-      // Token index fastest: the N tokens of a row are written contiguously.
-      for (int64_t t = threadIdx.x; t < C * len; t += blockDim.x) {
-        const int64_t c = t / len, k = t % len;
-        const acc_t value = math::normalize(
-            static_cast<acc_t>(x[grid.offset(b, m, n0 + k) + c * grid.channel_stride]),
-            mean[k], rstd[k]);
-        const int64_t offset = rows.offset(b, m, n0 + k, c);
-        normed[offset] = static_cast<scalar_t>(value * static_cast<acc_t>(weight[c]) +
-                                               static_cast<acc_t>(bias[c]));
-        if (normalized != nullptr) {
-          normalized[offset] = static_cast<scalar_t>(value);
-        }
-      }
-      __syncthreads();  // mean and rstd are overwritten by the next chunk
     }
-  }
+    __syncthreads();
+    // Token index fastest: the N tokens of a row are written contiguously.
+    for (int64_t t = threadIdx.x; t < C * len; t += blockDim.x) {
+      const int64_t c = t / len, k = t % len;
+      const acc_t value = math::normalize(
+          static_cast<acc_t>(x[grid.offset(b, m, n0 + k) + c * grid.channel_stride]),
+          mean[k], rstd[k]);
+      const int64_t offset = rows.offset(b, m, n0 + k, c);
+      normed[offset] = static_cast<scalar_t>(value * static_cast<acc_t>(weight[c]) +
+                                             static_cast<acc_t>(bias[c]));
+      if (normalized != nullptr) {
+        normalized[offset] = static_cast<scalar_t>(value);
+      }
+    }
+    __syncthreads();  // mean and rstd are overwritten by the next chunk
+  });
 }
 
 // LayerNorm backward without the affine: from grad_rows, the gradient of the normalised x
@@ -113,45 +123,42 @@ __global__ void __launch_bounds__(cuda::kThreads)
   __shared__ acc_t mean[kChunk], rstd[kChunk], grad_mean[kChunk], grad_dot_normalized[kChunk];
   const int warp = threadIdx.x / cuda::kWarpSize, lane = threadIdx.x % cuda::kWarpSize;
   const int64_t N = rows.N;
-  for (int64_t line = blockIdx.x; line < lines; line += gridDim.x) {
-    const int64_t b = line / rows.M, m = line % rows.M;
-    for (int64_t n0 = 0; n0 < N; n0 += kChunk) {
-      const int64_t len = N - n0 < kChunk ? N - n0 : kChunk;
-      for (int64_t k = warp; k < len; k += kWarps) {
-        const int64_t n = n0 + k;
-        const acc_t mu = mean_in[line * N + n], inverse = rstd_in[line * N + n];
-        const scalar_t* token = x + grid.offset(b, m, n);
-        acc_t grad_sum = 0, grad_dot = 0;
-        for (int64_t c = lane; c < C; c += cuda::kWarpSize) {
-          const acc_t grad = static_cast<acc_t>(grad_rows[rows.offset(b, m, n, c)]);
-          grad_sum += grad;
-          grad_dot += grad * math::normalize(
-                                 static_cast<acc_t>(token[c * grid.channel_stride]), mu, inverse);
-        }
-        grad_sum = cuda::warp_sum(grad_sum);
-        grad_dot = cuda::warp_sum(grad_dot);
-        if (lane == 0) {
-          mean[k] = mu;
-          rstd[k] = inverse;
-          grad_mean[k] = grad_sum / static_cast<acc_t>(C);
-          grad_dot_normalized[k] = grad_dot / static_cast<acc_t>(C);
-        }
-      }
-      __syncthreads();
-      // Channel fastest: grad_x is written along its channels.
-      for (int64_t t = threadIdx.x; t < len * C; t += blockDim.x) {
-        const int64_t k = t / C, c = t % C, n = n0 + k;
-        const acc_t normalized = math::normalize(
-            static_cast<acc_t>(x[grid.offset(b, m, n) + c * grid.channel_stride]), mean[k],
-            rstd[k]);
+  for_each_chunk(lines, rows, [&](int64_t line, int64_t b, int64_t m, int64_t n0,
+                                  int64_t len) {
+    for (int64_t k = warp; k < len; k += kWarps) {
+      const int64_t n = n0 + k;
+      const acc_t mu = mean_in[line * N + n], inverse = rstd_in[line * N + n];
+      const scalar_t* token = x + grid.offset(b, m, n);
+      acc_t grad_sum = 0, grad_dot = 0;
+      for (int64_t c = lane; c < C; c += cuda::kWarpSize) {
         const acc_t grad = static_cast<acc_t>(grad_rows[rows.offset(b, m, n, c)]);
-        grad_x[grad_grid.offset(b, m, n) + c * grad_grid.channel_stride] =
-            static_cast<scalar_t>(math::layer_norm_input_grad(
-                rstd[k], grad, grad_mean[k], normalized, grad_dot_normalized[k]));
+        grad_sum += grad;
+        grad_dot += grad * math::normalize(
+                               static_cast<acc_t>(token[c * grid.channel_stride]), mu, inverse);
       }
-      __syncthreads();  // the shared statistics are overwritten by the next chunk
+      grad_sum = cuda::warp_sum(grad_sum);
+      grad_dot = cuda::warp_sum(grad_dot);
+      if (lane == 0) {
+        mean[k] = mu;
+        rstd[k] = inverse;
+        grad_mean[k] = grad_sum / static_cast<acc_t>(C);
+        grad_dot_normalized[k] = grad_dot / static_cast<acc_t>(C);
+      }
     }
-  }
+    __syncthreads();
+    // Channel fastest: grad_x is written along its channels.
+    for (int64_t t = threadIdx.x; t < len * C; t += blockDim.x) {
+      const int64_t k = t / C, c = t % C, n = n0 + k;
+      const acc_t normalized = math::normalize(
+          static_cast<acc_t>(x[grid.offset(b, m, n) + c * grid.channel_stride]), mean[k],
+          rstd[k]);
+      const acc_t grad = static_cast<acc_t>(grad_rows[rows.offset(b, m, n, c)]);
+      grad_x[grad_grid.offset(b, m, n) + c * grad_grid.channel_stride] =
+          static_cast<scalar_t>(math::layer_norm_input_grad(
+              rstd[k], grad, grad_mean[k], normalized, grad_dot_normalized[k]));
+    }
+    __syncthreads();  // the shared statistics are overwritten by the next chunk
+  });
 }
 
 }  // namespace mlpmix::raft_token_mixing_impl

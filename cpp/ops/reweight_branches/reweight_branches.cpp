@@ -1,15 +1,17 @@
 // mlpmix::reweight_branches — schema, C++ API, argument checks, the re-weighting MLP and its
-// backward, the device-agnostic ATen kernels, Meta kernels and autograd.
-// reweight_branches_cpu.cpp holds the CPU kernels.
+// backward, the ATen composition (every device but the CPU, whose kernels are in
+// reweight_branches_cpu.cpp), Meta kernels and autograd.
 #include "ops/reweight_branches/reweight_branches.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/SymBool.h>
-#include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "common/autocast.h"
 #include "common/autograd.h"
+#include "common/checked.h"
 #include "common/checks.h"
+#include "common/meta_kernels.h"
 #include "mlpmix/mlpmix.h"
 
 namespace mlpmix {
@@ -40,7 +42,8 @@ namespace reweight_branches_impl {
 // ---- checks --------------------------------------------------------------------------
 
 void check_inputs(const char* op, const at::Tensor& h, const at::Tensor& w, const at::Tensor& c,
-                  const Mlp& mlp) {
+                  const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
+                  const at::Tensor& fc2_weight, const at::Tensor& fc2_bias) {
   checks::rank(op, "h", h, 2, /*at_least=*/true);
   checks::floating(op, "h", h);
   c10::SymInt tokens = 1;
@@ -51,30 +54,29 @@ void check_inputs(const char* op, const at::Tensor& h, const at::Tensor& w, cons
               ": h must have at least one token (B, ..., D with the middle sizes non-zero), got "
               "shape ", h.sym_sizes());
 
-  for (const auto& [name, branch] : {std::pair<const char*, const at::Tensor&>{"w", w},
-                                     std::pair<const char*, const at::Tensor&>{"c", c}}) {
-    checks::same_dtype_device(op, name, branch, "h", h);
-    checks::sym_shape(op, name, branch, h.sym_sizes(), "h's shape (B, ..., D)");
-  }
+  checks::tensor(op, "w", w, h.sym_sizes(), "h's shape (B, ..., D)", "h", h);
+  checks::tensor(op, "c", c, h.sym_sizes(), "h's shape (B, ..., D)", "h", h);
   const auto channels = h.sym_size(-1);
-  checks::same_dtype_device(op, "fc1_weight", mlp.fc1_weight, "h", h);
-  checks::rank(op, "fc1_weight", mlp.fc1_weight, 2);
-  const auto hidden = mlp.fc1_weight.sym_size(0);
-  checks::sym_shape(op, "fc1_weight", mlp.fc1_weight, {hidden, channels},
+  checks::same_dtype_device(op, "fc1_weight", fc1_weight, "h", h);
+  checks::rank(op, "fc1_weight", fc1_weight, 2);
+  const auto hidden = fc1_weight.sym_size(0);
+  checks::sym_shape(op, "fc1_weight", fc1_weight, {hidden, channels},
                     "(hidden, D), D = h.shape[-1]");
-  checks::vector(op, "fc1_bias", mlp.fc1_bias, hidden.guard_int(__FILE__, __LINE__),
-                 "(hidden,)", "h", h);
-  checks::same_dtype_device(op, "fc2_weight", mlp.fc2_weight, "h", h);
-  checks::sym_shape(op, "fc2_weight", mlp.fc2_weight, {channels * 3, hidden},
+  checks::vector(op, "fc1_bias", fc1_bias, hidden.guard_int(__FILE__, __LINE__), "(hidden,)",
+                 "h", h);
+  checks::same_dtype_device(op, "fc2_weight", fc2_weight, "h", h);
+  checks::sym_shape(op, "fc2_weight", fc2_weight, {channels * 3, hidden},
                     "(3*D, hidden), D = h.shape[-1]");
-  checks::vector(op, "fc2_bias", mlp.fc2_bias, (channels * 3).guard_int(__FILE__, __LINE__),
+  checks::vector(op, "fc2_bias", fc2_bias, (channels * 3).guard_int(__FILE__, __LINE__),
                  "(3*D,)", "h", h);
 }
 
-void check_grad_out(const at::Tensor& grad_out, const at::Tensor& h) {
-  const char* op = "reweight_branches_backward";
-  checks::same_dtype_device(op, "grad_out", grad_out, "h", h);
-  checks::sym_shape(op, "grad_out", grad_out, h.sym_sizes(), "h's shape (B, ..., D)");
+void check_backward(const char* op, const at::Tensor& grad_out, const at::Tensor& h,
+                    const at::Tensor& w, const at::Tensor& c, const at::Tensor& fc1_weight,
+                    const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+                    const at::Tensor& fc2_bias) {
+  check_inputs(op, h, w, c, fc1_weight, fc1_bias, fc2_weight, fc2_bias);
+  checks::tensor(op, "grad_out", grad_out, h.sym_sizes(), "h's shape (B, ..., D)", "h", h);
 }
 
 int64_t tokens_of(const at::Tensor& h) {
@@ -91,6 +93,24 @@ MlpForward mlp_forward(const at::Tensor& sums, int64_t tokens, const Mlp& mlp) {
   return {mean, pre_activation, hidden, logits};
 }
 
+MlpGradients mlp_backward(const MlpForward& f, const at::Tensor& grad_logits, int64_t tokens,
+                          const Mlp& mlp) {
+  auto grad_hidden = grad_logits.mm(mlp.fc2_weight);
+  auto grad_pre = at::gelu_backward(grad_hidden, f.pre_activation);
+  return {grad_pre.mm(mlp.fc1_weight) / static_cast<double>(tokens),
+          grad_pre.t().mm(f.mean),
+          grad_pre.sum(0),
+          grad_logits.t().mm(f.hidden),
+          grad_logits.sum(0)};
+}
+
+// ---- the ATen composition (any device) -----------------------------------------------
+
+namespace {
+
+// The branch weights (3, B, D), contiguous: the softmax over k of the logits (the CPU
+// kernel has its own), and its backward to the logits' gradient (B, 3D), given
+// grad_weights (3, B, D), the gradient of the branch weights (sum_t grad_out * branch_k).
 at::Tensor softmax_over_branches(const at::Tensor& logits) {
   return logits.view({logits.size(0), logits.size(1) / 3, 3})
       .softmax(2)
@@ -106,21 +126,6 @@ at::Tensor softmax_over_branches_backward(const at::Tensor& weights,
       .reshape({weights.size(1), 3 * weights.size(2)});
 }
 
-MlpGradients mlp_backward(const MlpForward& f, const at::Tensor& grad_logits, int64_t tokens,
-                          const Mlp& mlp) {
-  auto grad_hidden = grad_logits.mm(mlp.fc2_weight);
-  auto grad_pre = at::gelu_backward(grad_hidden, f.pre_activation);
-  return {grad_pre.mm(mlp.fc1_weight) / static_cast<double>(tokens),
-          grad_pre.t().mm(f.mean),
-          grad_pre.sum(0),
-          grad_logits.t().mm(f.hidden),
-          grad_logits.sum(0)};
-}
-
-// ---- the device-agnostic kernels (ATen) --------------------------------------------------
-
-namespace {
-
 // (B, T, D) views of branches shaped like h.
 at::Tensor rows(const at::Tensor& t, const at::Tensor& h) {
   return t.reshape({h.size(0), tokens_of(h), h.size(-1)});
@@ -130,11 +135,10 @@ at::Tensor token_sums(const at::Tensor& h, const at::Tensor& w, const at::Tensor
   return rows(h, h).sum(1) + rows(w, h).sum(1) + rows(c, h).sum(1);
 }
 
-}  // namespace
-
 at::Tensor reweight_branches_aten(const at::Tensor& h, const at::Tensor& w, const at::Tensor& c,
-                                  const Mlp& mlp) {
-  check_inputs("reweight_branches", h, w, c, mlp);
+                                  const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
+                                  const at::Tensor& fc2_weight, const at::Tensor& fc2_bias) {
+  const Mlp mlp{fc1_weight, fc1_bias, fc2_weight, fc2_bias};
   const auto a =
       softmax_over_branches(mlp_forward(token_sums(h, w, c), tokens_of(h), mlp).logits)
           .unsqueeze(2);
@@ -147,9 +151,11 @@ at::Tensor reweight_branches_aten(const at::Tensor& h, const at::Tensor& w, cons
 
 Gradients reweight_branches_backward_aten(const at::Tensor& grad_out, const at::Tensor& h,
                                           const at::Tensor& w, const at::Tensor& c,
-                                          const Mlp& mlp) {
-  check_inputs("reweight_branches_backward", h, w, c, mlp);
-  check_grad_out(grad_out, h);
+                                          const at::Tensor& fc1_weight,
+                                          const at::Tensor& fc1_bias,
+                                          const at::Tensor& fc2_weight,
+                                          const at::Tensor& fc2_bias) {
+  const Mlp mlp{fc1_weight, fc1_bias, fc2_weight, fc2_bias};
   const auto g = rows(grad_out, h);
   const auto grad_weights =
       at::stack({(g * rows(h, h)).sum(1), (g * rows(w, h)).sum(1), (g * rows(c, h)).sum(1)});
@@ -171,12 +177,7 @@ Gradients reweight_branches_backward_aten(const at::Tensor& grad_out, const at::
 
 // ---- Meta kernels ------------------------------------------------------------------------
 
-namespace {
-
-at::Tensor reweight_branches_meta(const at::Tensor& h, const at::Tensor& w, const at::Tensor& c,
-                                  const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
-                                  const at::Tensor& fc2_weight, const at::Tensor& fc2_bias) {
-  check_inputs("reweight_branches", h, w, c, {fc1_weight, fc1_bias, fc2_weight, fc2_bias});
+at::Tensor reweight_branches_meta(const at::Tensor& h) {
   return at::empty_symint(h.sym_sizes(), h.options());
 }
 
@@ -186,84 +187,12 @@ Gradients reweight_branches_backward_meta(const at::Tensor& grad_out, const at::
                                           const at::Tensor& fc1_bias,
                                           const at::Tensor& fc2_weight,
                                           const at::Tensor& fc2_bias) {
-  check_inputs("reweight_branches_backward", h, w, c,
-               {fc1_weight, fc1_bias, fc2_weight, fc2_bias});
-  check_grad_out(grad_out, h);
-  const auto like = [&](const at::Tensor& t) {
-    return at::empty_like(t, at::MemoryFormat::Contiguous);
-  };
-  const auto branch = [&] { return at::empty_symint(h.sym_sizes(), h.options()); };
-  return {branch(), branch(), branch(), like(fc1_weight), like(fc1_bias), like(fc2_weight),
-          like(fc2_bias)};
-}
-
-// ---- autograd -------------------------------------------------------------------------
-
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
-
-variable_list as_list(const Gradients& g) {
-  return {std::get<0>(g), std::get<1>(g), std::get<2>(g), std::get<3>(g),
-          std::get<4>(g), std::get<5>(g), std::get<6>(g)};
-}
-
-class ReweightBranchesBackwardFunction
-    : public torch::autograd::Function<ReweightBranchesBackwardFunction> {
- public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad_out,
-                               const at::Tensor& h, const at::Tensor& w, const at::Tensor& c,
-                               const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
-                               const at::Tensor& fc2_weight, const at::Tensor& fc2_bias) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return as_list(mlpmix::reweight_branches_backward(grad_out, h, w, c, fc1_weight, fc1_bias,
-                                                      fc2_weight, fc2_bias));
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    double_backward_unsupported("reweight_branches");
-  }
-};
-
-class ReweightBranchesFunction : public torch::autograd::Function<ReweightBranchesFunction> {
- public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& h, const at::Tensor& w,
-                               const at::Tensor& c, const at::Tensor& fc1_weight,
-                               const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
-                               const at::Tensor& fc2_bias) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto out = mlpmix::reweight_branches(h, w, c, fc1_weight, fc1_bias, fc2_weight, fc2_bias);
-    ctx->save_for_backward({h, w, c, fc1_weight, fc1_bias, fc2_weight, fc2_bias});
-    return {out};
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto s = ctx->get_saved_variables();
-    return ReweightBranchesBackwardFunction::apply(grads[0], s[0], s[1], s[2], s[3], s[4], s[5],
-                                                   s[6]);
-  }
-};
-
-at::Tensor reweight_branches_autograd(const at::Tensor& h, const at::Tensor& w,
-                                      const at::Tensor& c, const at::Tensor& fc1_weight,
-                                      const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
-                                      const at::Tensor& fc2_bias) {
-  return ReweightBranchesFunction::apply(h, w, c, fc1_weight, fc1_bias, fc2_weight, fc2_bias)[0];
-}
-
-Gradients reweight_branches_backward_autograd(const at::Tensor& grad_out, const at::Tensor& h,
-                                              const at::Tensor& w, const at::Tensor& c,
-                                              const at::Tensor& fc1_weight,
-                                              const at::Tensor& fc1_bias,
-                                              const at::Tensor& fc2_weight,
-                                              const at::Tensor& fc2_bias) {
-  auto r = ReweightBranchesBackwardFunction::apply(grad_out, h, w, c, fc1_weight, fc1_bias,
-                                                   fc2_weight, fc2_bias);
-  return {r[0], r[1], r[2], r[3], r[4], r[5], r[6]};
+  return contiguous_like(h, w, c, fc1_weight, fc1_bias, fc2_weight, fc2_bias);
 }
 
 }  // namespace
-}  // namespace reweight_branches_impl
-}  // namespace mlpmix
+
+// ---- registration ------------------------------------------------------------------------
 
 TORCH_LIBRARY_FRAGMENT(mlpmix, m) {
   m.def(
@@ -277,14 +206,28 @@ TORCH_LIBRARY_FRAGMENT(mlpmix, m) {
       {at::Tag::pt2_compliant_tag});
 }
 
-TORCH_LIBRARY_IMPL(mlpmix, Meta, m) {
-  m.impl("reweight_branches", &mlpmix::reweight_branches_impl::reweight_branches_meta);
+TORCH_LIBRARY_IMPL(mlpmix, CompositeExplicitAutograd, m) {
+  m.impl("reweight_branches", checked<"reweight_branches", check_inputs, reweight_branches_aten>);
   m.impl("reweight_branches_backward",
-         &mlpmix::reweight_branches_impl::reweight_branches_backward_meta);
+         checked<"reweight_branches_backward", check_backward, reweight_branches_backward_aten>);
+}
+
+TORCH_LIBRARY_IMPL(mlpmix, Meta, m) {
+  m.impl("reweight_branches", checked<"reweight_branches", check_inputs, reweight_branches_meta>);
+  m.impl("reweight_branches_backward",
+         checked<"reweight_branches_backward", check_backward, reweight_branches_backward_meta>);
 }
 
 TORCH_LIBRARY_IMPL(mlpmix, Autograd, m) {
-  m.impl("reweight_branches", &mlpmix::reweight_branches_impl::reweight_branches_autograd);
-  m.impl("reweight_branches_backward",
-         &mlpmix::reweight_branches_impl::reweight_branches_backward_autograd);
+  using Autograd =
+      mlpmix::Autograd<"reweight_branches", &reweight_branches, &reweight_branches_backward>;
+  m.impl("reweight_branches", &Autograd::forward);
+  m.impl("reweight_branches_backward", &Autograd::backward);
 }
+
+TORCH_LIBRARY_IMPL(mlpmix, AutocastCUDA, m) {
+  m.impl("reweight_branches", MLPMIX_AUTOCAST_CUDA(reweight_branches));
+}
+
+}  // namespace reweight_branches_impl
+}  // namespace mlpmix

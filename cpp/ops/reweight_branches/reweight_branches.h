@@ -3,7 +3,8 @@
 //   a[b, d, :] = softmax_k(fc2(GELU(fc1(mean_t(h + w + c)[b])))[d*3 + k]).
 // The full-size passes over the branches (B, ..., D) are the kernels' own; the re-weighting
 // MLP on the (B, D) token means is small and runs on ATen for every device (its softmax over
-// the three branches in the CPU kernel's own loop).
+// the three branches in the CPU kernel's own loop). reweight_branches.cpp also composes the
+// whole op of ATen ops for every device but the CPU.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -23,10 +24,14 @@ struct Mlp {
 // Validates the branches h, w, c (B, ..., D), all of one shape with at least one token, and
 // the MLP, with messages naming them.
 void check_inputs(const char* op, const at::Tensor& h, const at::Tensor& w, const at::Tensor& c,
-                  const Mlp& mlp);
+                  const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
+                  const at::Tensor& fc2_weight, const at::Tensor& fc2_bias);
 
-// The backward also checks grad_out, shaped like h.
-void check_grad_out(const at::Tensor& grad_out, const at::Tensor& h);
+// The backward's checks: the inputs and grad_out, shaped like h.
+void check_backward(const char* op, const at::Tensor& grad_out, const at::Tensor& h,
+                    const at::Tensor& w, const at::Tensor& c, const at::Tensor& fc1_weight,
+                    const at::Tensor& fc1_bias, const at::Tensor& fc2_weight,
+                    const at::Tensor& fc2_bias);
 
 // The number of tokens per sample: the product of h's middle sizes.
 int64_t tokens_of(const at::Tensor& h);
@@ -38,13 +43,6 @@ struct MlpForward {
 };
 MlpForward mlp_forward(const at::Tensor& sums, int64_t tokens, const Mlp& mlp);
 
-// The branch weights (3, B, D), contiguous: the softmax over k of the logits, on ATen (the
-// CPU kernel has its own), and its backward to the logits' gradient (B, 3D), given
-// grad_weights (3, B, D), the gradient of the branch weights (sum_t grad_out * branch_k).
-at::Tensor softmax_over_branches(const at::Tensor& logits);
-at::Tensor softmax_over_branches_backward(const at::Tensor& weights,
-                                          const at::Tensor& grad_weights);
-
 // The MLP's backward from the logits' gradient.
 struct MlpGradients {
   at::Tensor grad_per_token;  // (B, D): the gradient of the mean over T, divided by T
@@ -55,12 +53,5 @@ MlpGradients mlp_backward(const MlpForward& f, const at::Tensor& grad_logits, in
 
 using Gradients = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                              at::Tensor, at::Tensor>;
-
-// The operator and its backward on ATen, for any device.
-at::Tensor reweight_branches_aten(const at::Tensor& h, const at::Tensor& w, const at::Tensor& c,
-                                  const Mlp& mlp);
-Gradients reweight_branches_backward_aten(const at::Tensor& grad_out, const at::Tensor& h,
-                                          const at::Tensor& w, const at::Tensor& c,
-                                          const Mlp& mlp);
 
 }  // namespace mlpmix::reweight_branches_impl

@@ -7,12 +7,13 @@
 // The sums accumulate in double. Both passes are vectorised (common/simd.h) and parallel:
 // the sums over samples x blocks of channels, the weighted sums over token rows.
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 
+#include "common/checked.h"
+#include "common/dtypes.h"
 #include "common/simd.h"
 #include "ops/reweight_branches/reweight_branches.h"
 
@@ -236,12 +237,11 @@ at::Tensor reweight_branches_cpu(const at::Tensor& h, const at::Tensor& w, const
                                  const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
                                  const at::Tensor& fc2_weight, const at::Tensor& fc2_bias) {
   const Mlp mlp{fc1_weight, fc1_bias, fc2_weight, fc2_bias};
-  check_inputs("reweight_branches", h, w, c, mlp);
   const auto hc = h.contiguous(), wc = w.contiguous(), cc = c.contiguous();
   const int64_t batch = h.size(0), channels = h.size(-1), tokens = tokens_of(h);
   auto sums = at::empty({batch, channels}, h.options().dtype(at::kDouble));
   auto out = at::empty(h.sizes(), h.options());
-  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "reweight_branches", [&] {
+  MLPMIX_DISPATCH_CPU_FLOATING(h.scalar_type(), "reweight_branches", [&] {
     token_sums_pass<scalar_t>(hc, wc, cc, nullptr, sums, nullptr);
     const auto a =
         branch_weights<scalar_t>(mlp_forward(sums.to(h.scalar_type()), tokens, mlp).logits);
@@ -265,8 +265,6 @@ Gradients reweight_branches_backward_cpu(const at::Tensor& grad_out, const at::T
                                          const at::Tensor& fc2_weight,
                                          const at::Tensor& fc2_bias) {
   const Mlp mlp{fc1_weight, fc1_bias, fc2_weight, fc2_bias};
-  check_inputs("reweight_branches_backward", h, w, c, mlp);
-  check_grad_out(grad_out, h);
   const auto hc = h.contiguous(), wc = w.contiguous(), cc = c.contiguous();
   const auto g = grad_out.contiguous();
   const int64_t batch = h.size(0), channels = h.size(-1), tokens = tokens_of(h);
@@ -276,7 +274,7 @@ Gradients reweight_branches_backward_cpu(const at::Tensor& grad_out, const at::T
   auto grad_h = at::empty(h.sizes(), h.options()), grad_w = at::empty(h.sizes(), h.options()),
        grad_c = at::empty(h.sizes(), h.options());
   MlpGradients r;
-  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "reweight_branches_backward", [&] {
+  MLPMIX_DISPATCH_CPU_FLOATING(h.scalar_type(), "reweight_branches_backward", [&] {
     token_sums_pass<scalar_t>(hc, wc, cc, &g, sums, &grad_weights);
     const auto f = mlp_forward(sums.to(h.scalar_type()), tokens, mlp);
     const auto a = branch_weights<scalar_t>(f.logits);
@@ -298,10 +296,11 @@ Gradients reweight_branches_backward_cpu(const at::Tensor& grad_out, const at::T
 }
 
 }  // namespace
-}  // namespace mlpmix::reweight_branches_impl
 
 TORCH_LIBRARY_IMPL(mlpmix, CPU, m) {
-  m.impl("reweight_branches", &mlpmix::reweight_branches_impl::reweight_branches_cpu);
+  m.impl("reweight_branches", checked<"reweight_branches", check_inputs, reweight_branches_cpu>);
   m.impl("reweight_branches_backward",
-         &mlpmix::reweight_branches_impl::reweight_branches_backward_cpu);
+         checked<"reweight_branches_backward", check_backward, reweight_branches_backward_cpu>);
 }
+
+}  // namespace mlpmix::reweight_branches_impl
