@@ -6,10 +6,17 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
-import torch
+
+# torch.compile's on-disk cache is keyed on the graph, which calls the public ops, not on the
+# ops library beneath them: a cache left by another build of mlpmix could call its internal
+# ops. Each test session compiles into a cache of its own.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="mlpmix-inductor-"))
+
+import torch  # noqa: E402
 
 import mlpmix
 
