@@ -34,6 +34,31 @@ def differentiable(args: Sequence[object]) -> list[Tensor]:
     return [a for a in args if isinstance(a, Tensor) and a.requires_grad]
 
 
+def outputs_and_grads(fn: Callable, args: Sequence[object], grad_out: Tensor) -> list[Tensor]:
+    """[fn(*args), gradients of its differentiable inputs for grad_out]."""
+    out = fn(*args)
+    inputs = differentiable(args)
+    grads = torch.autograd.grad(out, inputs, grad_out.to(out.device, out.dtype)) if inputs else ()
+    return [out.detach(), *grads]
+
+
+def assert_low_precision_matches_reference(op: Callable, reference: Callable,
+                                           args: Sequence[object], device, dtype: torch.dtype
+                                           ) -> None:
+    """`op` on float64 `args` moved to `device` in `dtype`, output and gradients: in `dtype`,
+    and within assert_low_precision_accuracy of the float64 reference, against the
+    reference's own error computed there in `dtype`."""
+    truth_out = reference(*args)
+    grad_out = torch.randn_like(truth_out)
+    truth = outputs_and_grads(reference, args, grad_out)
+    low = on_device(args, device, dtype)
+    got = outputs_and_grads(op, low, grad_out)
+    baseline = outputs_and_grads(reference, low, grad_out)
+    for g, base, want in zip(got, baseline, truth):
+        assert g.dtype == dtype and g.device == base.device
+        assert_low_precision_accuracy(g.cpu(), base.cpu(), want)
+
+
 def leaf(t: Tensor, requires_grad: bool) -> Tensor:
     """`t` as a leaf tensor that keeps its strides (views stay views of the same storage)."""
     return t.detach().requires_grad_(requires_grad)

@@ -26,11 +26,12 @@ import test_ops_raft_token_mixing
 from mlpmix import ops, reference
 from op_testing import (
     TOLERANCES,
-    assert_low_precision_accuracy,
+    assert_low_precision_matches_reference,
     assert_rejected,
     differentiable,
     gradcheck_sample,
     on_device,
+    outputs_and_grads,
 )
 from test_ops import CASES
 
@@ -39,14 +40,6 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 # name: (op, reference, sample_inputs(dtype, requires_grad)), for every op of mlpmix.ops
 OPS = {case.name: (case.op, case.reference, case.sample_inputs) for case in CASES}
 LOW_PRECISION = [torch.float32, torch.float16, torch.bfloat16]
-
-
-def outputs_and_grads(fn, args, grad_out):
-    """[fn(*args), gradients of its differentiable inputs for grad_out]."""
-    out = fn(*args)
-    inputs = differentiable(args)
-    grads = torch.autograd.grad(out, inputs, grad_out.to(out.device, out.dtype)) if inputs else ()
-    return [out.detach(), *grads]
 
 
 @pytest.mark.parametrize("name", OPS)
@@ -81,14 +74,7 @@ def test_low_precision_accuracy(name, dtype):
     op, ref, samples = OPS[name]
     torch.manual_seed(1)
     for args in samples(torch.float64, requires_grad=True):
-        truth_out = ref(*args)
-        grad_out = torch.randn_like(truth_out)
-        truth = outputs_and_grads(ref, args, grad_out)
-        got = outputs_and_grads(op, on_device(args, "cuda", dtype), grad_out)
-        baseline = outputs_and_grads(ref, on_device(args, "cuda", dtype), grad_out)
-        for g, base, want in zip(got, baseline, truth):
-            assert g.dtype == dtype
-            assert_low_precision_accuracy(g.cpu(), base.cpu(), want)
+        assert_low_precision_matches_reference(op, ref, args, "cuda", dtype)
 
 
 @pytest.mark.parametrize("name", OPS)

@@ -31,6 +31,7 @@ from op_testing import (
     TOLERANCES,
     assert_compiles,
     assert_exports_with_dynamic_batch,
+    assert_low_precision_matches_reference,
     assert_matches_reference,
     assert_no_double_backward,
     assert_rejected,
@@ -42,6 +43,7 @@ from op_testing import (
 
 DEVICE = "cpu"  # tests/test_cuda.py runs the table's samples on "cuda"
 DTYPES = [torch.float64, torch.float32]
+REDUCED_DTYPES = [torch.bfloat16, torch.float16]
 OPCHECK_TEST_UTILS = ("test_schema", "test_autograd_registration", "test_faketensor",
                       "test_aot_dispatch_dynamic")  # torch.library.opcheck's default: all
 
@@ -189,6 +191,33 @@ def test_output_and_gradients_are_contiguous_with_the_meta_kernels_shapes(case, 
                           else torch.contiguous_format)
                 assert grad.shape == arg.shape, (i, position)
                 assert grad.is_contiguous(memory_format=layout), (i, position)
+
+
+@pytest.mark.parametrize("dtype", REDUCED_DTYPES, ids=["bfloat16", "float16"])
+@by_name(CASES)
+def test_reduced_precision_error_is_at_most_twice_the_references(case, dtype):
+    """bfloat16 and float16, output and gradients, every sample's strides: within twice the
+    error of the reference's own computation in that dtype (flash-attention's rule)."""
+    torch.manual_seed(1)
+    for args in case.samples(torch.float64, requires_grad=True):
+        assert_low_precision_matches_reference(case.op, case.reference, args, DEVICE, dtype)
+
+
+@pytest.mark.parametrize("dtype", REDUCED_DTYPES, ids=["bfloat16", "float16"])
+@by_name(CASES)
+def test_autocast_runs_the_op_in_its_dtype_with_float32_gradients(case, dtype):
+    """Under torch.autocast the op casts its float32 arguments (as a matmul does), computes
+    and returns the autocast dtype, and its gradients reach the float32 leaves in float32."""
+    args = [a.detach().requires_grad_() if isinstance(a, Tensor) else a
+            for a in case.valid_args()]
+    with torch.autocast(DEVICE, dtype=dtype):
+        out = case.op(*args)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out, case.op(*on_device(args, DEVICE, dtype)), rtol=0, atol=0)
+    out.float().square().sum().backward()
+    for a in args:
+        if isinstance(a, Tensor):
+            assert a.grad is not None and a.grad.dtype == torch.float32
 
 
 @by_name(CASES)

@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "common/reduced_precision_cpu.h"
+
 #if AT_MKLDNN_ENABLED()
 // Exported by libtorch_cpu (TORCH_API in ATen/native/mkldnn/Matmul.h, which the wheels do not
 // ship): result = beta * result + alpha * mat1 @ mat2.
@@ -96,6 +98,35 @@ GemmChoice gemm_choice() {
 }
 #endif
 
+// out = [out +] the product a @ b computed in `state`'s dtype, widened to float32. The
+// widening is a plain loop: worker threads must not call in-place dispatcher ops (an
+// inference tensor may not be written outside the caller's InferenceMode).
+template <typename Low>
+void widen_into(const at::Tensor& out, const at::Tensor& product, bool accumulate) {
+  const int64_t M = product.size(0), N = product.size(1);
+  const int64_t row_stride = out.stride(0), column_stride = out.stride(1);
+  float* out_data = out.mutable_data_ptr<float>();
+  const Low* product_data = product.const_data_ptr<Low>();
+  for (int64_t i = 0; i < M; ++i) {
+    float* row = out_data + i * row_stride;
+    for (int64_t j = 0; j < N; ++j) {
+      const float value = static_cast<float>(product_data[i * N + j]);
+      row[j * column_stride] = accumulate ? row[j * column_stride] + value : value;
+    }
+  }
+}
+
+void reduced_gemm_out(const ReducedPrecision& state, const at::Tensor& out, const at::Tensor& a,
+                      const at::Tensor& b, bool accumulate) {
+  auto product = at::empty({a.size(0), b.size(1)}, a.options().dtype(state.dtype()));
+  at::cpu::mm_out(product, state.lowered(a), state.lowered(b));
+  if (state.dtype() == at::kBFloat16) {
+    widen_into<at::BFloat16>(out, product, accumulate);
+  } else {
+    widen_into<at::Half>(out, product, accumulate);
+  }
+}
+
 }  // namespace
 
 bool uses_onednn(at::ScalarType dtype, int64_t M, int64_t K, int64_t N) {
@@ -114,6 +145,11 @@ bool uses_onednn(at::ScalarType dtype, int64_t M, int64_t K, int64_t N) {
 }
 
 void gemm_out(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {
+  const auto* state = reduced_precision();
+  if (state != nullptr && out.scalar_type() == at::kFloat) {
+    reduced_gemm_out(*state, out, a, b, accumulate);
+    return;
+  }
 #if AT_MKLDNN_ENABLED()
   // A strided `out` would make oneDNN write into a buffer of its own and copy it back,
   // where the accumulation would not see out's values.
@@ -141,7 +177,8 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight,
                   const std::optional<at::Tensor>& bias) {
   const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
 #if AT_MKLDNN_ENABLED()
-  if (uses_onednn(x.scalar_type(), M, K, N) && onednn_linear().has_value()) {
+  if (reduced_precision() == nullptr && uses_onednn(x.scalar_type(), M, K, N) &&
+      onednn_linear().has_value()) {
     const auto b = bias.has_value() ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
     return onednn_linear()->call(x.contiguous(), weight.contiguous(), b, "none",
                                  c10::List<std::optional<c10::Scalar>>(), std::nullopt);

@@ -7,7 +7,9 @@
 // setup outweighs its faster kernel, Intel and other CPUs) goes to ATen's CPU BLAS.
 // The environment variable MLPMIX_CPU_GEMM (read once) overrides the CPU test: onednn runs
 // oneDNN wherever it can (Intel CPUs too), blas never; auto is the default.
-// Both are float32 FMAs, so results differ from ATen's only in rounding.
+// Both are float32 FMAs, so results differ from ATen's only in rounding. Inside a bfloat16 or
+// float16 call (common/reduced_precision_cpu.h) the products of float32 tensors run in that
+// dtype instead and are widened back to float32.
 #pragma once
 
 #include <ATen/ATen.h>

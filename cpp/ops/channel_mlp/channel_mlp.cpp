@@ -201,9 +201,7 @@ TORCH_LIBRARY_IMPL(mlpmix, Autograd, m) {
   m.impl("channel_mlp_backward", &Autograd::backward);
 }
 
-TORCH_LIBRARY_IMPL(mlpmix, AutocastCUDA, m) {
-  m.impl("channel_mlp", MLPMIX_AUTOCAST_CUDA(channel_mlp));
-}
+MLPMIX_AUTOCAST(channel_mlp)
 
 }  // namespace channel_mlp_impl
 }  // namespace mlpmix

@@ -29,6 +29,7 @@
 #include "common/checked.h"
 #include "common/dtypes.h"
 #include "common/gemm_cpu.h"
+#include "common/reduced_precision_cpu.h"
 #include "common/layer_norm_gelu_cpu.h"
 #include "common/mlp_gradients_cpu.h"
 #include "common/op_outputs.h"
@@ -95,7 +96,7 @@ struct Tiling {
     if (chunks == 1) {
       body(0, 1);
     } else {
-      at::parallel_for(0, chunks, 1, body);
+      cpu::parallel_for(0, chunks, 1, body);
     }
   }
 };
@@ -416,11 +417,13 @@ channel_mlp_backward_cpu(const Dims& d, const at::Tensor& grad_out_any, const at
 }  // namespace
 
 TORCH_LIBRARY_IMPL(mlpmix, CPU, m) {
-  m.impl("channel_mlp", checked<"channel_mlp", check_inputs, channel_mlp_cpu<false>>);
+  m.impl("channel_mlp",
+         checked<"channel_mlp", check_inputs, cpu::in_float32<channel_mlp_cpu<false>>>);
   m.impl("_channel_mlp_forward",
-         checked<"_channel_mlp_forward", check_inputs, channel_mlp_cpu<true>>);
+         checked<"_channel_mlp_forward", check_inputs, cpu::in_float32<channel_mlp_cpu<true>>>);
   m.impl("channel_mlp_backward",
-         checked<"channel_mlp_backward", check_backward, channel_mlp_backward_cpu>);
+         checked<"channel_mlp_backward", check_backward,
+                 cpu::in_float32<channel_mlp_backward_cpu>>);
 }
 
 }  // namespace mlpmix::channel_mlp_impl

@@ -233,9 +233,7 @@ TORCH_LIBRARY_IMPL(mlpmix, Autograd, m) {
   m.impl("cross_scale_embed_backward", &Autograd::backward);
 }
 
-TORCH_LIBRARY_IMPL(mlpmix, AutocastCUDA, m) {
-  m.impl("cross_scale_embed", MLPMIX_AUTOCAST_CUDA(cross_scale_embed));
-}
+MLPMIX_AUTOCAST(cross_scale_embed)
 
 }  // namespace cross_scale_embed_impl
 }  // namespace mlpmix

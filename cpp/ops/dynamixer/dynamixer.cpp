@@ -258,9 +258,7 @@ TORCH_LIBRARY_IMPL(mlpmix, Autograd, m) {
   m.impl("dynamixer_backward", &Autograd::backward);
 }
 
-TORCH_LIBRARY_IMPL(mlpmix, AutocastCUDA, m) {
-  m.impl("dynamixer", MLPMIX_AUTOCAST_CUDA(dynamixer));
-}
+MLPMIX_AUTOCAST(dynamixer)
 
 }  // namespace dynamixer_impl
 }  // namespace mlpmix

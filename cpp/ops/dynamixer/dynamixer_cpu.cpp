@@ -19,6 +19,7 @@
 #include "common/checked.h"
 #include "common/dtypes.h"
 #include "common/gemm_cpu.h"
+#include "common/reduced_precision_cpu.h"
 #include "common/op_outputs.h"
 #include "common/sequences.h"
 #include "common/simd.h"
@@ -322,7 +323,7 @@ void for_each_chunk(const at::Tensor& compressed, const at::Tensor& generate_wei
   const int64_t chunk = sequences_per_chunk(dims, compressed.element_size());
   const auto z = compressed.view({sequences * dims.S, dims.N * dims.d});
   const auto generate_t = generate_weight.detach().t();
-  at::parallel_for(0, (sequences + chunk - 1) / chunk, 1, [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, (sequences + chunk - 1) / chunk, 1, [&](int64_t begin, int64_t end) {
     auto logits = generate ? at::empty({chunk * dims.S, dims.N * dims.N}, compressed.options())
                            : at::Tensor();
     for (int64_t c = begin; c < end; ++c) {
@@ -475,10 +476,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
 }  // namespace
 
 TORCH_LIBRARY_IMPL(mlpmix, CPU, m) {
-  m.impl("dynamixer", checked<"dynamixer", check_inputs, dynamixer_cpu<false>>);
-  m.impl("_dynamixer_forward", checked<"_dynamixer_forward", check_inputs, dynamixer_cpu<true>>);
+  m.impl("dynamixer", checked<"dynamixer", check_inputs, cpu::in_float32<dynamixer_cpu<false>>>);
+  m.impl("_dynamixer_forward",
+         checked<"_dynamixer_forward", check_inputs, cpu::in_float32<dynamixer_cpu<true>>>);
   m.impl("dynamixer_backward",
-         checked<"dynamixer_backward", check_backward, dynamixer_backward_cpu>);
+         checked<"dynamixer_backward", check_backward, cpu::in_float32<dynamixer_backward_cpu>>);
 }
 
 }  // namespace mlpmix::dynamixer_impl

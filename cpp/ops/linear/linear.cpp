@@ -140,9 +140,7 @@ TORCH_LIBRARY_IMPL(mlpmix, Autograd, m) {
   m.impl("linear_backward", &Autograd::backward);
 }
 
-TORCH_LIBRARY_IMPL(mlpmix, AutocastCUDA, m) {
-  m.impl("linear", MLPMIX_AUTOCAST_CUDA(linear));
-}
+MLPMIX_AUTOCAST(linear)
 
 }  // namespace linear_impl
 }  // namespace mlpmix

@@ -5,6 +5,7 @@
 
 #include "common/checked.h"
 #include "common/gemm_cpu.h"
+#include "common/reduced_precision_cpu.h"
 #include "ops/linear/linear.h"
 
 namespace mlpmix::linear_impl {
@@ -27,8 +28,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_cpu(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(mlpmix, CPU, m) {
-  m.impl("linear", checked<"linear", check_inputs, linear_cpu>);
-  m.impl("linear_backward", checked<"linear_backward", check_backward, linear_backward_cpu>);
+  m.impl("linear", checked<"linear", check_inputs, cpu::in_float32<linear_cpu>>);
+  m.impl("linear_backward",
+         checked<"linear_backward", check_backward, cpu::in_float32<linear_backward_cpu>>);
 }
 
 }  // namespace mlpmix::linear_impl

@@ -250,9 +250,7 @@ TORCH_LIBRARY_IMPL(mlpmix, Autograd, m) {
   m.impl("raft_token_mixing_backward", &Autograd::backward);
 }
 
-TORCH_LIBRARY_IMPL(mlpmix, AutocastCUDA, m) {
-  m.impl("raft_token_mixing", MLPMIX_AUTOCAST_CUDA(raft_token_mixing));
-}
+MLPMIX_AUTOCAST(raft_token_mixing)
 
 }  // namespace raft_token_mixing_impl
 }  // namespace mlpmix

@@ -35,6 +35,7 @@
 #include "common/checked.h"
 #include "common/dtypes.h"
 #include "common/gemm_cpu.h"
+#include "common/reduced_precision_cpu.h"
 #include "common/layer_norm_gelu_cpu.h"
 #include "common/mlp_gradients_cpu.h"
 #include "common/op_outputs.h"
@@ -441,7 +442,7 @@ auto raft_token_mixing_cpu(const Dims& d, const at::Tensor& x_any, const at::Ten
   MLPMIX_DISPATCH_CPU_FLOATING(x.scalar_type(), "mlpmix_raft_token_mixing_cpu", [&] {
     const scalar_t* x_data = x.const_data_ptr<scalar_t>();
     scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, tiling.chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+    cpu::parallel_for(0, tiling.chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
       const int64_t columns = tiling.tile_lines * d.o;
       const auto x_buffer = at::empty({F * columns}, options);
       const auto a_buffer = at::empty({d.hidden * columns}, options);
@@ -507,7 +508,7 @@ raft_token_mixing_backward_cpu(const Dims& d, const at::Tensor& grad_out_any,
     const scalar_t* grad_out_data = grad_out.const_data_ptr<scalar_t>();
     scalar_t* grad_x_data = grad_x.mutable_data_ptr<scalar_t>();
     const scalar_t* gamma_data = gamma.const_data_ptr<scalar_t>();
-    at::parallel_for(0, tiling.chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+    cpu::parallel_for(0, tiling.chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
       const int64_t columns = tiling.tile_lines * d.o;
       const auto x_buffer = at::empty({F * columns}, options);
       const auto g_buffer = at::empty({F * columns}, options);  // grad of fc2 output, then of u
@@ -571,11 +572,13 @@ raft_token_mixing_backward_cpu(const Dims& d, const at::Tensor& grad_out_any,
 
 TORCH_LIBRARY_IMPL(mlpmix, CPU, m) {
   m.impl("raft_token_mixing",
-         checked<"raft_token_mixing", check_inputs, raft_token_mixing_cpu<false>>);
+         checked<"raft_token_mixing", check_inputs, cpu::in_float32<raft_token_mixing_cpu<false>>>);
   m.impl("_raft_token_mixing_forward",
-         checked<"_raft_token_mixing_forward", check_inputs, raft_token_mixing_cpu<true>>);
+         checked<"_raft_token_mixing_forward", check_inputs,
+                 cpu::in_float32<raft_token_mixing_cpu<true>>>);
   m.impl("raft_token_mixing_backward",
-         checked<"raft_token_mixing_backward", check_backward, raft_token_mixing_backward_cpu>);
+         checked<"raft_token_mixing_backward", check_backward,
+                 cpu::in_float32<raft_token_mixing_backward_cpu>>);
 }
 
 }  // namespace mlpmix::raft_token_mixing_impl

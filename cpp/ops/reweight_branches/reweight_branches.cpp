@@ -225,9 +225,7 @@ TORCH_LIBRARY_IMPL(mlpmix, Autograd, m) {
   m.impl("reweight_branches_backward", &Autograd::backward);
 }
 
-TORCH_LIBRARY_IMPL(mlpmix, AutocastCUDA, m) {
-  m.impl("reweight_branches", MLPMIX_AUTOCAST_CUDA(reweight_branches));
-}
+MLPMIX_AUTOCAST(reweight_branches)
 
 }  // namespace reweight_branches_impl
 }  // namespace mlpmix

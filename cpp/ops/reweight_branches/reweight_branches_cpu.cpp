@@ -14,6 +14,7 @@
 
 #include "common/checked.h"
 #include "common/dtypes.h"
+#include "common/reduced_precision_cpu.h"
 #include "common/simd.h"
 #include "ops/reweight_branches/reweight_branches.h"
 
@@ -168,7 +169,7 @@ void token_sums_pass(const at::Tensor& h, const at::Tensor& w, const at::Tensor&
   const int64_t sample_size = tokens * channels;
   double* sums_data = sums.data_ptr<double>();
   double* q_data = grad_weights != nullptr ? grad_weights->data_ptr<double>() : nullptr;
-  at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
     double q[3 * kChannelBlock];
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / blocks, j0 = (item % blocks) * kChannelBlock;
@@ -226,7 +227,7 @@ at::Tensor branch_weights_backward(const at::Tensor& weights, const at::Tensor& 
 template <typename RowFn>
 void rows_pass(int64_t batch, int64_t tokens, int64_t channels, const RowFn& row) {
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(channels, 1));
-  at::parallel_for(0, batch * tokens, grain, [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, batch * tokens, grain, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       row(r / tokens, r);
     }
@@ -298,9 +299,11 @@ Gradients reweight_branches_backward_cpu(const at::Tensor& grad_out, const at::T
 }  // namespace
 
 TORCH_LIBRARY_IMPL(mlpmix, CPU, m) {
-  m.impl("reweight_branches", checked<"reweight_branches", check_inputs, reweight_branches_cpu>);
+  m.impl("reweight_branches",
+         checked<"reweight_branches", check_inputs, cpu::in_float32<reweight_branches_cpu>>);
   m.impl("reweight_branches_backward",
-         checked<"reweight_branches_backward", check_backward, reweight_branches_backward_cpu>);
+         checked<"reweight_branches_backward", check_backward,
+                 cpu::in_float32<reweight_branches_backward_cpu>>);
 }
 
 }  // namespace mlpmix::reweight_branches_impl

@@ -141,8 +141,9 @@ class DynaMixerBlock(nn.Module):
         mixed = torch.baddbmm(bias, mixed_h.reshape(batch, tokens, channels),
                               (out_h.weight * a[0]).transpose(1, 2))
         # In place: a fresh (B, H*W, D) result per branch would only copy `mixed` into it.
-        mixed.baddbmm_(mixed_w.reshape(batch, tokens, channels),
-                       (out_w.weight * a[1]).transpose(1, 2))
-        mixed.baddbmm_(x.reshape(batch, tokens, channels),
-                       (self.mlp_c.weight * a[2]).transpose(1, 2))
+        # In-place ops are not autocast: under autocast their operands join `mixed`'s dtype.
+        mixed.baddbmm_(mixed_w.reshape(batch, tokens, channels).to(mixed.dtype),
+                       (out_w.weight * a[1]).transpose(1, 2).to(mixed.dtype))
+        mixed.baddbmm_(x.reshape(batch, tokens, channels).to(mixed.dtype),
+                       (self.mlp_c.weight * a[2]).transpose(1, 2).to(mixed.dtype))
         return self.proj(mixed.reshape(batch, height, width, channels))
