@@ -1,0 +1,162 @@
+"""The models in bfloat16 and float16 on CPU: under torch.autocast("cpu") (float32 parameters)
+and cast with .to(dtype), every mlpmix op runs in the reduced dtype, the models run and
+train, gradients reach float32 parameters in float32, and torch.compile, torch.export and
+TorchScript keep working. Per-op accuracy is in tests/test_ops.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.testing import assert_close
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import mlpmix
+from op_testing import assert_low_precision_accuracy
+
+PUBLISHED = ["raftmlp_s", "raftmlp_m", "raftmlp_l", "dynamixer_s", "dynamixer_m", "dynamixer_l"]
+TINY = ["raftmlp_tiny", "dynamixer_tiny"]
+REDUCED = [torch.bfloat16, torch.float16]
+
+
+class MlpmixOpDtypes(TorchDispatchMode):
+    """Records the dtypes of the tensor arguments of every mlpmix op called."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[tuple[str, set[torch.dtype]]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "mlpmix":
+            dtypes = {a.dtype for a in args if isinstance(a, torch.Tensor)}
+            self.calls.append((func.name(), dtypes))
+        return func(*args, **(kwargs or {}))
+
+
+def tiny_batch(in_chans: int = 3, size: int = 8):
+    torch.manual_seed(0)
+    return torch.randn(4, in_chans, size, size), torch.randint(0, 10, (4,))
+
+
+def assert_ops_ran_in(calls, dtype):
+    assert calls, "no mlpmix op ran"
+    for op, dtypes in calls:
+        assert dtypes == {dtype}, (op, dtypes)
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_published_model_trains_under_bf16_autocast(name):
+    """One training step at 224x224 under bfloat16 autocast gives bfloat16 logits and float32
+    gradients for the float32 parameters (which ops run, in which dtype: the tiny models'
+    tests below)."""
+    torch.manual_seed(0)
+    model = mlpmix.create_model(name, num_classes=10)
+    x, y = torch.randn(1, 3, 224, 224), torch.tensor([3])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(x)
+    F.cross_entropy(logits.float(), y).backward()
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+    for parameter in model.parameters():
+        assert parameter.grad is not None and parameter.grad.dtype == torch.float32
+        assert torch.isfinite(parameter.grad).all()
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_every_op_runs_in_bf16_under_autocast(name):
+    """Forward and backward: every mlpmix op of the model runs in bfloat16."""
+    model = mlpmix.create_model(name, num_classes=10)
+    x, y = tiny_batch()
+    with MlpmixOpDtypes() as recorded:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(x)
+        F.cross_entropy(logits.float(), y).backward()
+    assert_ops_ran_in(recorded.calls, torch.bfloat16)
+    assert any(op.endswith("_backward") for op, _ in recorded.calls)
+
+
+@pytest.mark.parametrize("dtype", REDUCED, ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("name", TINY)
+def test_autocast_logits_are_as_accurate_as_the_references(name, dtype):
+    """Against the float64 model, the fused model's logits under autocast err at most twice
+    as much as the reference implementation's under the same autocast."""
+    model = mlpmix.create_model(name, num_classes=10).eval()
+    x, _ = tiny_batch()
+    with torch.no_grad():
+        truth = model.double()(x.double())
+        model.float()
+        with torch.autocast("cpu", dtype=dtype):
+            fused = model(x)
+            with mlpmix.implementation.use("reference"):
+                baseline = model(x)
+    assert fused.dtype == dtype
+    assert_low_precision_accuracy(fused, baseline, truth)
+
+
+class UnderAutocast(torch.nn.Module):
+    """Runs `inner` under bfloat16 CPU autocast."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.inner(images)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_compile_and_export_under_autocast(name):
+    """A model under autocast compiles (fullgraph) and exports (dynamic batch), with the
+    eager outputs."""
+    torch.manual_seed(0)
+    model = UnderAutocast(mlpmix.create_model(name, num_classes=10).eval())
+    x, _ = tiny_batch()
+    with torch.no_grad():
+        compiled = torch.compile(model, fullgraph=True)(x)
+        assert compiled.dtype == torch.bfloat16
+        assert_close(compiled, model(x), rtol=2e-2, atol=2e-2)
+    exported = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    with torch.no_grad():
+        for batch in (x, torch.randn(2, 3, 8, 8)):
+            out = exported.module()(batch)
+            assert out.dtype == torch.bfloat16
+            assert_close(out, model(batch), rtol=0, atol=0)
+
+
+def test_compiled_training_step_under_autocast():
+    """torch.compile of a training step under autocast: the eager step's float32 gradients."""
+    torch.manual_seed(0)
+    model = mlpmix.create_model("raftmlp_tiny", num_classes=10)
+    x, y = tiny_batch()
+
+    def step(m):
+        loss = F.cross_entropy(UnderAutocast(m)(x).float(), y)
+        return loss, torch.autograd.grad(loss, list(model.parameters()))
+
+    loss, grads = step(torch.compile(model, fullgraph=True))
+    eager_loss, eager_grads = step(model)
+    assert_close(loss, eager_loss, rtol=2e-2, atol=2e-2)
+    for g, e in zip(grads, eager_grads):
+        assert g.dtype == torch.float32
+        assert_close(g, e, rtol=5e-2, atol=5e-2 * e.abs().max().item() + 1e-6)
+
+
+@pytest.mark.parametrize("dtype", REDUCED, ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("name", TINY)
+def test_model_cast_to_reduced_precision_trains_and_scripts(name, dtype, tmp_path):
+    """model.to(dtype): forward and backward run the ops in dtype, gradients are in dtype,
+    and the model scripts, saves and loads with the same outputs."""
+    model = mlpmix.create_model(name, num_classes=10).to(dtype)
+    x, y = tiny_batch()
+    x = x.to(dtype)
+    with MlpmixOpDtypes() as recorded:
+        F.cross_entropy(model(x).float(), y).backward()
+    assert_ops_ran_in(recorded.calls, dtype)
+    assert all(p.grad.dtype == dtype and torch.isfinite(p.grad).all()
+               for p in model.parameters())
+    model.eval()
+    torch.jit.script(model).save(str(tmp_path / "model.pt"))
+    with torch.inference_mode():
+        out = torch.jit.load(str(tmp_path / "model.pt"))(x)
+        assert out.dtype == dtype
+        assert torch.equal(out, model(x))
