@@ -41,6 +41,32 @@ def test_scripted_model_in_cpp(name, example_app, tiny_exports, tmp_path):
     assert torch.equal(got, expected)
 
 
+@pytest.mark.parametrize("name", TinyExports.NAMES)
+def test_bf16_scripted_model_in_cpp(name, example_app, tiny_exports, tmp_path):
+    """Saved in bf16, a copy of the model with bfloat16 weights takes and returns float32,
+    in C++ as in Python, near the float32 model; the model itself stays float32."""
+    model = tiny_exports.model(name)
+    path = mlpmix.export.save(model, tmp_path / "model.pt", "torchscript", torch.zeros(1, 1, 8, 8),
+                              precision="bf16")
+    scripted, metadata = mlpmix.export.load(path)
+    assert metadata["precision"] == "bf16"
+    assert {p.dtype for p in scripted.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    x = torch.randn(3, 1, 8, 8)
+    with torch.inference_mode():
+        expected, in_python = model(x), scripted(x)
+    got = run_example(example_app, path, x, tmp_path)
+    assert got.dtype == torch.float32
+    assert torch.equal(got, in_python)
+    assert_close(got, expected, rtol=5e-2, atol=1e-2)
+
+
+def test_save_rejects_unknown_precision(tmp_path):
+    with pytest.raises(ValueError, match="unknown precision 'fp16'; choose from fp32, bf16"):
+        mlpmix.export.save(torch.nn.Flatten(), tmp_path / "m.pt", "torchscript",
+                           torch.zeros(1, 1, 8, 8), precision="fp16")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", TinyExports.NAMES)
 def test_aoti_package_in_cpp_with_dynamic_batch(name, example_app, tiny_exports, tmp_path):

@@ -35,7 +35,7 @@ def info(args: argparse.Namespace) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
-    run_demo(args.model, args.epochs, Path(args.output), args.seed, args.threads)
+    run_demo(args.model, args.epochs, Path(args.output), args.seed, args.threads, args.precision)
     return 0
 
 
@@ -90,8 +90,10 @@ def export_model(args: argparse.Namespace) -> int:
     metadata = {"model": name, "num_classes": model.num_classes,
                 "preprocessing": preprocessing.to_dict()}
     example = torch.randn(args.batch_size, in_chans, size, size)
-    path = export.save(model, args.out, args.format, example, args.batch_dynamic, metadata)
-    print(f"wrote {path} ({args.format}, {name}, {in_chans}x{size}x{size} images)")
+    path = export.save(model, args.out, args.format, example, args.batch_dynamic, metadata,
+                       precision=args.precision)
+    print(f"wrote {path} ({args.format}, {args.precision}, {name}, "
+          f"{in_chans}x{size}x{size} images)")
     return 0
 
 
@@ -147,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="mlpmix-demo", help="directory for models, summary, plot")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="intra-op threads for training")
+    p.add_argument("--precision", default="fp32", choices=tuple(export.PRECISIONS),
+                   help="bf16: also train under CPU bfloat16 autocast (same seed) and report "
+                        "its test accuracy beside float32's (default: fp32)")
     p.set_defaults(run=demo)
 
     p = commands.add_parser("convert", help="convert a checkpoint (authors' or mlpmix's layout) "
@@ -170,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-dynamic", action="store_true",
                    help="aoti: accept any batch size (torchscript always does)")
     p.add_argument("--batch-size", type=int, default=1, help="aoti: the fixed batch size")
+    p.add_argument("--precision", default="fp32", choices=tuple(export.PRECISIONS),
+                   help="bf16: bfloat16 weights and computation; the file still takes and "
+                        "returns float32 (default: fp32)")
     p.add_argument("--num-classes", type=int, help="default: the checkpoint's, or 1000")
     p.add_argument("--in-chans", type=int,
                    help="1 for grayscale, 3 for RGB (default: the checkpoint's, or 3)")
