@@ -5,8 +5,10 @@ a sub-label (shape, dtype, device) and a ``build(impl)`` that returns the no-arg
 callable to time. Every case has a unique ``name`` so that a fresh process (the memory
 measurement) can rebuild it.
 
-On CPU everything runs in float32 at batch 8. On CUDA the ops run in float32 and the
-models at batch 64 under bfloat16 autocast, as they are trained on GPUs.
+On CPU the cases' inputs and parameters are float32, at batch 8; the implementation decides
+the precision it runs them in (``implementations.PRECISIONS``: float32, bfloat16 autocast,
+bfloat16 weights). On CUDA the ops run in float32 and the models at batch 64 under bfloat16
+autocast, as they are trained on GPUs.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch.nn.functional as F
 import mlpmix
 from mlpmix import ops
 
-from .implementations import prepare
+from .implementations import prepare, weights_dtype
 
 IMAGE = 224
 DTYPE = torch.float32
@@ -61,8 +63,16 @@ def _shape_label(setting: Setting, shape: Sequence[int], extra: str = "",
     return f"({dims}){' ' + extra if extra else ''} {setting.label(autocast)}"
 
 
+def _cast(value: object, dtype: Optional[torch.dtype]) -> object:
+    """A floating-point tensor argument in ``dtype`` (a leaf still, requiring grad as before)."""
+    if dtype is None or not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        return value
+    return value.detach().to(dtype).requires_grad_(value.requires_grad)
+
+
 def _op_step(fn: Callable, args: List[object], backward: bool, impl: str) -> Callable[[], object]:
-    run = prepare(fn, impl)
+    run = prepare(fn, impl, device=args[0].device.type)  # autocast on the inputs' device
+    args = [_cast(a, weights_dtype(impl)) for a in args]
     if not backward:
         def forward():
             with torch.no_grad():
@@ -232,12 +242,14 @@ def op_cases(setting: Setting, quick: bool) -> List[Case]:
 
 def _model_step(setting: Setting, name: str, training: bool, impl: str) -> Callable[[], object]:
     torch.manual_seed(0)
-    model = mlpmix.create_model(name).train(training).to(setting.device)
+    weights = weights_dtype(impl)  # bf16 weights: the model and the images cast to it
+    model = mlpmix.create_model(name).train(training).to(setting.device, weights or DTYPE)
     images = torch.randn(setting.batch, 3, IMAGE, IMAGE, dtype=DTYPE, device=setting.device)
+    images = images.to(weights or DTYPE)
     autocast = torch.autocast(setting.device, setting.model_autocast,
                               enabled=setting.model_autocast is not None)
     if not training:
-        run = prepare(model, impl)
+        run = prepare(model, impl, setting.device)
 
         def inference():
             with torch.no_grad(), autocast:
@@ -246,7 +258,7 @@ def _model_step(setting: Setting, name: str, training: bool, impl: str) -> Calla
 
     labels = torch.randint(0, 1000, (setting.batch,), device=setting.device)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
-    loss_of = prepare(lambda x, y: F.cross_entropy(model(x), y), impl)
+    loss_of = prepare(lambda x, y: F.cross_entropy(model(x), y), impl, setting.device)
 
     def training_step():
         optimizer.zero_grad(set_to_none=True)

@@ -5,9 +5,15 @@ from __future__ import annotations
 import os
 import platform
 from datetime import datetime, timezone
-from typing import Dict
+from typing import Dict, List, Optional
 
 import torch
+
+# The /proc/cpuinfo flags of native bfloat16 arithmetic, which oneDNN runs bf16 matrix
+# products with: AVX512-BF16 (AMD Zen 4, Intel Cooper Lake and later), AMX (Intel Sapphire
+# Rapids and later); "bf16" among an Arm CPU's Features. Without them the bf16 products
+# are emulated (converted to float32) and the bf16 targets do not apply.
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 
 
 def cpu_model(cpuinfo_path: str = "/proc/cpuinfo") -> str:
@@ -30,6 +36,25 @@ def cpu_model(cpuinfo_path: str = "/proc/cpuinfo") -> str:
     return name
 
 
+def bf16_flags(cpuinfo_path: str = "/proc/cpuinfo") -> Optional[List[str]]:
+    """The native-bf16 flags of the first CPU, or None where Linux does not list its flags."""
+    try:
+        with open(cpuinfo_path) as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return sorted(set(value.split()) & set(BF16_FLAGS))
+    except OSError:
+        pass
+    return None
+
+
+def native_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> Optional[bool]:
+    """Whether the CPU has native bf16 arithmetic (None: unknown)."""
+    flags = bf16_flags(cpuinfo_path)
+    return None if flags is None else bool(flags)
+
+
 def load_average() -> str:
     try:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -45,7 +70,8 @@ def allocator() -> str:
     return ", ".join(settings) or "glibc malloc, default settings"
 
 
-def describe(device: str = "cpu") -> Dict[str, str]:
+def describe(device: str = "cpu") -> Dict[str, object]:
+    flags = bf16_flags()
     facts = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "device": device,
@@ -53,6 +79,9 @@ def describe(device: str = "cpu") -> Dict[str, str]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "allocator": allocator(),
+        # the bf16 targets apply only where this is true (see benchmarks/targets.py)
+        "native bf16": None if flags is None else bool(flags),
+        "bf16 flags": "not known" if flags is None else " ".join(flags) or "none",
     }
     if device == "cuda":
         facts["gpu"] = f"{torch.cuda.get_device_name()}, CUDA {torch.version.cuda}"

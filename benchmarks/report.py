@@ -1,10 +1,16 @@
 """Writes a run's results: the JSON record, and from it a markdown report (the table, with
-the targets of ``targets.py`` checked) and a PNG bar chart of the speedups over the eager
-reference.
+the targets of ``targets.py`` checked) and a PNG bar chart of the speedups over the float32
+eager reference.
+
+Each row's ``speedup vs eager reference`` and ``memory vs reference`` are against its
+baseline, the eager reference in the row's precision (``implementations.baseline``:
+``reference`` for float32, ``reference+bf16`` for ``+bf16``, ``reference+bf16w`` for
+``+bf16w``); ``speedup vs f32 reference`` is against the float32 eager reference.
 
 ``python -m benchmarks.report FILE.json ... [--out DIR]`` renders the markdown (and, for the
-suite's files, the chart) of saved results again: the JSON is the record, the rest is
-derived from it."""
+suite's files, the chart) of saved results again and prints each target's verdict: the JSON
+is the record, the rest is derived from it. Results saved before the bf16 columns (no
+``speedup vs f32 reference``, no ``native bf16``) render as they are."""
 
 from __future__ import annotations
 
@@ -18,11 +24,13 @@ from typing import Dict, List, Optional, Sequence
 from torch.utils.benchmark import Compare, Measurement
 
 from .cases import Case
-from .implementations import IMPLEMENTATIONS, REFERENCE
+from .implementations import PRECISIONS, REFERENCE, order
+from .implementations import parse as implementation
 from .targets import TARGETS, Target
 
 COLUMNS = ["case", "kind", "shape", "threads", "implementation", "median ms", "IQR ms",
-           "speedup vs eager reference", "images/s", "peak memory MiB", "memory vs reference"]
+           "speedup vs eager reference", "speedup vs f32 reference", "images/s",
+           "peak memory MiB", "memory vs reference"]
 
 
 @dataclass
@@ -38,11 +46,21 @@ def _key(r: Result):
     return (r.case.name, r.threads)
 
 
+def baseline(impl: str) -> str:
+    """The eager reference ``impl``'s speedups and memory are taken against (the float32
+    one for a name the suite does not know)."""
+    try:
+        return implementation(impl).baseline
+    except ValueError:
+        return REFERENCE
+
+
 def rows(results: Sequence[Result]) -> List[Dict[str, object]]:
-    reference = {_key(r): r for r in results if r.impl == REFERENCE}
+    by_impl = {(_key(r), r.impl): r for r in results}
     out = []
     for r in results:
-        ref = reference.get(_key(r))
+        ref = by_impl.get((_key(r), baseline(r.impl)))
+        f32 = by_impl.get((_key(r), REFERENCE))
         median = r.measurement.median
         speedup = ref.measurement.median / median if ref else None
         memory_ratio = (r.peak_bytes / ref.peak_bytes
@@ -52,6 +70,7 @@ def rows(results: Sequence[Result]) -> List[Dict[str, object]]:
             "threads": r.threads, "implementation": r.impl,
             "median ms": median * 1e3, "IQR ms": r.measurement.iqr * 1e3,
             "speedup vs eager reference": speedup,
+            "speedup vs f32 reference": f32.measurement.median / median if f32 else None,
             "images/s": r.case.images / median if r.case.images else None,
             "peak memory MiB": r.peak_bytes / 2**20 if r.peak_bytes is not None else None,
             "memory vs reference": memory_ratio,
@@ -69,7 +88,8 @@ def cell(value: object) -> str:
 
 def markdown_table(table: List[Dict[str, object]], columns: Sequence[str] = COLUMNS) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in table]
+    # .get: the results saved before a column was added render it as not measured
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in table]
     return "\n".join(lines)
 
 
@@ -82,22 +102,94 @@ def _find(table, case, kind, impl, threads, shape=None):
 
 
 def verdicts(table: List[Dict[str, object]], threads: int,
-             targets: Sequence[Target] = TARGETS) -> List[str]:
-    """One line per mlpmix row at ``threads`` that a target covers: each such target checked
-    against the row of the implementation it names (targets whose implementation did not run
-    are left out)."""
+             targets: Sequence[Target] = TARGETS, native_bf16: Optional[bool] = None) -> List[str]:
+    """One line per row at ``threads`` that a target covers (the rows of the implementations
+    the targets name, in the targets' order: mlpmix, then mlpmix+bf16, ...): each such
+    target checked against the row of the implementation it names (targets whose
+    implementation did not run are left out). ``native_bf16``: the machine's (targets.Target
+    .applies). The lines of an implementation other than mlpmix name it."""
     lines = []
-    for row in table:
-        if row["threads"] != threads or row["implementation"] != "mlpmix":
-            continue
-        checks = []
-        for target in filter(lambda t: t.covers(row), targets):
-            other = _find(table, row["case"], row["kind"], target.against, threads, row["shape"])
-            if other:
-                checks.append(target.check(row, other))
-        if checks:
-            lines.append(f"- {row['case']} {row['kind']} {row['shape']}: " + "; ".join(checks))
+    for impl in dict.fromkeys(t.impl for t in targets):
+        for row in table:
+            if row["threads"] != threads or row["implementation"] != impl:
+                continue
+            checks = []
+            for target in filter(lambda t: t.covers(row), targets):
+                other = _find(table, row["case"], row["kind"], target.against, threads, row["shape"])
+                if other:
+                    checks.append(target.check(row, other, native_bf16))
+            if checks:
+                which = "" if impl == "mlpmix" else f", {impl}"
+                lines.append(f"- {row['case']} {row['kind']} {row['shape']}{which}: " + "; ".join(checks))
     return lines
+
+
+def summary(table: List[Dict[str, object]], threads: int, targets: Sequence[Target] = TARGETS,
+            native_bf16: Optional[bool] = None) -> List[str]:
+    """The verdict per target, one line each (targets with no case in the table are left
+    out): met where every case it covers meets it, with how many do and the worst case."""
+    lines = []
+    for target in targets:
+        measured, covered = [], 0
+        for row in table:
+            if row["threads"] != threads or not target.covers(row):
+                continue
+            other = _find(table, row["case"], row["kind"], target.against, threads, row["shape"])
+            if other is None:
+                continue
+            covered += 1
+            ratio = target.ratio(row, other)
+            if ratio is not None:
+                measured.append((ratio, row))
+        if not covered:
+            continue
+        if not measured:
+            lines.append(f"- {target.describe()}: not measured")
+            continue
+        met = sum(target.met(ratio) for ratio, _ in measured)
+        worst, row = (min if target.measure == "speedup" else max)(measured, key=lambda m: m[0])
+        verdict = target.inapplicable(native_bf16) or ("met" if met == len(measured) else "NOT met")
+        lines.append(f"- {target.describe()}: {verdict} ({met} of {len(measured)} cases meet "
+                     f"it; worst {worst:.2f}x: {row['case']} {row['kind']} {row['shape']})")
+    return lines
+
+
+def _precisions(table: List[Dict[str, object]]) -> List[str]:
+    """The precisions (keys of PRECISIONS) of the table's implementations, float32 first."""
+    found = set()
+    for row in table:
+        try:
+            found.add(implementation(row["implementation"]).precision.suffix)
+        except ValueError:
+            found.add("")
+    return [p for p in PRECISIONS if p in found]
+
+
+def bf16_note(table: List[Dict[str, object]], machine: Dict[str, object]) -> List[str]:
+    """Whether the bf16 targets apply on the run's machine, where the table has bf16 rows."""
+    if _precisions(table) == [""]:
+        return []
+    native, flags = machine.get("native bf16"), machine.get("bf16 flags", "not recorded")
+    if native:
+        return [f"- native bf16: yes ({flags}); the bf16 targets apply"]
+    why = "no" if native is False else "not recorded"
+    return [f"- native bf16: {why} (bf16 flags: {flags}); the bf16 columns are as measured, "
+            "the bf16 targets not applicable"]
+
+
+def targets_section(table: List[Dict[str, object]], machine: Dict[str, object]) -> List[str]:
+    """The report's ``## Targets`` section: every target checked at the largest thread count
+    (the targets are CPU targets: a CUDA run only says so)."""
+    if machine.get("device") == "cuda":
+        return ["## Targets", "", "- the targets are CPU targets; see the CPU results"]
+    threads = max(row["threads"] for row in table)
+    native = machine.get("native bf16")
+    per_target = summary(table, threads, native_bf16=native)
+    if not per_target:
+        return [f"## Targets ({threads} threads)", "", *bf16_note(table, machine),
+                "- no case of a target in this run"]
+    return [f"## Targets ({threads} threads)", "", *bf16_note(table, machine), *per_target,
+            "", "Per case:", "", *verdicts(table, threads, native_bf16=native)]
 
 
 def chart(table: List[Dict[str, object]], path: Path) -> None:
@@ -107,7 +199,7 @@ def chart(table: List[Dict[str, object]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     thread_counts = sorted({row["threads"] for row in table})
-    impls = [i for i in IMPLEMENTATIONS if i != REFERENCE and any(r["implementation"] == i for r in table)]
+    impls = [i for i in order(r["implementation"] for r in table) if i != REFERENCE]
     cases = list(dict.fromkeys((r["case"], r["kind"], r["shape"]) for r in table))
     fig, axes = plt.subplots(len(thread_counts), 1, squeeze=False,
                              figsize=(max(8, 0.6 * len(cases) * max(len(impls), 1)), 4.5 * len(thread_counts)))
@@ -117,12 +209,16 @@ def chart(table: List[Dict[str, object]], path: Path) -> None:
             values = []
             for case, kind, shape in cases:
                 row = _find(table, case, kind, impl, threads, shape)
-                values.append(row["speedup vs eager reference"] or 0.0 if row else 0.0)
+                # against the float32 eager reference: every column on one scale (the
+                # results saved before the bf16 columns have only the other speedup, the same)
+                speedup = row.get("speedup vs f32 reference", row["speedup vs eager reference"]) \
+                    if row else None
+                values.append(speedup or 0.0)
             ax.bar([i + k * width for i in range(len(cases))], values, width, label=impl)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xticks([i + width * (len(impls) - 1) / 2 for i in range(len(cases))])
         ax.set_xticklabels([f"{c}\n{k}\n{s.split(' f32')[0].split(' bf16')[0]}" for c, k, s in cases], fontsize=6, rotation=60, ha="right")
-        ax.set_ylabel("speedup vs eager reference")
+        ax.set_ylabel("speedup vs float32 eager reference")
         ax.set_title(f"{threads} thread(s)")
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -130,7 +226,24 @@ def chart(table: List[Dict[str, object]], path: Path) -> None:
     plt.close(fig)
 
 
-def markdown(table: List[Dict[str, object]], machine: Dict[str, str], name: str,
+def _precision_lines(table: List[Dict[str, object]]) -> List[str]:
+    """What the precisions of the table's implementations mean, where it has other than
+    float32."""
+    precisions = _precisions(table)
+    if precisions == [""]:
+        return []
+    meaning = "; ".join(f"{PRECISIONS[p].description} ({'+' + p if p else 'no suffix'})"
+                        for p in precisions)
+    return [
+        f"- precision, by the implementation's name: {meaning}; the shape column gives the "
+        "case's inputs, before an implementation casts them",
+        "- speedup vs eager reference, memory vs reference: against the eager reference in "
+        "the row's precision (reference, reference+bf16, reference+bf16w); speedup vs f32 "
+        "reference: against the float32 eager reference",
+    ]
+
+
+def markdown(table: List[Dict[str, object]], machine: Dict[str, object], name: str,
              compare: str = "") -> str:
     """The report of a run: its setting, the targets checked, the table and, when given,
     ``torch.utils.benchmark.Compare``'s output."""
@@ -141,20 +254,22 @@ def markdown(table: List[Dict[str, object]], machine: Dict[str, str], name: str,
             f"- GPU: {machine['gpu']}; host: {machine['cpu']}",
             f"- torch {machine['torch']}, Python {machine['python']}; ops float32 at batch 64, "
             "models batch 64 under bfloat16 autocast (dtype and batch in each shape column)",
+            *_precision_lines(table),
             "- peak memory: torch.cuda.max_memory_allocated over one call, less the memory "
             "allocated before it (eager implementations only)",
-            "", "## Targets", "", "- the targets are CPU targets; see the CPU results",
         ]
     else:
+        float32_only = _precisions(table) == [""]
         setting = [
             f"- machine: {machine['cpu']}",
-            f"- torch {machine['torch']}, Python {machine['python']}, float32, batch 8",
+            f"- torch {machine['torch']}, Python {machine['python']}, "
+            f"{'float32, ' if float32_only else ''}batch 8",
+            *_precision_lines(table),
             f"- allocator: {machine.get('allocator', 'not recorded')}",
             "- peak memory: growth of the peak RSS over one call in a fresh process (eager "
             "implementations only; compilation would dominate the compiled ones)",
-            "", f"## Targets ({max(threads)} threads)", "",
-            *(verdicts(table, max(threads)) or ["- no case of a target in this run"]),
         ]
+    setting += ["", *targets_section(table, machine)]
     lines = [
         f"# mlpmix {'CUDA' if cuda else 'CPU'} benchmarks ({name})", "",
         f"- date: {machine['date']}",
@@ -169,7 +284,7 @@ def markdown(table: List[Dict[str, object]], machine: Dict[str, str], name: str,
     return "\n".join(lines)
 
 
-def render(table: List[Dict[str, object]], machine: Dict[str, str], out: Path,
+def render(table: List[Dict[str, object]], machine: Dict[str, object], out: Path,
            name: str, compare: str = "") -> Dict[str, Path]:
     """Writes ``<name>.md`` and ``<name>.png`` of a run's table into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -179,7 +294,7 @@ def render(table: List[Dict[str, object]], machine: Dict[str, str], out: Path,
     return paths
 
 
-def write(results: Sequence[Result], out: Path, machine: Dict[str, str], load_before: str,
+def write(results: Sequence[Result], out: Path, machine: Dict[str, object], load_before: str,
           load_after: str, name: str = "results") -> Dict[str, Path]:
     """Writes a run's ``<name>.json`` (machine, load averages and the table: all that
     ``python -m benchmarks.report`` needs to render it again), ``.md`` and ``.png``."""
@@ -215,6 +330,10 @@ def parse(argv: Optional[List[str]]) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse(argv)
     for path in args.json:
+        data = json.loads(path.read_text())
+        if data["rows"] and "floor ms" not in data["rows"][0]:
+            # the verdict on every target, as the report's Targets section states it
+            print(f"# {path}", *targets_section(data["rows"], data["machine"])[2:], sep="\n")
         for written in rerender(path, args.out).values():
             print(f"wrote {written}")
     return 0

@@ -1,7 +1,9 @@
 """``python -m benchmarks.run [--quick] [--device cpu|cuda] [--threads N ...] [--out DIR]``:
-times every case for every implementation, measures peak memory of the eager ones, and
-writes ``results.json`` (the record), ``results.md`` and ``results.png`` into DIR (default
-``mlpmix-bench`` in the system's temporary directory, outside the source tree: a result
+times every case for every implementation that applies to it (on CPU by default the float32
+ones, then bf16 autocast and bf16 weights: ``benchmarks/implementations.py``), in the same
+interleaved rounds, measures peak memory of the eager ones, and writes ``results.json``
+(the record), ``results.md`` and ``results.png`` into DIR (default ``mlpmix-bench`` in
+the system's temporary directory, outside the source tree: a result
 is committed under ``benchmarks/results/`` only by copying it there deliberately)."""
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from . import machine, memory, report, timing
 from .cases import all_cases
-from .implementations import IMPLEMENTATIONS, compiled
+from .implementations import KNOWN, applies, compiled, defaults
 
 DEFAULT_OUT = Path(tempfile.gettempdir()) / "mlpmix-bench"
 
@@ -34,8 +36,12 @@ def parse(argv: Optional[List[str]]) -> argparse.Namespace:
                         help=f"output directory (default {DEFAULT_OUT})")
     parser.add_argument("--cases", nargs="+", default=None,
                         help="only these case names or labels (e.g. dynamixer, raftmlp_s/training)")
-    parser.add_argument("--implementations", nargs="+", default=list(IMPLEMENTATIONS),
-                        choices=IMPLEMENTATIONS)
+    parser.add_argument("--implementations", nargs="+", default=None, choices=KNOWN,
+                        metavar="IMPL",
+                        help="BACKEND[+PRECISION][+compile], timed in this order (default on "
+                             f"cpu: {' '.join(defaults('cpu'))}; on cuda: "
+                             f"{' '.join(defaults('cuda'))}); any of: {' '.join(KNOWN)}. "
+                             "+bf16: bfloat16 autocast, +bf16w: bfloat16 weights (inference)")
     parser.add_argument("--min-run-time", type=float, default=None,
                         help="seconds of timing per measurement (default 1.0, --quick 0.3)")
     parser.add_argument("--rounds", type=int, default=1,
@@ -61,17 +67,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not cases:
             print(f"no case matches {args.cases}", file=sys.stderr)
             return 2
+    implementations = args.implementations or list(defaults(args.device))
     load_before = machine.load_average()
     results = []
     for case in cases:
+        impls = [impl for impl in implementations if applies(impl, case.kind)]
+        if not impls:
+            continue
         for n in threads:
-            measurements = timing.measure(case, args.implementations, n, min_run_time, args.rounds)
+            measurements = timing.measure(case, impls, n, min_run_time, args.rounds)
             for impl, measurement in measurements.items():
                 peak = None
                 if not args.no_memory and not compiled(impl) and case.kind in ("forward+backward", "training"):
                     peak = memory.measure(case.name, impl, n, args.device)
                 results.append(report.Result(case, impl, n, measurement, peak))
-                print(f"{case.name:55s} {n:2d} threads {impl:18s} {measurement.median * 1e3:9.2f} ms",
+                print(f"{case.name:55s} {n:2d} threads {impl:22s} {measurement.median * 1e3:9.2f} ms",
                       flush=True)
     paths = report.write(results, args.out, machine.describe(args.device), load_before,
                          machine.load_average(), args.name)

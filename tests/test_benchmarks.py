@@ -1,5 +1,5 @@
-"""The benchmark suite runs one small case end to end and writes its report (no timing is
-asserted: the numbers depend on the machine)."""
+"""The benchmark suite runs one small case end to end and writes its report, its float32
+and bfloat16 columns alike (no timing is asserted: the numbers depend on the machine)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
+import mlpmix
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks import machine, report, run  # noqa: E402
-from benchmarks.targets import TARGETS, Target  # noqa: E402
+from benchmarks.targets import BF16_TARGETS, TARGETS, Target  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -23,9 +25,10 @@ RESULTS = REPO / "benchmarks" / "results"
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="peak memory needs Linux /proc")
 def test_one_case_writes_the_report(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
+    impls = ["reference", "mlpmix", "reference+bf16", "mlpmix+bf16"]
     status = run.main([
         "--cases", "cross_scale_embed/raftmlp_s_level_2/forward+backward",
-        "--implementations", "reference", "mlpmix", "--threads", "1",
+        "--implementations", *impls, "--threads", "1",
         "--min-run-time", "0.01", "--out", str(tmp_path), "--name", "smoke",
     ])
     assert status == 0
@@ -33,13 +36,26 @@ def test_one_case_writes_the_report(tmp_path, monkeypatch):
     assert "| " + " | ".join(report.COLUMNS) + " |" in markdown
     assert "torch" in markdown and "cores" in markdown and "threads" in markdown
     assert "- allocator: " in markdown
-    rows = json.loads((tmp_path / "smoke.json").read_text())["rows"]
-    assert [r["implementation"] for r in rows] == ["reference", "mlpmix"]
-    assert all(set(report.COLUMNS) == set(r) for r in rows)
-    assert rows[0]["speedup vs eager reference"] == 1.0
-    assert all(r["peak memory MiB"] is not None for r in rows)
+    record = json.loads((tmp_path / "smoke.json").read_text())
+    rows = {r["implementation"]: r for r in record["rows"]}
+    assert [r["implementation"] for r in record["rows"]] == impls
+    assert all(set(report.COLUMNS) == set(r) for r in rows.values())
+    # each row against the eager reference in its precision, and against float32's
+    assert rows["reference"]["speedup vs eager reference"] == 1.0
+    assert rows["reference+bf16"]["speedup vs eager reference"] == 1.0
+    for impl, baseline in (("mlpmix", "reference"), ("mlpmix+bf16", "reference+bf16")):
+        assert rows[impl]["speedup vs eager reference"] == pytest.approx(
+            rows[baseline]["median ms"] / rows[impl]["median ms"])
+        assert rows[impl]["memory vs reference"] == pytest.approx(
+            rows[impl]["peak memory MiB"] / rows[baseline]["peak memory MiB"])
+        assert rows[impl]["speedup vs f32 reference"] == pytest.approx(
+            rows["reference"]["median ms"] / rows[impl]["median ms"])
+    assert all(r["peak memory MiB"] is not None for r in rows.values())
+    assert isinstance(record["machine"]["native bf16"], bool)  # the record says the CPU's bf16
+    assert "- native bf16: " in markdown
     assert (tmp_path / "smoke.png").read_bytes().startswith(b"\x89PNG")
     assert "speedup vs reference" in markdown and "(target >= 2.0x)" in markdown  # TARGETS
+    assert "mlpmix+bf16: speedup vs reference+bf16" in markdown and "(target >= 1.5x)" in markdown
     # the JSON is the whole record: rendered again, the report is the same but for Compare
     again = report.rerender(tmp_path / "smoke.json", tmp_path / "again")
     before_compare = markdown.split("## torch.utils.benchmark")[0]
@@ -66,15 +82,20 @@ def test_committed_results_are_json_records_the_readme_names():
 
 
 @pytest.mark.parametrize("name", ["zen3/models.json", "zen3/floor.json"])
-def test_report_renders_a_committed_json_again(tmp_path, name):
+def test_report_renders_a_committed_json_again(tmp_path, name, capsys):
+    """Results saved before the bf16 columns render as they are, and the report prints the
+    verdict per target."""
     assert report.main([str(RESULTS / name), "--out", str(tmp_path)]) == 0
     stem = Path(name).stem
     markdown = (tmp_path / f"{stem}.md").read_text()
+    printed = capsys.readouterr().out
     if stem == "floor":
         assert "| bound |" in markdown and not (tmp_path / "floor.png").exists()
     else:
         assert "## Targets (2 threads)" in markdown and "(target <= 0.8x): met" in markdown
         assert (tmp_path / f"{stem}.png").read_bytes().startswith(b"\x89PNG")
+        assert "- mlpmix training memory vs reference <= 0.8x: met (6 of 6 cases" in printed
+        assert "- native bf16" not in markdown  # float32 rows only: no word of bf16
 
 
 def _row(impl, median_ms, peak_mib=None):
@@ -98,7 +119,105 @@ def test_targets_table_drives_the_verdict():
     assert report.verdicts(table, threads=1) == []  # no row at 1 thread
     # by default, the table of benchmarks.targets
     (line,) = report.verdicts(table, threads=2)
-    assert line.count("(target") == sum(t.kind == "training" for t in TARGETS) == 2
+    assert line.count("(target") == sum(t.kind == "training" and t.impl == "mlpmix"
+                                        for t in TARGETS) == 2
+
+
+def test_bf16_targets_against_the_reference_under_autocast_and_native_bf16():
+    table = [_row("reference", 60.0, 200.0), _row("reference+bf16", 30.0, 100.0),
+             _row("mlpmix", 40.0, 90.0), _row("mlpmix+bf16", 20.0, 70.0)]
+    assert {(t.impl, t.against) for t in BF16_TARGETS if t.kind == "training"} == {
+        ("mlpmix+bf16", "reference+bf16")}
+    # the float32 line first, then mlpmix+bf16's, naming it
+    f32, bf16 = report.verdicts(table, threads=2, native_bf16=True)
+    assert f32.startswith("- toy training (1): ")
+    assert bf16 == ("- toy training (1), mlpmix+bf16: speedup vs reference+bf16 1.50x "
+                    "(target >= 1.25x): met; memory vs reference+bf16 0.70x (target <= 0.8x): met")
+    # without native bf16 (or not recorded, as in older results) the ratios stay, as they are
+    _, bf16 = report.verdicts(table, threads=2, native_bf16=False)
+    assert bf16.count("1.50x (target >= 1.25x): not applicable (no native bf16)") == 1
+    _, bf16 = report.verdicts(table, threads=2)
+    assert "not applicable (native bf16 not recorded)" in bf16
+    # the verdict per target: every case covered, the worst named
+    table.append({**_row("mlpmix+bf16", 28.0, 70.0), "case": "toy2"})
+    table.append({**_row("reference+bf16", 30.0, 100.0), "case": "toy2"})
+    lines = report.summary(table, threads=2, targets=BF16_TARGETS, native_bf16=True)
+    assert lines == [
+        "- mlpmix+bf16 training speedup vs reference+bf16 >= 1.25x: NOT met (1 of 2 cases meet "
+        "it; worst 1.07x: toy2 training (1))",
+        "- mlpmix+bf16 training memory vs reference+bf16 <= 0.8x: met (2 of 2 cases meet it; "
+        "worst 0.70x: toy training (1))"]
+    assert "not applicable (no native bf16) (1 of 2" in report.summary(
+        table, threads=2, targets=BF16_TARGETS, native_bf16=False)[0]
+
+
+def test_implementations_are_data(monkeypatch):
+    from benchmarks import implementations as impl
+
+    for name in impl.KNOWN:
+        assert impl.parse(name).name == name
+    assert set(impl.IMPLEMENTATIONS) <= set(impl.KNOWN) and impl.defaults("cuda") == impl.FLOAT32
+    assert impl.order(["mlpmix+bf16w", "mlpmix", "reference+bf16"]) == [
+        "mlpmix", "reference+bf16", "mlpmix+bf16w"]
+    assert [impl.baseline(n) for n in ("mlpmix+compile", "reference+bf16+compile", "mlpmix+bf16w")] \
+        == ["reference", "reference+bf16", "reference+bf16w"]
+    assert impl.applies("mlpmix+bf16w", "inference") and not impl.applies("mlpmix+bf16w", "training")
+    assert impl.applies("mlpmix+bf16", "forward+backward")
+    for bad in ("mlpmix+compile+bf16", "mlpmix+", "eager", "mlpmix+fp8"):
+        with pytest.raises(ValueError):
+            impl.parse(bad)
+    with pytest.raises(SystemExit):
+        run.parse(["--implementations", "mlpmix+fp8"])
+    # +bf16: the implementation switch and CPU bf16 autocast; +compile: torch.compile of it
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn: compiled.append(fn) or fn)
+    seen = impl.prepare(lambda: (mlpmix.implementation.current(), torch.is_autocast_enabled("cpu"),
+                                 torch.get_autocast_dtype("cpu")), "mlpmix+bf16+compile")()
+    assert seen == ("fused", True, torch.bfloat16) and len(compiled) == 1
+    # float32: no autocast context, not even a disabled one that would turn off the caller's
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert impl.prepare(lambda: torch.is_autocast_enabled("cpu"), "reference")()
+
+
+def test_bf16_cases_run_in_their_precision():
+    """What the suite times: under autocast the ops' results in bf16 from float32 inputs,
+    with bf16 weights the inputs cast; close to float32's."""
+    from benchmarks.cases import find
+
+    case = find("cross_scale_embed/raftmlp_s_level_2/forward")
+    expected = case.build("reference")()
+    for name in ("reference+bf16", "mlpmix+bf16", "mlpmix+bf16w"):
+        actual = case.build(name)()
+        assert actual.dtype == torch.bfloat16 and actual.shape == expected.shape, name
+        assert (actual.float() - expected).norm() <= 2e-2 * expected.norm(), name
+
+
+def test_bf16_weights_column_is_inference_only(tmp_path, monkeypatch):
+    """One run with an op and a model: the bf16-weights columns only on the model's
+    inference (at batch 1 here, to keep the test short), with their targets."""
+    from benchmarks import cases
+
+    monkeypatch.setattr(cases.Setting, "batch", property(lambda self: 1))
+    impls = ["reference", "reference+bf16", "mlpmix+bf16", "reference+bf16w", "mlpmix+bf16w"]
+    status = run.main([
+        "--cases", "cross_scale_embed/raftmlp_s_level_2/forward", "raftmlp_s/inference",
+        "--implementations", *impls, "--threads", "1", "--min-run-time", "0.01",
+        "--out", str(tmp_path), "--name", "bf16w",
+    ])
+    assert status == 0
+    record = json.loads((tmp_path / "bf16w.json").read_text())
+    by_kind = {}
+    for row in record["rows"]:
+        by_kind.setdefault(row["kind"], {})[row["implementation"]] = row
+    assert list(by_kind["forward"]) == impls[:3] and list(by_kind["inference"]) == impls
+    inference = by_kind["inference"]
+    assert inference["mlpmix+bf16w"]["speedup vs eager reference"] == pytest.approx(
+        inference["reference+bf16w"]["median ms"] / inference["mlpmix+bf16w"]["median ms"])
+    assert inference["mlpmix+bf16w"]["images/s"] is not None
+    markdown = (tmp_path / "bf16w.md").read_text()
+    assert "raftmlp_s inference (1x3x224x224) f32 cpu, mlpmix+bf16w: speedup vs reference" \
+        in markdown and "(target >= 2.2x)" in markdown
+    assert "mlpmix+bf16: speedup vs reference+bf16" in markdown and "(target >= 1.3x)" in markdown
 
 
 def test_machine_names_the_cpu_generation(tmp_path):
@@ -107,6 +226,19 @@ def test_machine_names_the_cpu_generation(tmp_path):
                        "model\t\t: 17\nmodel name\t: AMD EPYC\n\nprocessor\t: 1\n"
                        "cpu family\t: 99\nmodel\t\t: 99\nmodel name\t: other\n")
     assert machine.cpu_model(str(cpuinfo)) == "AMD EPYC (family 25 model 17)"
+
+
+@pytest.mark.parametrize("flags, native", [
+    ("flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n", True),
+    ("flags\t\t: fpu avx2 fma\n", False),
+    ("Features\t: fp asimd sve bf16 i8mm\n", True),  # Arm
+    ("processor\t: 0\n", None),
+])
+def test_machine_says_whether_the_cpu_has_native_bf16(tmp_path, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\n" + flags)
+    assert machine.native_bf16(str(cpuinfo)) is native
+    assert machine.native_bf16(str(tmp_path / "missing")) is None
 
 
 def test_rounds_interleave_the_implementations_and_merge():
