@@ -52,9 +52,12 @@ def test_cuda_build_registers_every_kernel(tmp_path):
                CUDA_HOME=str(CUDA_HOME), CUDACXX=str(NVCC),
                PATH=os.pathsep.join([str(CUDA_HOME / "bin"), str(python.parent),
                                      os.environ["PATH"]]))
+    # A unity build (one translation unit per batch of C++ sources) compiles the host code
+    # in less than half the time.
     build = subprocess.run(
         [str(python), "-m", "pip", "install", "-q", "--no-build-isolation",
-         "-C", f"build-dir={tmp_path / 'build'}", str(REPO)],
+         "-C", f"build-dir={tmp_path / 'build'}", "-C", "cmake.define.CMAKE_UNITY_BUILD=ON",
+         str(REPO)],
         env=env, capture_output=True, text=True)
     assert build.returncode == 0, build.stdout[-5000:] + build.stderr[-5000:]
 

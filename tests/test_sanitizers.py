@@ -32,12 +32,15 @@ def gcc_file(name: str) -> str:
 @pytest.mark.slow
 def test_op_suite_under_asan_and_ubsan(tmp_path):
     build = tmp_path / "asan"
+    # A unity build (one translation unit per batch of sources) compiles in less than half
+    # the time; the tests load only the ops library.
     configure = subprocess.run(
         ["cmake", "-S", str(REPO), "-B", str(build), "-G", "Ninja", "-DMLPMIX_BUILD_PYTHON=OFF",
-         "-DMLPMIX_SANITIZE=ON", f"-DPython_EXECUTABLE={sys.executable}"],
+         "-DMLPMIX_SANITIZE=ON", "-DCMAKE_UNITY_BUILD=ON", f"-DPython_EXECUTABLE={sys.executable}"],
         capture_output=True, text=True)
     assert configure.returncode == 0, configure.stderr
-    built = subprocess.run(["cmake", "--build", str(build)], capture_output=True, text=True)
+    built = subprocess.run(["cmake", "--build", str(build), "--target", "mlpmix_ops"],
+                           capture_output=True, text=True)
     assert built.returncode == 0, built.stdout[-3000:]
 
     env = dict(os.environ,
