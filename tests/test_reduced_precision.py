@@ -1,9 +1,15 @@
 """The models in bfloat16 and float16 on CPU: under torch.autocast("cpu") (float32 parameters)
 and cast with .to(dtype), every mlpmix op runs in the reduced dtype, the models run and
 train, gradients reach float32 parameters in float32, and torch.compile, torch.export and
-TorchScript keep working. Per-op accuracy is in tests/test_ops.py."""
+TorchScript keep working. Per-op accuracy is in tests/test_ops.py; here, at sizes whose
+matrix products run in the reduced dtype (oneDNN's bf16 matmul where the CPU has one)."""
 
 from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -12,7 +18,7 @@ from torch.testing import assert_close
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import mlpmix
-from op_testing import assert_low_precision_accuracy
+from op_testing import assert_low_precision_accuracy, assert_low_precision_matches_reference
 
 PUBLISHED = ["raftmlp_s", "raftmlp_m", "raftmlp_l", "dynamixer_s", "dynamixer_m", "dynamixer_l"]
 TINY = ["raftmlp_tiny", "dynamixer_tiny"]
@@ -160,3 +166,42 @@ def test_model_cast_to_reduced_precision_trains_and_scripts(name, dtype, tmp_pat
         out = torch.jit.load(str(tmp_path / "model.pt"))(x)
         assert out.dtype == dtype
         assert torch.equal(out, model(x))
+
+
+def large_products(name: str) -> list:
+    """float64 arguments of op `name` whose matrix products reach gemm_cpu's 8 M multiply-add
+    bound, above which a reduced-precision call multiplies in its dtype (the op tests'
+    samples are too small to get there)."""
+    torch.manual_seed(0)
+
+    def leaf(*shape):
+        return (torch.randn(*shape, dtype=torch.float64) / shape[-1] ** 0.5).requires_grad_()
+    if name == "linear":  # 2048 x 256 x 256
+        return [leaf(4, 512, 256), leaf(256, 256), leaf(256)]
+    if name == "channel_mlp":  # tiles of 512 tokens x 128 x 512
+        return [leaf(4, 16, 32, 128), leaf(128), leaf(128), leaf(512, 128), leaf(512),
+                leaf(128, 512), leaf(128), 1e-5]
+    # dynamixer: 32 tokens, 4 segments of d = 2: logits of 128 rows x 64 x 1024 per chunk
+    return [leaf(2, 32, 32, 64), leaf(8, 64), leaf(8), leaf(1024, 64), leaf(1024), 4, 1]
+
+
+@pytest.mark.parametrize("dtype", REDUCED, ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("name", ["linear", "channel_mlp", "dynamixer"])
+def test_large_products_in_reduced_precision_are_as_accurate_as_the_references(name, dtype):
+    assert_low_precision_matches_reference(getattr(mlpmix.ops, name),
+                                           getattr(mlpmix.reference, name),
+                                           large_products(name), "cpu", dtype)
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+                    reason="oneDNN runs no bfloat16 matmul on this CPU")
+def test_large_products_run_in_onednns_bf16_matmul():
+    code = ("import torch, mlpmix\n"
+            "x, w = torch.randn(2048, 256).bfloat16(), torch.randn(256, 256).bfloat16()\n"
+            "print('start')\n"
+            "mlpmix.ops.linear(x, w, None)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=dict(os.environ, ONEDNN_VERBOSE="1"), timeout=300)
+    assert result.returncode == 0, result.stderr
+    after = result.stdout.split("start", 1)[1]
+    assert re.search(r"exec,cpu,matmul,.*src:bf16", after), after[-3000:]

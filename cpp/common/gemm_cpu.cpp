@@ -31,6 +31,14 @@ namespace {
 // tiles at RaftMLP level 1 2% faster.
 constexpr int64_t kMinOnednnMacs = 6 * 1024 * 1024;
 
+// Inside a bfloat16/float16 call, products under this many multiply-adds stay float32 (more
+// accurate, and faster: rounding the operands and widening the product, plus oneDNN's
+// per-call setup, cost more than the reduced-precision kernel saves). Intel Xeon with AMX,
+// 2 threads, 2026-12-06: RaftMLP-S under bf16 autocast took 144 ms with every product in
+// bf16, 131 ms with this bound (its level tiles, 1-5 M, stay float32); DynaMixer-S 282 and
+// 270 ms.
+constexpr int64_t kMinReducedMacs = 8 * 1024 * 1024;
+
 #if AT_MKLDNN_ENABLED()
 // mkldnn_matmul refuses float32 on CPUs without AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT: ask
 // it once.
@@ -98,33 +106,12 @@ GemmChoice gemm_choice() {
 }
 #endif
 
-// out = [out +] the product a @ b computed in `state`'s dtype, widened to float32. The
-// widening is a plain loop: worker threads must not call in-place dispatcher ops (an
-// inference tensor may not be written outside the caller's InferenceMode).
-template <typename Low>
-void widen_into(const at::Tensor& out, const at::Tensor& product, bool accumulate) {
-  const int64_t M = product.size(0), N = product.size(1);
-  const int64_t row_stride = out.stride(0), column_stride = out.stride(1);
-  float* out_data = out.mutable_data_ptr<float>();
-  const Low* product_data = product.const_data_ptr<Low>();
-  for (int64_t i = 0; i < M; ++i) {
-    float* row = out_data + i * row_stride;
-    for (int64_t j = 0; j < N; ++j) {
-      const float value = static_cast<float>(product_data[i * N + j]);
-      row[j * column_stride] = accumulate ? row[j * column_stride] + value : value;
-    }
-  }
-}
-
+// out = [out +] the product a @ b computed in `state`'s dtype, widened to float32.
 void reduced_gemm_out(const ReducedPrecision& state, const at::Tensor& out, const at::Tensor& a,
                       const at::Tensor& b, bool accumulate) {
-  auto product = at::empty({a.size(0), b.size(1)}, a.options().dtype(state.dtype()));
+  auto product = empty_matrix_like(out, state.dtype());
   at::cpu::mm_out(product, state.lowered(a), state.lowered(b));
-  if (state.dtype() == at::kBFloat16) {
-    widen_into<at::BFloat16>(out, product, accumulate);
-  } else {
-    widen_into<at::Half>(out, product, accumulate);
-  }
+  state.widen_into(out, product, accumulate);
 }
 
 }  // namespace
@@ -146,7 +133,8 @@ bool uses_onednn(at::ScalarType dtype, int64_t M, int64_t K, int64_t N) {
 
 void gemm_out(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {
   const auto* state = reduced_precision();
-  if (state != nullptr && out.scalar_type() == at::kFloat) {
+  if (state != nullptr && out.scalar_type() == at::kFloat &&
+      a.size(0) * a.size(1) * b.size(1) >= kMinReducedMacs) {
     reduced_gemm_out(*state, out, a, b, accumulate);
     return;
   }

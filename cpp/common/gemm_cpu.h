@@ -9,7 +9,7 @@
 // oneDNN wherever it can (Intel CPUs too), blas never; auto is the default.
 // Both are float32 FMAs, so results differ from ATen's only in rounding. Inside a bfloat16 or
 // float16 call (common/reduced_precision_cpu.h) the products of float32 tensors run in that
-// dtype instead and are widened back to float32.
+// dtype instead, when large enough to gain from it, and are widened back to float32.
 #pragma once
 
 #include <ATen/ATen.h>

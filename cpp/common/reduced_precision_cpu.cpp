@@ -1,11 +1,80 @@
 #include "common/reduced_precision_cpu.h"
 
+#include <ATen/ops/empty.h>
+
+#include "common/simd.h"
+
 namespace mlpmix::cpu {
 namespace {
 
 thread_local const ReducedPrecision* current = nullptr;
 
+// dst[i * dst_stride + j] (+)= src[i * src_stride + j], converted: rows of unit-stride
+// columns, in plain loops that the AVX2 clones vectorise. Worker threads call them, where
+// dispatcher ops cost more than the conversion (and may not write inference tensors).
+template <typename From, typename To>
+MLPMIX_INLINE void convert_rows_impl(const From* src, int64_t src_stride, To* dst,
+                                     int64_t dst_stride, int64_t rows, int64_t columns,
+                                     bool accumulate) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const From* in = src + i * src_stride;
+    To* out = dst + i * dst_stride;
+    if (accumulate) {
+      for (int64_t j = 0; j < columns; ++j) {
+        out[j] += static_cast<To>(in[j]);
+      }
+    } else {
+      for (int64_t j = 0; j < columns; ++j) {
+        out[j] = static_cast<To>(in[j]);
+      }
+    }
+  }
+}
+
+#define MLPMIX_CONVERT_ROWS(FROM, TO)                                                        \
+  MLPMIX_CLONE_FOR_AVX2 void convert_rows(const FROM* src, int64_t src_stride, TO* dst,       \
+                                          int64_t dst_stride, int64_t rows, int64_t columns,  \
+                                          bool accumulate) {                                  \
+    convert_rows_impl(src, src_stride, dst, dst_stride, rows, columns, accumulate);          \
+  }
+MLPMIX_CONVERT_ROWS(float, at::BFloat16)
+MLPMIX_CONVERT_ROWS(float, at::Half)
+MLPMIX_CONVERT_ROWS(at::BFloat16, float)
+MLPMIX_CONVERT_ROWS(at::Half, float)
+#undef MLPMIX_CONVERT_ROWS
+
+// Whether a 2-D `t` is column-major: its rows, not its columns, are the unit-stride axis.
+bool column_major(const at::Tensor& t) {
+  return t.stride(1) != 1 && t.stride(0) == 1;
+}
+
+// dst (+)= src for 2-D tensors of one shape, walking them along dst's unit-stride axis.
+template <typename From, typename To>
+void convert(const at::Tensor& src_any, const at::Tensor& dst_any, bool accumulate) {
+  const bool flip = column_major(dst_any);
+  const auto src = flip ? src_any.t() : src_any, dst = flip ? dst_any.t() : dst_any;
+  const From* in = src.const_data_ptr<From>();
+  To* out = dst.mutable_data_ptr<To>();
+  if ((src.stride(1) == 1 || src.size(1) <= 1) && (dst.stride(1) == 1 || dst.size(1) <= 1)) {
+    convert_rows(in, src.stride(0), out, dst.stride(0), src.size(0), src.size(1), accumulate);
+    return;
+  }
+  for (int64_t i = 0; i < src.size(0); ++i) {
+    for (int64_t j = 0; j < src.size(1); ++j) {
+      To& value = out[i * dst.stride(0) + j * dst.stride(1)];
+      const To converted = static_cast<To>(in[i * src.stride(0) + j * src.stride(1)]);
+      value = accumulate ? value + converted : converted;
+    }
+  }
+}
+
 }  // namespace
+
+at::Tensor empty_matrix_like(const at::Tensor& t, at::ScalarType dtype) {
+  const auto options = t.options().dtype(dtype);
+  return column_major(t) ? at::empty({t.size(1), t.size(0)}, options).t()
+                         : at::empty(t.sizes(), options);
+}
 
 at::Tensor ReducedPrecision::to_float32(const at::Tensor& t) {
   if (!t.defined() || t.scalar_type() != dtype_) {
@@ -33,7 +102,25 @@ at::Tensor ReducedPrecision::lowered(const at::Tensor& t) const {
           t.sizes(), t.strides(), original.argument.storage_offset() + t.storage_offset());
     }
   }
-  return t.to(dtype_);
+  if (t.dim() != 2) {
+    return t.to(dtype_);
+  }
+  auto low = empty_matrix_like(t, dtype_);
+  if (dtype_ == at::kBFloat16) {
+    convert<float, at::BFloat16>(t, low, /*accumulate=*/false);
+  } else {
+    convert<float, at::Half>(t, low, /*accumulate=*/false);
+  }
+  return low;
+}
+
+void ReducedPrecision::widen_into(const at::Tensor& out, const at::Tensor& product,
+                                  bool accumulate) const {
+  if (dtype_ == at::kBFloat16) {
+    convert<at::BFloat16, float>(product, out, accumulate);
+  } else {
+    convert<at::Half, float>(product, out, accumulate);
+  }
 }
 
 const ReducedPrecision* reduced_precision() { return current; }

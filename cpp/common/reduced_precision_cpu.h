@@ -4,11 +4,11 @@
 //   m.impl("dynamixer", checked<"dynamixer", check_inputs, in_float32<dynamixer_cpu<false>>>);
 //
 // which runs impl on float32 copies of its reduced-precision tensors, so that LayerNorm
-// statistics, softmax, GELU and reductions run in float32, while every matrix product of
-// common/gemm_cpu.h runs in the call's dtype (operands rounded to it, float32 accumulation in
+// statistics, softmax, GELU and reductions run in float32, while the matrix products of
+// common/gemm_cpu.h run in the call's dtype (operands rounded to it, float32 accumulation in
 // oneDNN or ATen's CPU BLAS, the product rounded to it, as a PyTorch matmul in that dtype
-// rounds it), then rounds the outputs back to the call's dtype. Calls in float32 and float64
-// go straight to impl.
+// rounds it; products too small to gain from it stay float32), then rounds the outputs back
+// to the call's dtype. Calls in float32 and float64 go straight to impl.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -37,6 +37,9 @@ class ReducedPrecision {
   // lies in such a copy, else `t` rounded.
   at::Tensor lowered(const at::Tensor& t) const;
 
+  // out (float32) = product (this call's dtype), or += when `accumulate`.
+  void widen_into(const at::Tensor& out, const at::Tensor& product, bool accumulate) const;
+
  private:
   struct Original {
     const c10::StorageImpl* copy;
@@ -45,6 +48,10 @@ class ReducedPrecision {
   at::ScalarType dtype_;
   std::vector<Original> originals_;
 };
+
+// A fresh (rows, columns) matrix of `dtype` in the orientation of the 2-D `t` (column-major
+// when t's rows are its unit-stride axis, else row-major).
+at::Tensor empty_matrix_like(const at::Tensor& t, at::ScalarType dtype);
 
 // The state of the op call running on this thread, or null outside a reduced-precision call.
 const ReducedPrecision* reduced_precision();
