@@ -31,12 +31,21 @@ os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.envir
 CPP_APP_FILES = {"test_concurrency.py", "test_export_cpp.py"}
 
 
+# The longest groups (builds in fresh venvs, C++ apps, the demo), longest first: pytest-xdist
+# hands groups out in collection order, and one started last would finish alone.
+LONGEST_FIRST = ["test_sanitizers.py", "test_cuda_build.py", "test_concurrency.py",
+                 "test_export_cpp.py", "test_cli.py", "test_packaging.py"]
+
+
 def pytest_collection_modifyitems(items):
     """Under pytest-xdist (``--dist loadgroup``) a test file runs on one worker, so its
-    module fixtures are made once; the files sharing the C++ apps run on the same one."""
+    module fixtures are made once; the files sharing the C++ apps run on the same one. The
+    longest files are collected first."""
     for item in items:
         name = item.path.name
         item.add_marker(pytest.mark.xdist_group("cpp_apps" if name in CPP_APP_FILES else name))
+    items.sort(key=lambda item: LONGEST_FIRST.index(item.path.name)
+               if item.path.name in LONGEST_FIRST else len(LONGEST_FIRST))
 
 
 # Run in a fresh venv with mlpmix installed: every op equals the reference on CPU.
