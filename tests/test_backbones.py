@@ -116,11 +116,15 @@ def test_intermediates_match_the_head_path(s_model_run):
         assert torch.equal(model.forward_head(final), model.forward_head(model.norm(tokens)))
 
 
+def tiny_model_and_input(name):
+    """The tiny model `name` in eval mode and a batch of two 8x8 images, seeded."""
+    torch.manual_seed(0)
+    return mlpmix.create_model(name).eval(), torch.randn(2, 3, 8, 8)
+
+
 @pytest.mark.parametrize("name", TINY)
 def test_intermediate_indices(name):
-    torch.manual_seed(0)
-    model = mlpmix.create_model(name).eval()
-    x = torch.randn(2, 3, 8, 8)
+    model, x = tiny_model_and_input(name)
     with torch.inference_mode():
         final, every = model.forward_intermediates(x)
         assert torch.equal(final, model.forward_features(x))
@@ -147,9 +151,7 @@ def test_intermediate_indices(name):
 
 @pytest.mark.parametrize("name", TINY)
 def test_features_only_backbone(name):
-    torch.manual_seed(0)
-    model = mlpmix.create_model(name).eval()
-    x = torch.randn(2, 3, 8, 8)
+    model, x = tiny_model_and_input(name)
     with torch.inference_mode():
         every = model.forward_intermediates(x, intermediates_only=True)
     for out_indices, expected in [(None, [0, 1]), ((1,), [1]), (1, [1]), ([0], [0])]:
