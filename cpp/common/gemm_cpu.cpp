@@ -106,12 +106,13 @@ GemmChoice gemm_choice() {
 }
 #endif
 
-// out = [out +] the product a @ b computed in `state`'s dtype, widened to float32.
-void reduced_gemm_out(const ReducedPrecision& state, const at::Tensor& out, const at::Tensor& a,
-                      const at::Tensor& b, bool accumulate) {
-  auto product = empty_matrix_like(out, state.dtype());
-  at::cpu::mm_out(product, state.lowered(a), state.lowered(b));
-  state.widen_into(out, product, accumulate);
+// out (float32) = [out +] the product a @ b of reduced-precision operands in their dtype,
+// widened.
+void widened_gemm_out(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
+                      bool accumulate) {
+  auto product = empty_matrix_like(out, a.scalar_type());
+  at::cpu::mm_out(product, a, b);
+  widen_into(out, product, accumulate);
 }
 
 }  // namespace
@@ -132,10 +133,14 @@ bool uses_onednn(at::ScalarType dtype, int64_t M, int64_t K, int64_t N) {
 }
 
 void gemm_out(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {
+  if (a.scalar_type() != out.scalar_type()) {
+    widened_gemm_out(out, a, b, accumulate);
+    return;
+  }
   const auto* state = reduced_precision();
   if (state != nullptr && out.scalar_type() == at::kFloat &&
       a.size(0) * a.size(1) * b.size(1) >= kMinReducedMacs) {
-    reduced_gemm_out(*state, out, a, b, accumulate);
+    widened_gemm_out(out, state->lowered(a), state->lowered(b), accumulate);
     return;
   }
 #if AT_MKLDNN_ENABLED()

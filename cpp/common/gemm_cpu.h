@@ -20,6 +20,8 @@ namespace mlpmix::cpu {
 
 // out = a @ b, or out += a @ b when `accumulate`. out (M, N) has unit column stride (oneDNN
 // takes only a contiguous one; others go to ATen's BLAS); a and b are (M, K) and (K, N).
+// bfloat16 operands with a float32 `out`: the bfloat16 product, widened (into float32
+// accumulators such as a weight gradient's share, summed over tiles).
 // Callable from inside at::parallel_for (it runs on the calling thread there).
 void gemm_out(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
             bool accumulate = false);

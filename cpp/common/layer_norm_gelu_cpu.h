@@ -70,20 +70,23 @@ MLPMIX_INLINE void token_moments(const T* token, int64_t C, double eps, double* 
 // out = (in - mean) * rstd * gamma + beta over `count` channels. float: x - mean as
 // (x - mean_hi) - mean_lo with mean = mean_hi + mean_lo in floats (the first difference is
 // exact where it matters, x close to the mean: Sterbenz), so that the normalised value is
-// accurate to a few ulp however small the token's variance; double: plain.
-MLPMIX_INLINE void normalize_run(const float* in, const float* gamma, const float* beta,
-                                 int64_t count, double mean, double rstd, float* out) {
-  using V = FloatVec;
+// accurate to a few ulp however small the token's variance; bfloat16 likewise, in float;
+// double: plain.
+template <typename T>  // float or bfloat16 storage, float arithmetic
+MLPMIX_INLINE void normalize_run(const T* in, const T* gamma, const T* beta, int64_t count,
+                                 double mean, double rstd, T* out) {
+  using simd::load8;
   const float mean_hi = static_cast<float>(mean);
   const float mean_lo = static_cast<float>(mean - mean_hi);
   const float scale = static_cast<float>(rstd);
   int64_t j = 0;
-  for (; j + V::lanes <= count; j += V::lanes) {
-    const auto centred = (V::load(in + j) - mean_hi) - mean_lo;
-    V::store(out + j, centred * scale * V::load(gamma + j) + V::load(beta + j));
+  for (; j + FloatVec::lanes <= count; j += FloatVec::lanes) {
+    const auto centred = (load8(in + j) - mean_hi) - mean_lo;
+    simd::store8(out + j, centred * scale * load8(gamma + j) + load8(beta + j));
   }
   for (; j < count; ++j) {
-    out[j] = ((in[j] - mean_hi) - mean_lo) * scale * gamma[j] + beta[j];
+    out[j] = ((static_cast<float>(in[j]) - mean_hi) - mean_lo) * scale *
+                 static_cast<float>(gamma[j]) + static_cast<float>(beta[j]);
   }
 }
 
@@ -179,16 +182,18 @@ MLPMIX_INLINE void gelu_and_slope(double x, double* value, double* slope) {
   *slope = cdf + x * std::exp(-0.5 * x * x) * (0.5 * M_2_SQRTPI * M_SQRT1_2);
 }
 
-// Up to 8 floats as one vector (the rest zero), and back.
-MLPMIX_INLINE FloatVec::type load_partial(const float* p, int64_t count) {
-  float lanes[FloatVec::lanes] = {};
-  std::memcpy(lanes, p, count * sizeof(float));
-  return FloatVec::load(lanes);
+// Up to 8 values of float or bfloat16 storage as one float vector (the rest zero), and back.
+template <typename T>
+MLPMIX_INLINE FloatVec::type load_partial(const T* p, int64_t count) {
+  T lanes[FloatVec::lanes] = {};
+  std::memcpy(lanes, p, count * sizeof(T));
+  return simd::load8(lanes);
 }
-MLPMIX_INLINE void store_partial(float* p, FloatVec::type v, int64_t count) {
-  float lanes[FloatVec::lanes];
-  FloatVec::store(lanes, v);
-  std::memcpy(p, lanes, count * sizeof(float));
+template <typename T>
+MLPMIX_INLINE void store_partial(T* p, FloatVec::type v, int64_t count) {
+  T lanes[FloatVec::lanes];
+  simd::store8(lanes, v);
+  std::memcpy(p, lanes, count * sizeof(T));
 }
 
 }  // namespace mlpmix::cpu_math

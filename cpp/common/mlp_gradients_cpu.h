@@ -28,7 +28,8 @@ struct MlpGradients {
 };
 
 // (norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias) summed over the
-// shares in order, in `dtype`. Adds into the first share's weight matrices.
+// shares in order, in `dtype` (the shares' weight matrices may be wider: float32 for
+// bfloat16). Adds into the first share's weight matrices.
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 sum_gradients(std::vector<MlpGradients>& shares, at::ScalarType dtype) {
   auto fc1_weight = shares[0].fc1_weight;
@@ -47,8 +48,8 @@ sum_gradients(std::vector<MlpGradients>& shares, at::ScalarType dtype) {
     return at::tensor(total, at::dtype(at::kDouble)).to(dtype);
   };
   return {sum_vectors(&MlpGradients::norm_weight), sum_vectors(&MlpGradients::norm_bias),
-          fc1_weight, sum_vectors(&MlpGradients::fc1_bias),
-          fc2_weight, sum_vectors(&MlpGradients::fc2_bias)};
+          fc1_weight.to(dtype), sum_vectors(&MlpGradients::fc1_bias),
+          fc2_weight.to(dtype), sum_vectors(&MlpGradients::fc2_bias)};
 }
 
 // The backward's result for an input without tokens: grad_x as given (empty) and zero

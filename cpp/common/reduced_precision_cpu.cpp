@@ -1,6 +1,10 @@
 #include "common/reduced_precision_cpu.h"
 
 #include <ATen/ops/empty.h>
+#include <c10/util/Exception.h>
+
+#include <cstdlib>
+#include <string>
 
 #include "common/simd.h"
 
@@ -114,13 +118,27 @@ at::Tensor ReducedPrecision::lowered(const at::Tensor& t) const {
   return low;
 }
 
-void ReducedPrecision::widen_into(const at::Tensor& out, const at::Tensor& product,
-                                  bool accumulate) const {
-  if (dtype_ == at::kBFloat16) {
+void widen_into(const at::Tensor& out, const at::Tensor& product, bool accumulate) {
+  if (product.scalar_type() == at::kBFloat16) {
     convert<at::BFloat16, float>(product, out, accumulate);
   } else {
     convert<at::Half, float>(product, out, accumulate);
   }
+}
+
+bool native_bf16() {
+  static const bool native = [] {
+    const char* value = std::getenv("MLPMIX_CPU_BF16");
+    const std::string choice = value == nullptr ? "auto" : value;
+    TORCH_CHECK(choice == "auto" || choice.empty() || choice == "float32",
+                "mlpmix: MLPMIX_CPU_BF16 must be auto or float32, got '", choice, "'");
+#if defined(__x86_64__) && defined(__GNUC__)
+    return choice != "float32" && __builtin_cpu_supports("avx512bf16");
+#else
+    return false;
+#endif
+  }();
+  return native;
 }
 
 const ReducedPrecision* reduced_precision() { return current; }

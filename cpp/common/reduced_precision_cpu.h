@@ -37,9 +37,6 @@ class ReducedPrecision {
   // lies in such a copy, else `t` rounded.
   at::Tensor lowered(const at::Tensor& t) const;
 
-  // out (float32) = product (this call's dtype), or += when `accumulate`.
-  void widen_into(const at::Tensor& out, const at::Tensor& product, bool accumulate) const;
-
  private:
   struct Original {
     const c10::StorageImpl* copy;
@@ -48,6 +45,9 @@ class ReducedPrecision {
   at::ScalarType dtype_;
   std::vector<Original> originals_;
 };
+
+// out (float32, 2-D) = product (bfloat16 or float16, same shape), or += when `accumulate`.
+void widen_into(const at::Tensor& out, const at::Tensor& product, bool accumulate);
 
 // A fresh (rows, columns) matrix of `dtype` in the orientation of the 2-D `t` (column-major
 // when t's rows are its unit-stride axis, else row-major).
@@ -139,5 +139,32 @@ struct InFloat32<impl, Ret (*)(Args...)> {
 // The CPU kernel `impl` (a function), taking bfloat16 and float16 calls as above.
 template <auto impl>
 inline constexpr auto in_float32 = &InFloat32<impl>::call;
+
+// Whether bfloat16 calls run kernels written for bfloat16 storage (tiles in bfloat16,
+// arithmetic in float32 registers, products in oneDNN's bfloat16 kernels): on CPUs with
+// native bfloat16 products (AVX512-BF16 or AMX), where they beat float32 copies. Elsewhere,
+// or with the environment variable MLPMIX_CPU_BF16=float32 (read once), bfloat16 calls go
+// through in_float32 like float16 ones.
+bool native_bf16();
+
+template <auto impl, typename Signature = decltype(impl)>
+struct WithNativeBf16;
+
+template <auto impl, typename Ret, typename... Args>
+struct WithNativeBf16<impl, Ret (*)(Args...)> {
+  static Ret call(Args... args) {
+    std::optional<at::ScalarType> dtype;
+    ((dtype = dtype ? dtype : detail::reduced_dtype_of(args)), ...);
+    if (dtype == at::kBFloat16 && native_bf16()) {
+      return impl(args...);
+    }
+    return InFloat32<impl>::call(args...);
+  }
+};
+
+// The CPU kernel `impl`, which also computes in bfloat16 itself: bfloat16 calls go to it
+// where native_bf16(), float16 ones (and bfloat16 elsewhere) through in_float32.
+template <auto impl>
+inline constexpr auto with_native_bf16 = &WithNativeBf16<impl>::call;
 
 }  // namespace mlpmix::cpu

@@ -5,6 +5,8 @@
 // arrays indexed in loops often do not.
 #pragma once
 
+#include <c10/util/BFloat16.h>
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -69,6 +71,50 @@ MLPMIX_INLINE void store4(float* p, Double4 v) {
 }
 MLPMIX_INLINE void store4(double* p, Double4 v) { std::memcpy(p, &v, sizeof(v)); }
 MLPMIX_INLINE double sum4(Double4 v) { return (v[0] + v[2]) + (v[1] + v[3]); }
+
+// Eight floats from float or bfloat16 storage, and back. bfloat16 is the upper half of a float: widening is a shift, narrowing rounds to nearest
+// even (NaN stays a quiet NaN), as c10::BFloat16's conversion does, lane by lane.
+MLPMIX_INLINE Vec<float>::type load8(const float* p) { return Vec<float>::load(p); }
+MLPMIX_INLINE void store8(float* p, Vec<float>::type v) { Vec<float>::store(p, v); }
+
+typedef uint16_t Bits16x8 __attribute__((vector_size(16)));
+typedef uint32_t Bits32x8 __attribute__((vector_size(32)));
+typedef uint16_t Bits16x4 __attribute__((vector_size(8)));
+typedef uint32_t Bits32x4 __attribute__((vector_size(16)));
+
+MLPMIX_INLINE Vec<float>::type load8(const c10::BFloat16* p) {
+  Bits16x8 half;
+  std::memcpy(&half, p, sizeof(half));
+  const Bits32x8 bits = __builtin_convertvector(half, Bits32x8) << 16;
+  Vec<float>::type v;
+  std::memcpy(&v, &bits, sizeof(v));
+  return v;
+}
+MLPMIX_INLINE void store8(c10::BFloat16* p, Vec<float>::type v) {
+  Bits32x8 bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  const Bits32x8 rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  const Bits32x8 result = v != v ? Bits32x8{} + 0x7fc0u : rounded;
+  const Bits16x8 half = __builtin_convertvector(result, Bits16x8);
+  std::memcpy(p, &half, sizeof(half));
+}
+MLPMIX_INLINE Double4 load4(const c10::BFloat16* p) {
+  Bits16x4 half;
+  std::memcpy(&half, p, sizeof(half));
+  const Bits32x4 bits = __builtin_convertvector(half, Bits32x4) << 16;
+  Float4 v;
+  std::memcpy(&v, &bits, sizeof(v));
+  return __builtin_convertvector(v, Double4);
+}
+MLPMIX_INLINE void store4(c10::BFloat16* p, Double4 v) {
+  const Float4 f = __builtin_convertvector(v, Float4);
+  Bits32x4 bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  const Bits32x4 rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  const Bits32x4 result = f != f ? Bits32x4{} + 0x7fc0u : rounded;
+  const Bits16x4 half = __builtin_convertvector(result, Bits16x4);
+  std::memcpy(p, &half, sizeof(half));
+}
 
 // exp(x) for x <= 0 (softmax after subtracting the maximum), in place on one vector (by
 // reference: a vector argument or result would change the ABI).

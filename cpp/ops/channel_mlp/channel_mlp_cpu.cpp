@@ -18,6 +18,7 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -122,24 +123,28 @@ MLPMIX_INLINE void normalize_rows_impl(const T* x, const Tokens& tokens, int64_t
 }
 
 // Pre-activations h (rows, width) row-major, + bias[j] when given: GELU into `a` and, when
-// given, GELU' into `s` (either may be h); h + bias copied to `kept` when given.
-MLPMIX_INLINE void gelu_rows_impl(const float* h, const float* bias, int64_t rows,
-                                  int64_t width, float* kept, float* a, float* s) {
+// given, GELU' into `s` (either may be h); h + bias copied to `kept` when given. float or
+// bfloat16 storage (the slope in float), float arithmetic.
+template <typename T>
+MLPMIX_INLINE void gelu_rows_impl(const T* h, const T* bias, int64_t rows, int64_t width,
+                                  T* kept, T* a, float* s) {
   constexpr int64_t L = FloatVec::lanes;
+  using simd::load8;
+  using simd::store8;
   for (int64_t i = 0; i < rows; ++i) {
     const int64_t e0 = i * width;
     for (int64_t j = 0; j < width; j += L) {
       const int64_t count = std::min(L, width - j);
-      auto v = count == L ? FloatVec::load(h + e0 + j) : load_partial(h + e0 + j, count);
+      auto v = count == L ? load8(h + e0 + j) : load_partial(h + e0 + j, count);
       if (bias != nullptr) {
-        v += count == L ? FloatVec::load(bias + j) : load_partial(bias + j, count);
+        v += count == L ? load8(bias + j) : load_partial(bias + j, count);
       }
       FloatVec::type value, slope;
       gelu_and_slope(v, &value, &slope);
       if (count == L) {
-        if (kept != nullptr) FloatVec::store(kept + e0 + j, v);
-        FloatVec::store(a + e0 + j, value);
-        if (s != nullptr) FloatVec::store(s + e0 + j, slope);
+        if (kept != nullptr) store8(kept + e0 + j, v);
+        store8(a + e0 + j, value);
+        if (s != nullptr) store8(s + e0 + j, slope);
       } else {
         if (kept != nullptr) store_partial(kept + e0 + j, v, count);
         store_partial(a + e0 + j, value, count);
@@ -165,30 +170,22 @@ MLPMIX_INLINE void gelu_rows_impl(const double* h, const double* bias, int64_t r
   }
 }
 
-// y (rows, width) += bias[j] per row.
+// y (rows, width) = bias[j] per row: the products then accumulate onto it, rounding once.
 template <typename T>
-MLPMIX_INLINE void add_bias_rows_impl(T* y, const T* bias, int64_t rows, int64_t width) {
-  using V = simd::Vec<T>;
+MLPMIX_INLINE void fill_bias_rows_impl(T* y, const T* bias, int64_t rows, int64_t width) {
   for (int64_t i = 0; i < rows; ++i) {
-    T* row = y + i * width;
-    int64_t j = 0;
-    for (; j + V::lanes <= width; j += V::lanes) {
-      V::store(row + j, V::load(row + j) + V::load(bias + j));
-    }
-    for (; j < width; ++j) {
-      row[j] += bias[j];
-    }
+    std::memcpy(y + i * width, bias, width * sizeof(T));
   }
 }
 
 // m (rows, width) row-major, *= s first when s is given; its column sums added to sums
 // (width, double).
-template <typename T>
-MLPMIX_INLINE void column_sums_impl(T* m, const T* s, int64_t rows, int64_t width,
+template <typename T, typename S>
+MLPMIX_INLINE void column_sums_impl(T* m, const S* s, int64_t rows, int64_t width,
                                     double* sums) {
   for (int64_t i = 0; i < rows; ++i) {
     T* row = m + i * width;
-    const T* s_row = s != nullptr ? s + i * width : nullptr;
+    const S* s_row = s != nullptr ? s + i * width : nullptr;
     int64_t j = 0;
     for (; j + 4 <= width; j += 4) {
       Double4 v = load4(row + j);
@@ -201,9 +198,9 @@ MLPMIX_INLINE void column_sums_impl(T* m, const T* s, int64_t rows, int64_t widt
     }
     for (; j < width; ++j) {
       if (s_row != nullptr) {
-        row[j] *= s_row[j];
+        row[j] = static_cast<T>(static_cast<S>(row[j]) * s_row[j]);
       }
-      sums[j] += row[j];
+      sums[j] += static_cast<double>(row[j]);
     }
   }
 }
@@ -234,7 +231,8 @@ MLPMIX_INLINE void normalize_backward_rows_impl(const T* gu, const T* x, const T
 
 // ---- the cloned entry points (target_clones takes no templates: one overload per dtype) --
 
-#define MLPMIX_CHANNEL_MLP_CLONES(T)                                                          \
+// T: the storage of x and the tiles; S: of the GELU slopes (float for bfloat16 tiles).
+#define MLPMIX_CHANNEL_MLP_CLONES(T, S)                                                       \
   MLPMIX_CLONE_FOR_AVX2 void normalize_rows(const T* x, const Tokens& tokens, int64_t row0,    \
                                             int64_t rows, int64_t C, const T* gamma,           \
                                             const T* beta, double eps, T* u, double* mean,     \
@@ -242,13 +240,14 @@ MLPMIX_INLINE void normalize_backward_rows_impl(const T* gu, const T* x, const T
     normalize_rows_impl(x, tokens, row0, rows, C, gamma, beta, eps, u, mean, rstd);            \
   }                                                                                            \
   MLPMIX_CLONE_FOR_AVX2 void gelu_rows(const T* h, const T* bias, int64_t rows, int64_t width, \
-                                       T* kept, T* a, T* s) {                                  \
+                                       T* kept, T* a, S* s) {                                  \
     gelu_rows_impl(h, bias, rows, width, kept, a, s);                                          \
   }                                                                                            \
-  MLPMIX_CLONE_FOR_AVX2 void add_bias_rows(T* y, const T* bias, int64_t rows, int64_t width) { \
-    add_bias_rows_impl(y, bias, rows, width);                                                  \
+  MLPMIX_CLONE_FOR_AVX2 void fill_bias_rows(T* y, const T* bias, int64_t rows,                 \
+                                            int64_t width) {                                   \
+    fill_bias_rows_impl(y, bias, rows, width);                                                 \
   }                                                                                            \
-  MLPMIX_CLONE_FOR_AVX2 void column_sums(T* m, const T* s, int64_t rows, int64_t width,        \
+  MLPMIX_CLONE_FOR_AVX2 void column_sums(T* m, const S* s, int64_t rows, int64_t width,        \
                                          double* sums) {                                       \
     column_sums_impl(m, s, rows, width, sums);                                                 \
   }                                                                                            \
@@ -264,8 +263,9 @@ MLPMIX_INLINE void normalize_backward_rows_impl(const T* gu, const T* x, const T
                                  grad_gamma, grad_beta);                                       \
   }
 
-MLPMIX_CHANNEL_MLP_CLONES(float)
-MLPMIX_CHANNEL_MLP_CLONES(double)
+MLPMIX_CHANNEL_MLP_CLONES(float, float)
+MLPMIX_CHANNEL_MLP_CLONES(double, double)
+MLPMIX_CHANNEL_MLP_CLONES(at::BFloat16, float)
 #undef MLPMIX_CHANNEL_MLP_CLONES
 
 // A (rows, cols) matrix over the start of a per-thread buffer.
@@ -298,7 +298,8 @@ auto channel_mlp_cpu(const Dims& d, const at::Tensor& x_any, const at::Tensor& n
   const auto gamma = norm_weight.contiguous(), beta = norm_bias.contiguous();
   const auto b1 = fc1_bias.contiguous(), b2 = fc2_bias.contiguous();
   const auto out_rows = out.view({T, d.C});
-  MLPMIX_DISPATCH_CPU_FLOATING(x.scalar_type(), "mlpmix_channel_mlp_cpu", [&] {
+  MLPMIX_DISPATCH_CPU_FLOATING_AND_BF16(x.scalar_type(), "mlpmix_channel_mlp_cpu", [&] {
+    using slope_t = at::opmath_type<scalar_t>;
     const scalar_t* x_data = x.const_data_ptr<scalar_t>();
     tiling.run([&](int64_t chunk_begin, int64_t chunk_end) {
       const auto u_buffer = at::empty({tiling.tile_rows * d.C}, options);
@@ -316,11 +317,11 @@ auto channel_mlp_cpu(const Dims& d, const at::Tensor& x_any, const at::Tensor& n
           gelu_rows(a_data, b1.const_data_ptr<scalar_t>(), rows, d.hidden,
                     keep_hidden ? hidden.mutable_data_ptr<scalar_t>() + row0 * d.hidden
                                 : nullptr,
-                    a_data, nullptr);
+                    a_data, static_cast<slope_t*>(nullptr));
           auto y = out_rows.narrow(0, row0, rows);
-          cpu::gemm_out(y, a, w2_t);
-          add_bias_rows(y.mutable_data_ptr<scalar_t>(), b2.const_data_ptr<scalar_t>(), rows,
-                        d.C);
+          fill_bias_rows(y.mutable_data_ptr<scalar_t>(), b2.const_data_ptr<scalar_t>(), rows,
+                         d.C);
+          cpu::gemm_out(y, a, w2_t, /*accumulate=*/true);
         }
       }
     });
@@ -355,7 +356,9 @@ channel_mlp_backward_cpu(const Dims& d, const at::Tensor& grad_out_any, const at
   const auto gamma = norm_weight.contiguous(), beta = norm_bias.contiguous();
   const auto b1 = fc1_bias.contiguous();
   std::vector<MlpGradients> partials(tiling.chunks);
-  MLPMIX_DISPATCH_CPU_FLOATING(x.scalar_type(), "mlpmix_channel_mlp_backward_cpu", [&] {
+  MLPMIX_DISPATCH_CPU_FLOATING_AND_BF16(x.scalar_type(), "mlpmix_channel_mlp_backward_cpu", [&] {
+    using slope_t = at::opmath_type<scalar_t>;
+    const auto wide = options.dtype(c10::CppTypeToScalarType<slope_t>::value);
     const scalar_t* x_data = x.const_data_ptr<scalar_t>();
     const scalar_t* grad_out_data = grad_out.const_data_ptr<scalar_t>();
     scalar_t* grad_x_data = grad_x.mutable_data_ptr<scalar_t>();
@@ -365,12 +368,12 @@ channel_mlp_backward_cpu(const Dims& d, const at::Tensor& grad_out_any, const at
       const auto u_buffer = at::empty({R * d.C}, options);
       const auto g_buffer = at::empty({R * d.C}, options);   // grad of fc2 output
       const auto gu_buffer = at::empty({R * d.C}, options);  // grad of the LayerNorm output
-      const auto a_buffer = at::empty({R * d.hidden}, options);  // GELU, then grad of h
-      const auto s_buffer = at::empty({R * d.hidden}, options);  // h if recomputed, GELU'
+      const auto a_buffer = at::empty({R * d.hidden}, options);  // h, GELU, grad of h
+      const auto s_buffer = at::empty({R * d.hidden}, wide);     // GELU'
       std::vector<double> mean(R), rstd(R);
       for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
         MlpGradients& p = partials[chunk];
-        p = MlpGradients(d.hidden, d.C, d.C, options);
+        p = MlpGradients(d.hidden, d.C, d.C, wide);
         for (int64_t tile = tiling.first(chunk); tile < tiling.first(chunk + 1); ++tile) {
           const int64_t row0 = tiling.row0(tile), rows = tiling.rows(tile);
           const auto u = matrix(u_buffer, rows, d.C);
@@ -379,20 +382,20 @@ channel_mlp_backward_cpu(const Dims& d, const at::Tensor& grad_out_any, const at
           auto a = matrix(a_buffer, rows, d.hidden);
           auto s = matrix(s_buffer, rows, d.hidden);
           scalar_t* a_data = a.mutable_data_ptr<scalar_t>();
-          scalar_t* s_data = s.mutable_data_ptr<scalar_t>();
+          slope_t* s_data = s.mutable_data_ptr<slope_t>();
           normalize_rows(x_data, x_tokens, row0, rows, d.C, gamma_data,
                          beta.const_data_ptr<scalar_t>(), eps, u.mutable_data_ptr<scalar_t>(),
                          mean.data(), rstd.data());
           gather_rows(grad_out_data, grad_tokens, row0, rows, d.C, g.mutable_data_ptr<scalar_t>());
-          column_sums(g.mutable_data_ptr<scalar_t>(), static_cast<const scalar_t*>(nullptr),
+          column_sums(g.mutable_data_ptr<scalar_t>(), static_cast<const slope_t*>(nullptr),
                       rows, d.C, p.fc2_bias.data());
           if (hidden.has_value()) {
             gelu_rows(hidden->const_data_ptr<scalar_t>() + row0 * d.hidden,
                       static_cast<const scalar_t*>(nullptr), rows, d.hidden,
                       static_cast<scalar_t*>(nullptr), a_data, s_data);
           } else {
-            cpu::gemm_out(s, u, w1_t);
-            gelu_rows(s_data, b1.const_data_ptr<scalar_t>(), rows, d.hidden,
+            cpu::gemm_out(a, u, w1_t);
+            gelu_rows(a_data, b1.const_data_ptr<scalar_t>(), rows, d.hidden,
                       static_cast<scalar_t*>(nullptr), a_data, s_data);
           }
           const bool accumulate = tile != tiling.first(chunk);
@@ -418,12 +421,12 @@ channel_mlp_backward_cpu(const Dims& d, const at::Tensor& grad_out_any, const at
 
 TORCH_LIBRARY_IMPL(mlpmix, CPU, m) {
   m.impl("channel_mlp",
-         checked<"channel_mlp", check_inputs, cpu::in_float32<channel_mlp_cpu<false>>>);
-  m.impl("_channel_mlp_forward",
-         checked<"_channel_mlp_forward", check_inputs, cpu::in_float32<channel_mlp_cpu<true>>>);
+         checked<"channel_mlp", check_inputs, cpu::with_native_bf16<channel_mlp_cpu<false>>>);
+  m.impl("_channel_mlp_forward", checked<"_channel_mlp_forward", check_inputs,
+                                         cpu::with_native_bf16<channel_mlp_cpu<true>>>);
   m.impl("channel_mlp_backward",
          checked<"channel_mlp_backward", check_backward,
-                 cpu::in_float32<channel_mlp_backward_cpu>>);
+                 cpu::with_native_bf16<channel_mlp_backward_cpu>>);
 }
 
 }  // namespace mlpmix::channel_mlp_impl
