@@ -23,6 +23,7 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -151,11 +152,12 @@ MLPMIX_INLINE void write_output_impl(const T* yt, const T* bias, const Dims& d, 
   for_each_token(out, grid, d, line0, lines,
                  [&](int64_t l, int64_t n, T* token) MLPMIX_VISIT {
     for (int64_t i = 0; i < d.r; ++i) {
+      using Math = at::opmath_type<T>;
       const T* in = yt + (n * d.r + i) * R + l * d.o;
-      const T b = bias[n * d.r + i];
+      const Math b = bias[n * d.r + i];
       T* to = token + i * d.o;
       for (int64_t j = 0; j < d.o; ++j) {
-        to[j] = in[j] + b;
+        to[j] = static_cast<T>(static_cast<Math>(in[j]) + b);
       }
     }
   });
@@ -207,27 +209,31 @@ struct HiddenLayout {
 };
 
 // The tile's fc1 output h (hidden, R), in place: h + bias[k] is copied to `kept` (laid out
-// by `kept_layout`) when given, and h becomes GELU(h + bias[k]).
-MLPMIX_INLINE void bias_gelu_impl(float* h, const float* bias, int64_t rows, int64_t lines,
-                                  int64_t o, float* kept, HiddenLayout kept_layout) {
+// by `kept_layout`) when given, and h becomes GELU(h + bias[k]). float or bfloat16 storage,
+// float arithmetic.
+template <typename T>
+MLPMIX_INLINE void bias_gelu_impl(T* h, const T* bias, int64_t rows, int64_t lines, int64_t o,
+                                  T* kept, HiddenLayout kept_layout) {
   constexpr int64_t L = FloatVec::lanes;
+  using simd::load8;
+  using simd::store8;
   for (int64_t l = 0; l < lines; ++l) {
     for (int64_t k = 0; k < rows; ++k) {
-      float* run = h + k * lines * o + l * o;
-      float* keep = kept != nullptr ? kept + k * kept_layout.row + l * kept_layout.line : nullptr;
-      const auto b = FloatVec::broadcast(bias[k]);
+      T* run = h + k * lines * o + l * o;
+      T* keep = kept != nullptr ? kept + k * kept_layout.row + l * kept_layout.line : nullptr;
+      const auto b = FloatVec::broadcast(static_cast<float>(bias[k]));
       int64_t j = 0;
       for (; j + 2 * L <= o; j += 2 * L) {  // two independent chains
-        const auto v0 = FloatVec::load(run + j) + b, v1 = FloatVec::load(run + j + L) + b;
+        const auto v0 = load8(run + j) + b, v1 = load8(run + j + L) + b;
         if (keep != nullptr) {
-          FloatVec::store(keep + j, v0);
-          FloatVec::store(keep + j + L, v1);
+          store8(keep + j, v0);
+          store8(keep + j + L, v1);
         }
         FloatVec::type value0, slope0, value1, slope1;
         gelu_and_slope(v0, &value0, &slope0);
         gelu_and_slope(v1, &value1, &slope1);
-        FloatVec::store(run + j, value0);
-        FloatVec::store(run + j + L, value1);
+        store8(run + j, value0);
+        store8(run + j + L, value1);
       }
       for (; j < o; j += L) {
         const int64_t count = std::min(L, o - j);
@@ -261,27 +267,30 @@ MLPMIX_INLINE void bias_gelu_impl(double* h, const double* bias, int64_t rows, i
 }
 
 // From the pre-activation h (laid out by `layout`, + bias[k] when given): a = GELU and
-// s = GELU', both (rows, R) tile buffers; s may be h.
-MLPMIX_INLINE void gelu_slope_impl(const float* h, HiddenLayout layout, const float* bias,
-                                   int64_t rows, int64_t lines, int64_t o, float* a,
-                                   float* s) {
+// s = GELU', both (rows, R) tile buffers; a may be h. float or bfloat16 storage (the slope in
+// float), float arithmetic.
+template <typename T>
+MLPMIX_INLINE void gelu_slope_impl(const T* h, HiddenLayout layout, const T* bias, int64_t rows,
+                                   int64_t lines, int64_t o, T* a, float* s) {
   constexpr int64_t L = FloatVec::lanes;
+  using simd::load8;
+  using simd::store8;
   for (int64_t l = 0; l < lines; ++l) {
     for (int64_t k = 0; k < rows; ++k) {
-      const float* run = h + k * layout.row + l * layout.line;
-      float* a_run = a + k * lines * o + l * o;
+      const T* run = h + k * layout.row + l * layout.line;
+      T* a_run = a + k * lines * o + l * o;
       float* s_run = s + k * lines * o + l * o;
-      const auto b = FloatVec::broadcast(bias != nullptr ? bias[k] : 0.0f);
+      const auto b = FloatVec::broadcast(bias != nullptr ? static_cast<float>(bias[k]) : 0.0f);
       int64_t j = 0;
       for (; j + 2 * L <= o; j += 2 * L) {  // two independent chains
-        const auto v0 = FloatVec::load(run + j) + b, v1 = FloatVec::load(run + j + L) + b;
+        const auto v0 = load8(run + j) + b, v1 = load8(run + j + L) + b;
         FloatVec::type value0, slope0, value1, slope1;
         gelu_and_slope(v0, &value0, &slope0);
         gelu_and_slope(v1, &value1, &slope1);
-        FloatVec::store(a_run + j, value0);
-        FloatVec::store(a_run + j + L, value1);
-        FloatVec::store(s_run + j, slope0);
-        FloatVec::store(s_run + j + L, slope1);
+        store8(a_run + j, value0);
+        store8(a_run + j + L, value1);
+        store8(s_run + j, slope0);
+        store8(s_run + j + L, slope1);
       }
       for (; j < o; j += L) {
         const int64_t count = std::min(L, o - j);
@@ -310,29 +319,30 @@ MLPMIX_INLINE void gelu_slope_impl(const double* h, HiddenLayout layout, const d
 }
 
 // sums[row] += the sum of row `row` of m (rows, width) contiguous, after m *= s when given.
+// float or bfloat16 m (s float), float arithmetic; double below.
 template <typename T>
-MLPMIX_INLINE void row_sums_impl(T* m, const T* s, int64_t rows, int64_t width, double* sums) {
-  constexpr int64_t L = simd::Vec<T>::lanes;
-  using V = simd::Vec<T>;
+MLPMIX_INLINE void row_sums_impl(T* m, const float* s, int64_t rows, int64_t width,
+                                 double* sums) {
+  constexpr int64_t L = FloatVec::lanes;
   for (int64_t row = 0; row < rows; ++row) {
     T* mr = m + row * width;
-    const T* sr = s != nullptr ? s + row * width : nullptr;
-    auto acc = V::broadcast(0);
+    const float* sr = s != nullptr ? s + row * width : nullptr;
+    auto acc = FloatVec::broadcast(0);
     int64_t k = 0;
     for (; k + L <= width; k += L) {
-      auto v = V::load(mr + k);
+      auto v = simd::load8(mr + k);
       if (sr != nullptr) {
-        v *= V::load(sr + k);
-        V::store(mr + k, v);
+        v *= FloatVec::load(sr + k);
+        simd::store8(mr + k, v);
       }
       acc += v;
     }
-    T total = 0;
+    float total = 0;
     for (; k < width; ++k) {
       if (sr != nullptr) {
-        mr[k] *= sr[k];
+        mr[k] = static_cast<T>(static_cast<float>(mr[k]) * sr[k]);
       }
-      total += mr[k];
+      total += static_cast<float>(mr[k]);
     }
     for (int64_t lane = 0; lane < L; ++lane) {
       total += acc[lane];
@@ -341,9 +351,26 @@ MLPMIX_INLINE void row_sums_impl(T* m, const T* s, int64_t rows, int64_t width, 
   }
 }
 
+MLPMIX_INLINE void row_sums_impl(double* m, const double* s, int64_t rows, int64_t width,
+                                 double* sums) {
+  for (int64_t row = 0; row < rows; ++row) {
+    double* mr = m + row * width;
+    const double* sr = s != nullptr ? s + row * width : nullptr;
+    double total = 0;
+    for (int64_t k = 0; k < width; ++k) {
+      if (sr != nullptr) {
+        mr[k] *= sr[k];
+      }
+      total += mr[k];
+    }
+    sums[row] += total;
+  }
+}
+
 // ---- the cloned entry points (target_clones takes no templates: one overload per dtype) --
 
-#define MLPMIX_RAFT_CLONES(T)                                                                \
+// T: the storage of x and the tiles; S: of the GELU slopes (float for bfloat16 tiles).
+#define MLPMIX_RAFT_CLONES(T, S)                                                             \
   MLPMIX_CLONE_FOR_AVX2 void normalize_tile(const T* x, const TokenGrid& grid, const Dims& d, \
                                             int64_t line0, int64_t lines, const T* gamma,    \
                                             const T* beta, double eps, T* xt, double* mean,  \
@@ -372,16 +399,17 @@ MLPMIX_INLINE void row_sums_impl(T* m, const T* s, int64_t rows, int64_t width, 
   }                                                                                          \
   MLPMIX_CLONE_FOR_AVX2 void gelu_slope(const T* h, HiddenLayout layout, const T* bias,      \
                                         int64_t rows, int64_t lines, int64_t o, T* a,        \
-                                        T* s) {                                              \
+                                        S* s) {                                              \
     gelu_slope_impl(h, layout, bias, rows, lines, o, a, s);                                  \
   }                                                                                          \
-  MLPMIX_CLONE_FOR_AVX2 void row_sums(T* m, const T* s, int64_t rows, int64_t width,         \
+  MLPMIX_CLONE_FOR_AVX2 void row_sums(T* m, const S* s, int64_t rows, int64_t width,         \
                                       double* sums) {                                        \
     row_sums_impl(m, s, rows, width, sums);                                                  \
   }
 
-MLPMIX_RAFT_CLONES(float)
-MLPMIX_RAFT_CLONES(double)
+MLPMIX_RAFT_CLONES(float, float)
+MLPMIX_RAFT_CLONES(double, double)
+MLPMIX_RAFT_CLONES(at::BFloat16, float)
 #undef MLPMIX_RAFT_CLONES
 
 // ---- the weights with their feature axis in (n, i) order -----------------------------------
@@ -439,7 +467,7 @@ auto raft_token_mixing_cpu(const Dims& d, const at::Tensor& x_any, const at::Ten
   const auto gamma = norm_weight.contiguous(), beta = norm_bias.contiguous();
   const auto b1 = fc1_bias.contiguous();
   const TokenGrid x_grid(x, d), out_grid(out, d);
-  MLPMIX_DISPATCH_CPU_FLOATING(x.scalar_type(), "mlpmix_raft_token_mixing_cpu", [&] {
+  MLPMIX_DISPATCH_CPU_FLOATING_AND_BF16(x.scalar_type(), "mlpmix_raft_token_mixing_cpu", [&] {
     const scalar_t* x_data = x.const_data_ptr<scalar_t>();
     scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
     cpu::parallel_for(0, tiling.chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
@@ -503,7 +531,9 @@ raft_token_mixing_backward_cpu(const Dims& d, const at::Tensor& grad_out_any,
   const auto b1 = fc1_bias.contiguous();
   const TokenGrid x_grid(x, d), grad_out_grid(grad_out, d), grad_x_grid(grad_x, d);
   std::vector<MlpGradients> partials(tiling.chunks);  // weights in (n, i) feature order
-  MLPMIX_DISPATCH_CPU_FLOATING(x.scalar_type(), "mlpmix_raft_token_mixing_backward_cpu", [&] {
+  MLPMIX_DISPATCH_CPU_FLOATING_AND_BF16(x.scalar_type(), "mlpmix_raft_token_mixing_backward_cpu", [&] {
+    using slope_t = at::opmath_type<scalar_t>;
+    const auto wide = options.dtype(c10::CppTypeToScalarType<slope_t>::value);
     const scalar_t* x_data = x.const_data_ptr<scalar_t>();
     const scalar_t* grad_out_data = grad_out.const_data_ptr<scalar_t>();
     scalar_t* grad_x_data = grad_x.mutable_data_ptr<scalar_t>();
@@ -512,12 +542,12 @@ raft_token_mixing_backward_cpu(const Dims& d, const at::Tensor& grad_out_any,
       const int64_t columns = tiling.tile_lines * d.o;
       const auto x_buffer = at::empty({F * columns}, options);
       const auto g_buffer = at::empty({F * columns}, options);  // grad of fc2 output, then of u
-      const auto a_buffer = at::empty({d.hidden * columns}, options);  // GELU, then its grad
-      const auto s_buffer = at::empty({d.hidden * columns}, options);  // h if recomputed, GELU'
+      const auto a_buffer = at::empty({d.hidden * columns}, options);  // h, GELU, its grad
+      const auto s_buffer = at::empty({d.hidden * columns}, wide);     // GELU'
       std::vector<double> mean(tiling.tile_lines * d.N), rstd(tiling.tile_lines * d.N);
       for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
         MlpGradients& p = partials[chunk];
-        p = MlpGradients(d.hidden, F, d.C, options);
+        p = MlpGradients(d.hidden, F, d.C, wide);
         for (int64_t tile = tiling.first(chunk); tile < tiling.first(chunk + 1); ++tile) {
           const int64_t line0 = tile * tiling.tile_lines;
           const int64_t lines = std::min(tiling.tile_lines, tiling.lines - line0);
@@ -527,21 +557,21 @@ raft_token_mixing_backward_cpu(const Dims& d, const at::Tensor& grad_out_any,
           auto act = matrix(a_buffer, d.hidden, R);
           auto st = matrix(s_buffer, d.hidden, R);
           scalar_t* a_data = act.mutable_data_ptr<scalar_t>();
-          scalar_t* s_data = st.mutable_data_ptr<scalar_t>();
+          slope_t* s_data = st.mutable_data_ptr<slope_t>();
           normalize_tile(x_data, x_grid, d, line0, lines, gamma_data,
                          beta.const_data_ptr<scalar_t>(), eps, xt.mutable_data_ptr<scalar_t>(),
                          mean.data(), rstd.data());
           gather_tile(grad_out_data, grad_out_grid, d, line0, lines,
                       gt.mutable_data_ptr<scalar_t>());
-          row_sums(gt.mutable_data_ptr<scalar_t>(), static_cast<const scalar_t*>(nullptr), F,
+          row_sums(gt.mutable_data_ptr<scalar_t>(), static_cast<const slope_t*>(nullptr), F,
                    R, p.fc2_bias.data());
           if (hidden.has_value()) {
             gelu_slope(hidden->const_data_ptr<scalar_t>() + line0 * d.hidden * d.o,
-                       HiddenLayout{d.o, d.hidden * d.o}, nullptr, d.hidden, lines, d.o, a_data,
-                       s_data);
+                       HiddenLayout{d.o, d.hidden * d.o}, static_cast<const scalar_t*>(nullptr),
+                       d.hidden, lines, d.o, a_data, s_data);
           } else {
-            cpu::gemm_out(st, w.w1, xt);
-            gelu_slope(s_data, HiddenLayout{R, d.o}, b1.const_data_ptr<scalar_t>(), d.hidden,
+            cpu::gemm_out(act, w.w1, xt);
+            gelu_slope(a_data, HiddenLayout{R, d.o}, b1.const_data_ptr<scalar_t>(), d.hidden,
                        lines, d.o, a_data, s_data);
           }
           const bool accumulate = tile != tiling.first(chunk);
@@ -571,14 +601,14 @@ raft_token_mixing_backward_cpu(const Dims& d, const at::Tensor& grad_out_any,
 }  // namespace
 
 TORCH_LIBRARY_IMPL(mlpmix, CPU, m) {
-  m.impl("raft_token_mixing",
-         checked<"raft_token_mixing", check_inputs, cpu::in_float32<raft_token_mixing_cpu<false>>>);
+  m.impl("raft_token_mixing", checked<"raft_token_mixing", check_inputs,
+                                      cpu::with_native_bf16<raft_token_mixing_cpu<false>>>);
   m.impl("_raft_token_mixing_forward",
          checked<"_raft_token_mixing_forward", check_inputs,
-                 cpu::in_float32<raft_token_mixing_cpu<true>>>);
+                 cpu::with_native_bf16<raft_token_mixing_cpu<true>>>);
   m.impl("raft_token_mixing_backward",
          checked<"raft_token_mixing_backward", check_backward,
-                 cpu::in_float32<raft_token_mixing_backward_cpu>>);
+                 cpu::with_native_bf16<raft_token_mixing_backward_cpu>>);
 }
 
 }  // namespace mlpmix::raft_token_mixing_impl
