@@ -75,14 +75,14 @@ MLPMIX_INLINE void token_moments(const T* token, int64_t C, double eps, double* 
 template <typename T>  // float or bfloat16 storage, float arithmetic
 MLPMIX_INLINE void normalize_run(const T* in, const T* gamma, const T* beta, int64_t count,
                                  double mean, double rstd, T* out) {
-  using simd::load8;
+  using simd::load_vec;
   const float mean_hi = static_cast<float>(mean);
   const float mean_lo = static_cast<float>(mean - mean_hi);
   const float scale = static_cast<float>(rstd);
   int64_t j = 0;
   for (; j + FloatVec::lanes <= count; j += FloatVec::lanes) {
-    const auto centred = (load8(in + j) - mean_hi) - mean_lo;
-    simd::store8(out + j, centred * scale * load8(gamma + j) + load8(beta + j));
+    const auto centred = (load_vec(in + j) - mean_hi) - mean_lo;
+    simd::store_vec(out + j, centred * scale * load_vec(gamma + j) + load_vec(beta + j));
   }
   for (; j < count; ++j) {
     out[j] = ((static_cast<float>(in[j]) - mean_hi) - mean_lo) * scale *
@@ -187,12 +187,12 @@ template <typename T>
 MLPMIX_INLINE FloatVec::type load_partial(const T* p, int64_t count) {
   T lanes[FloatVec::lanes] = {};
   std::memcpy(lanes, p, count * sizeof(T));
-  return simd::load8(lanes);
+  return simd::load_vec(lanes);
 }
 template <typename T>
 MLPMIX_INLINE void store_partial(T* p, FloatVec::type v, int64_t count) {
   T lanes[FloatVec::lanes];
-  simd::store8(lanes, v);
+  simd::store_vec(lanes, v);
   std::memcpy(p, lanes, count * sizeof(T));
 }
 

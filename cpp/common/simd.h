@@ -72,17 +72,32 @@ MLPMIX_INLINE void store4(float* p, Double4 v) {
 MLPMIX_INLINE void store4(double* p, Double4 v) { std::memcpy(p, &v, sizeof(v)); }
 MLPMIX_INLINE double sum4(Double4 v) { return (v[0] + v[2]) + (v[1] + v[3]); }
 
-// Eight floats from float or bfloat16 storage, and back. bfloat16 is the upper half of a float: widening is a shift, narrowing rounds to nearest
-// even (NaN stays a quiet NaN), as c10::BFloat16's conversion does, lane by lane.
-MLPMIX_INLINE Vec<float>::type load8(const float* p) { return Vec<float>::load(p); }
-MLPMIX_INLINE void store8(float* p, Vec<float>::type v) { Vec<float>::store(p, v); }
+// The arithmetic type of a storage type: float for bfloat16, else the type itself.
+template <typename T>
+struct Math {
+  using type = T;
+};
+template <>
+struct Math<c10::BFloat16> {
+  using type = float;
+};
+template <typename T>
+using MathVec = Vec<typename Math<T>::type>;
 
+// A vector of T's arithmetic type loaded from T storage, and stored back.
+MLPMIX_INLINE Vec<float>::type load_vec(const float* p) { return Vec<float>::load(p); }
+MLPMIX_INLINE void store_vec(float* p, Vec<float>::type v) { Vec<float>::store(p, v); }
+MLPMIX_INLINE Vec<double>::type load_vec(const double* p) { return Vec<double>::load(p); }
+MLPMIX_INLINE void store_vec(double* p, Vec<double>::type v) { Vec<double>::store(p, v); }
+
+// bfloat16 is the upper half of a float: widening is a shift, narrowing rounds to nearest
+// even (NaN stays a quiet NaN), as c10::BFloat16's conversion does, lane by lane.
 typedef uint16_t Bits16x8 __attribute__((vector_size(16)));
 typedef uint32_t Bits32x8 __attribute__((vector_size(32)));
 typedef uint16_t Bits16x4 __attribute__((vector_size(8)));
 typedef uint32_t Bits32x4 __attribute__((vector_size(16)));
 
-MLPMIX_INLINE Vec<float>::type load8(const c10::BFloat16* p) {
+MLPMIX_INLINE Vec<float>::type load_vec(const c10::BFloat16* p) {
   Bits16x8 half;
   std::memcpy(&half, p, sizeof(half));
   const Bits32x8 bits = __builtin_convertvector(half, Bits32x8) << 16;
@@ -90,7 +105,7 @@ MLPMIX_INLINE Vec<float>::type load8(const c10::BFloat16* p) {
   std::memcpy(&v, &bits, sizeof(v));
   return v;
 }
-MLPMIX_INLINE void store8(c10::BFloat16* p, Vec<float>::type v) {
+MLPMIX_INLINE void store_vec(c10::BFloat16* p, Vec<float>::type v) {
   Bits32x8 bits;
   std::memcpy(&bits, &v, sizeof(bits));
   const Bits32x8 rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;

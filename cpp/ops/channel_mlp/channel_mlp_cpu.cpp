@@ -129,22 +129,22 @@ template <typename T>
 MLPMIX_INLINE void gelu_rows_impl(const T* h, const T* bias, int64_t rows, int64_t width,
                                   T* kept, T* a, float* s) {
   constexpr int64_t L = FloatVec::lanes;
-  using simd::load8;
-  using simd::store8;
+  using simd::load_vec;
+  using simd::store_vec;
   for (int64_t i = 0; i < rows; ++i) {
     const int64_t e0 = i * width;
     for (int64_t j = 0; j < width; j += L) {
       const int64_t count = std::min(L, width - j);
-      auto v = count == L ? load8(h + e0 + j) : load_partial(h + e0 + j, count);
+      auto v = count == L ? load_vec(h + e0 + j) : load_partial(h + e0 + j, count);
       if (bias != nullptr) {
-        v += count == L ? load8(bias + j) : load_partial(bias + j, count);
+        v += count == L ? load_vec(bias + j) : load_partial(bias + j, count);
       }
       FloatVec::type value, slope;
       gelu_and_slope(v, &value, &slope);
       if (count == L) {
-        if (kept != nullptr) store8(kept + e0 + j, v);
-        store8(a + e0 + j, value);
-        if (s != nullptr) store8(s + e0 + j, slope);
+        if (kept != nullptr) store_vec(kept + e0 + j, v);
+        store_vec(a + e0 + j, value);
+        if (s != nullptr) store_vec(s + e0 + j, slope);
       } else {
         if (kept != nullptr) store_partial(kept + e0 + j, v, count);
         store_partial(a + e0 + j, value, count);

@@ -42,7 +42,7 @@ template <typename T>
 struct Coefficients {
   const T* data;
   int64_t sum_stride, out_stride;
-  MLPMIX_INLINE T operator()(int64_t k, int64_t m) const {
+  MLPMIX_INLINE typename simd::Math<T>::type operator()(int64_t k, int64_t m) const {
     return data[k * sum_stride + m * out_stride];
   }
 };
@@ -51,17 +51,18 @@ struct Coefficients {
 // registers and share each load of `in` and each broadcast coefficient.
 constexpr int64_t kTileRows = 4;
 
-// out[m0 + r, c0 : c0 + NV*lanes] = sum_k a(k, m0 + r) * in[k, c0 : ...], r < R.
-template <int64_t R, int64_t NV, typename T>
-MLPMIX_INLINE void combine_tile(Coefficients<T> a, Rows<const T> in, Rows<T> out, int64_t m0,
+// out[m0 + r, c0 : c0 + NV*lanes] = sum_k a(k, m0 + r) * in[k, c0 : ...], r < R. T: the
+// storage of the coefficients and `in`, O: of `out`; the sums in T's arithmetic type.
+template <int64_t R, int64_t NV, typename T, typename O>
+MLPMIX_INLINE void combine_tile(Coefficients<T> a, Rows<const T> in, Rows<O> out, int64_t m0,
                                 int64_t K, int64_t c0) {
-  using V = simd::Vec<T>;
+  using V = simd::MathVec<T>;
   typename V::type acc[R][NV] = {};
   for (int64_t k = 0; k < K; ++k) {
     typename V::type in_block[NV];
 #pragma GCC unroll 4
     for (int64_t v = 0; v < NV; ++v) {
-      in_block[v] = V::load(in.row(k) + c0 + v * V::lanes);
+      in_block[v] = simd::load_vec(in.row(k) + c0 + v * V::lanes);
     }
 #pragma GCC unroll 4
     for (int64_t r = 0; r < R; ++r) {
@@ -76,16 +77,16 @@ MLPMIX_INLINE void combine_tile(Coefficients<T> a, Rows<const T> in, Rows<T> out
   for (int64_t r = 0; r < R; ++r) {
 #pragma GCC unroll 4
     for (int64_t v = 0; v < NV; ++v) {
-      V::store(out.row(m0 + r) + c0 + v * V::lanes, acc[r][v]);
+      simd::store_vec(out.row(m0 + r) + c0 + v * V::lanes, acc[r][v]);
     }
   }
 }
 
 // Rows m0 .. m0+R-1 of out over all `width` columns.
-template <int64_t R, typename T>
-MLPMIX_INLINE void combine_row_block(Coefficients<T> a, Rows<const T> in, Rows<T> out, int64_t m0,
-                              int64_t K, int64_t width) {
-  constexpr int64_t L = simd::Vec<T>::lanes;
+template <int64_t R, typename T, typename O>
+MLPMIX_INLINE void combine_row_block(Coefficients<T> a, Rows<const T> in, Rows<O> out,
+                                     int64_t m0, int64_t K, int64_t width) {
+  constexpr int64_t L = simd::MathVec<T>::lanes;
   int64_t c0 = 0;
   for (; c0 + 3 * L <= width; c0 += 3 * L) {
     combine_tile<R, 3>(a, in, out, m0, K, c0);
@@ -100,19 +101,19 @@ MLPMIX_INLINE void combine_row_block(Coefficients<T> a, Rows<const T> in, Rows<T
   }
   for (; c0 < width; ++c0) {
     for (int64_t r = 0; r < R; ++r) {
-      T acc = 0;
+      typename simd::Math<T>::type acc = 0;
       for (int64_t k = 0; k < K; ++k) {
-        acc += a(k, m0 + r) * in.row(k)[c0];
+        acc += a(k, m0 + r) * static_cast<typename simd::Math<T>::type>(in.row(k)[c0]);
       }
-      out.row(m0 + r)[c0] = acc;
+      out.row(m0 + r)[c0] = static_cast<O>(acc);
     }
   }
 }
 
 // out (M, width) from in (K, width): out[m, :] = sum_k a(k, m) in[k, :], a small GEMM.
-template <typename T>
-MLPMIX_INLINE void combine_rows_impl(Coefficients<T> a, Rows<const T> in, Rows<T> out, int64_t M,
-                              int64_t K, int64_t width) {
+template <typename T, typename O>
+MLPMIX_INLINE void combine_rows_impl(Coefficients<T> a, Rows<const T> in, Rows<O> out,
+                                     int64_t M, int64_t K, int64_t width) {
   int64_t m0 = 0;
   for (; m0 + kTileRows <= M; m0 += kTileRows) {
     combine_row_block<kTileRows>(a, in, out, m0, K, width);
@@ -122,16 +123,17 @@ MLPMIX_INLINE void combine_rows_impl(Coefficients<T> a, Rows<const T> in, Rows<T
   }
 }
 
-// target_clones takes no templates: one overload per dtype.
-MLPMIX_CLONE_FOR_AVX2 void combine_rows(Coefficients<float> a, Rows<const float> in,
-                                        Rows<float> out, int64_t M, int64_t K, int64_t width) {
-  combine_rows_impl(a, in, out, M, K, width);
-}
-MLPMIX_CLONE_FOR_AVX2 void combine_rows(Coefficients<double> a, Rows<const double> in,
-                                        Rows<double> out, int64_t M, int64_t K,
-                                        int64_t width) {
-  combine_rows_impl(a, in, out, M, K, width);
-}
+// target_clones takes no templates: one overload per pair of dtypes.
+#define MLPMIX_COMBINE_ROWS(T, O)                                                            \
+  MLPMIX_CLONE_FOR_AVX2 void combine_rows(Coefficients<T> a, Rows<const T> in, Rows<O> out,  \
+                                          int64_t M, int64_t K, int64_t width) {             \
+    combine_rows_impl(a, in, out, M, K, width);                                              \
+  }
+MLPMIX_COMBINE_ROWS(float, float)
+MLPMIX_COMBINE_ROWS(double, double)
+MLPMIX_COMBINE_ROWS(at::BFloat16, at::BFloat16)
+MLPMIX_COMBINE_ROWS(at::BFloat16, float)
+#undef MLPMIX_COMBINE_ROWS
 
 // dst (width, rows) = src (rows, width) transposed.
 template <typename T>
@@ -145,102 +147,104 @@ void transpose_into(Rows<const T> src, int64_t rows, int64_t width, T* dst) {
 
 // p[i*N + j] = softmax over i of logits[i*N + j] + bias[i*N + j] (bias may be null): each
 // output token j's weights over the input tokens i sum to one. A vector of output tokens at
-// a time, its maximum and sum held in registers: three passes over its N inputs.
-template <typename T>
+// a time, its maximum and sum held in registers: three passes over its N inputs, the first
+// two through `work` (N*N of T's arithmetic type; it may be p when that is T itself).
+template <typename T, typename W>
 MLPMIX_INLINE void softmax_over_inputs_impl(const T* __restrict logits, const T* __restrict bias,
-                                            T* __restrict p, int64_t N) {
-  using V = simd::Vec<T>;
+                                            T* p, W* work, int64_t N) {
+  using V = simd::MathVec<T>;
+  using simd::load_vec;
   constexpr int64_t L = V::lanes;
   int64_t j0 = 0;
   for (; j0 + L <= N; j0 += L) {
     auto biased = [&](int64_t i) {
-      const auto v = V::load(logits + i * N + j0);
-      return bias != nullptr ? v + V::load(bias + i * N + j0) : v;
+      const auto v = load_vec(logits + i * N + j0);
+      return bias != nullptr ? v + load_vec(bias + i * N + j0) : v;
     };
     auto maximum = biased(0);
-    V::store(p + j0, maximum);
+    V::store(work + j0, maximum);
     for (int64_t i = 1; i < N; ++i) {
       const auto v = biased(i);
-      V::store(p + i * N + j0, v);
+      V::store(work + i * N + j0, v);
       maximum = v > maximum ? v : maximum;
     }
     typename V::type sum = {};
     for (int64_t i = 0; i < N; ++i) {
-      auto e = V::load(p + i * N + j0) - maximum;
+      auto e = V::load(work + i * N + j0) - maximum;
       simd::exp_nonpositive(e);
-      V::store(p + i * N + j0, e);
+      V::store(work + i * N + j0, e);
       sum += e;
     }
-    const auto inverse = V::broadcast(T(1)) / sum;
+    const auto inverse = V::broadcast(W(1)) / sum;
     for (int64_t i = 0; i < N; ++i) {
-      V::store(p + i * N + j0, V::load(p + i * N + j0) * inverse);
+      simd::store_vec(p + i * N + j0, V::load(work + i * N + j0) * inverse);
     }
   }
   for (int64_t j = j0; j < N; ++j) {
     auto biased = [&](int64_t i) {
-      return logits[i * N + j] + (bias != nullptr ? bias[i * N + j] : T(0));
+      return static_cast<W>(logits[i * N + j]) +
+             (bias != nullptr ? static_cast<W>(bias[i * N + j]) : W(0));
     };
-    T maximum = biased(0);
+    W maximum = biased(0);
     for (int64_t i = 1; i < N; ++i) {
       maximum = std::max(maximum, biased(i));
     }
-    T sum = 0;
+    W sum = 0;
     for (int64_t i = 0; i < N; ++i) {
-      p[i * N + j] = std::exp(biased(i) - maximum);
-      sum += p[i * N + j];
+      work[i * N + j] = std::exp(biased(i) - maximum);
+      sum += work[i * N + j];
     }
     for (int64_t i = 0; i < N; ++i) {
-      p[i * N + j] /= sum;
+      p[i * N + j] = static_cast<T>(work[i * N + j] / sum);
     }
   }
 }
 
 // grad_logits[i*N + j] = p[i, j] * (grad_p[i, j] - sum_i' p[i', j] grad_p[i', j]), a vector
-// of output tokens j at a time.
-template <typename T>
+// of output tokens j at a time; grad_p in T's arithmetic type.
+template <typename T, typename W>
 MLPMIX_INLINE void softmax_over_inputs_backward_impl(const T* __restrict p,
-                                                     const T* __restrict grad_p, int64_t N,
+                                                     const W* __restrict grad_p, int64_t N,
                                                      T* __restrict grad_logits) {
-  using V = simd::Vec<T>;
+  using V = simd::MathVec<T>;
+  using simd::load_vec;
   constexpr int64_t L = V::lanes;
   int64_t j0 = 0;
   for (; j0 + L <= N; j0 += L) {
     typename V::type dot = {};
     for (int64_t i = 0; i < N; ++i) {
-      dot += V::load(p + i * N + j0) * V::load(grad_p + i * N + j0);
+      dot += load_vec(p + i * N + j0) * V::load(grad_p + i * N + j0);
     }
     for (int64_t i = 0; i < N; ++i) {
-      V::store(grad_logits + i * N + j0,
-               V::load(p + i * N + j0) * (V::load(grad_p + i * N + j0) - dot));
+      simd::store_vec(grad_logits + i * N + j0,
+                      load_vec(p + i * N + j0) * (V::load(grad_p + i * N + j0) - dot));
     }
   }
   for (int64_t j = j0; j < N; ++j) {
-    T dot = 0;
+    W dot = 0;
     for (int64_t i = 0; i < N; ++i) {
-      dot += p[i * N + j] * grad_p[i * N + j];
+      dot += static_cast<W>(p[i * N + j]) * grad_p[i * N + j];
     }
     for (int64_t i = 0; i < N; ++i) {
-      grad_logits[i * N + j] = p[i * N + j] * (grad_p[i * N + j] - dot);
+      grad_logits[i * N + j] =
+          static_cast<T>(static_cast<W>(p[i * N + j]) * (grad_p[i * N + j] - dot));
     }
   }
 }
 
-MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs(const float* logits, const float* bias,
-                                               float* p, int64_t N) {
-  softmax_over_inputs_impl(logits, bias, p, N);
-}
-MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs(const double* logits, const double* bias,
-                                               double* p, int64_t N) {
-  softmax_over_inputs_impl(logits, bias, p, N);
-}
-MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs_backward(const float* p, const float* grad_p,
-                                                        int64_t N, float* grad_logits) {
-  softmax_over_inputs_backward_impl(p, grad_p, N, grad_logits);
-}
-MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs_backward(const double* p, const double* grad_p,
-                                                        int64_t N, double* grad_logits) {
-  softmax_over_inputs_backward_impl(p, grad_p, N, grad_logits);
-}
+#define MLPMIX_SOFTMAX_CLONES(T, W)                                                          \
+  MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs(const T* logits, const T* bias, T* p,        \
+                                                 W* work, int64_t N) {                        \
+    softmax_over_inputs_impl(logits, bias, p, work, N);                                      \
+  }                                                                                          \
+  MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs_backward(const T* p, const W* grad_p,        \
+                                                          int64_t N, T* grad_logits) {        \
+    softmax_over_inputs_backward_impl(p, grad_p, N, grad_logits);                            \
+  }
+MLPMIX_SOFTMAX_CLONES(float, float)
+MLPMIX_SOFTMAX_CLONES(double, double)
+MLPMIX_SOFTMAX_CLONES(at::BFloat16, float)
+#undef MLPMIX_SOFTMAX_CLONES
 
 // The N token rows (D channels, unit stride) of one sequence of a tensor, either read in
 // place (rows already D apart) or through a contiguous scratch copy.
@@ -350,7 +354,8 @@ at::Tensor mix(const at::Tensor& x, const at::Tensor& compressed,
   const auto out_layout = sequence_layout(out, dims.token_dim);
   const int64_t N = dims.N, D = dims.D, S = dims.S, width = D / S;
 
-  MLPMIX_DISPATCH_CPU_FLOATING(x.scalar_type(), "mlpmix_dynamixer_cpu", [&] {
+  MLPMIX_DISPATCH_CPU_FLOATING_AND_BF16(x.scalar_type(), "mlpmix_dynamixer_cpu", [&] {
+    using math_t = typename simd::Math<scalar_t>::type;
     const scalar_t* bias_data = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* weights_data = weights.defined() ? weights.mutable_data_ptr<scalar_t>() : nullptr;
     for_each_chunk(compressed, generate_weight, dims, /*generate=*/true,
@@ -358,6 +363,7 @@ at::Tensor mix(const at::Tensor& x, const at::Tensor& compressed,
       SequenceRows<const scalar_t> x_rows(x.const_data_ptr<scalar_t>(), x_layout, N, D);
       SequenceRows<scalar_t> out_rows(out.mutable_data_ptr<scalar_t>(), out_layout, N, D);
       std::vector<scalar_t> scratch(weights_data != nullptr ? 0 : N * N);
+      std::vector<math_t> work(N * N);
       const scalar_t* logits_data = logits.const_data_ptr<scalar_t>();
       for (int64_t k = 0; k < count; ++k) {
         const auto xs = x_rows.load(first + k, /*read=*/true);
@@ -365,7 +371,8 @@ at::Tensor mix(const at::Tensor& x, const at::Tensor& compressed,
         for (int64_t segment = 0; segment < S; ++segment) {
           const int64_t item = (first + k) * S + segment;
           scalar_t* p = weights_data != nullptr ? weights_data + item * N * N : scratch.data();
-          softmax_over_inputs(logits_data + (k * S + segment) * N * N, bias_data, p, N);
+          softmax_over_inputs(logits_data + (k * S + segment) * N * N, bias_data, p,
+                              work.data(), N);
           const int64_t c0 = segment * width;
           // y[j, :] = sum_i P[i, j] x[i, :]
           combine_rows(Coefficients<scalar_t>{p, N, 1},
@@ -417,7 +424,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
   const auto grad_x_layout = sequence_layout(grad_x, dims.token_dim);
   const auto generate = generate_weight.detach().contiguous();
 
-  MLPMIX_DISPATCH_CPU_FLOATING(x.scalar_type(), "mlpmix_dynamixer_backward_cpu", [&] {
+  MLPMIX_DISPATCH_CPU_FLOATING_AND_BF16(x.scalar_type(), "mlpmix_dynamixer_backward_cpu", [&] {
+    using math_t = typename simd::Math<scalar_t>::type;
     const scalar_t* bias_data = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* weights_data =
         weights.defined() ? weights.const_data_ptr<scalar_t>() : nullptr;
@@ -428,8 +436,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
                                            grad_out_layout, N, D);
       SequenceRows<scalar_t> gx_rows(grad_x.mutable_data_ptr<scalar_t>(), grad_x_layout, N,
                                      D);
-      std::vector<scalar_t> scratch(weights_data != nullptr ? 0 : N * N), grad_p(N * N),
-          gy_t(width * N);
+      std::vector<scalar_t> scratch(weights_data != nullptr ? 0 : N * N), gy_t(width * N);
+      std::vector<math_t> work(weights_data != nullptr ? 0 : N * N), grad_p(N * N);
       const scalar_t* logits_data = logits.defined() ? logits.const_data_ptr<scalar_t>() : nullptr;
       scalar_t* grad_logits_data = grad_logits.mutable_data_ptr<scalar_t>() + first * S * N * N;
       for (int64_t k = 0; k < count; ++k) {
@@ -443,7 +451,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
           if (weights_data != nullptr) {
             p = weights_data + (first * S + item) * N * N;
           } else {
-            softmax_over_inputs(logits_data + item * N * N, bias_data, scratch.data(), N);
+            softmax_over_inputs(logits_data + item * N * N, bias_data, scratch.data(),
+                                work.data(), N);
           }
           // grad_x[i, :] = sum_j P[i, j] gy[j, :]
           combine_rows(Coefficients<scalar_t>{p, 1, N}, gy_segment,
@@ -451,7 +460,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
           // grad_P[i, :] = sum_c x[i, c] gy^T[c, :]
           transpose_into(gy_segment, N, width, gy_t.data());
           combine_rows(Coefficients<scalar_t>{x_segment.data, 1, D},
-                       Rows<const scalar_t>{gy_t.data(), N}, Rows<scalar_t>{grad_p.data(), N}, N,
+                       Rows<const scalar_t>{gy_t.data(), N}, Rows<math_t>{grad_p.data(), N}, N,
                        width, N);
           softmax_over_inputs_backward(p, grad_p.data(), N,
                                        grad_logits_data + item * N * N);
@@ -476,11 +485,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
 }  // namespace
 
 TORCH_LIBRARY_IMPL(mlpmix, CPU, m) {
-  m.impl("dynamixer", checked<"dynamixer", check_inputs, cpu::in_float32<dynamixer_cpu<false>>>);
+  m.impl("dynamixer",
+         checked<"dynamixer", check_inputs, cpu::with_native_bf16<dynamixer_cpu<false>>>);
   m.impl("_dynamixer_forward",
-         checked<"_dynamixer_forward", check_inputs, cpu::in_float32<dynamixer_cpu<true>>>);
-  m.impl("dynamixer_backward",
-         checked<"dynamixer_backward", check_backward, cpu::in_float32<dynamixer_backward_cpu>>);
+         checked<"_dynamixer_forward", check_inputs, cpu::with_native_bf16<dynamixer_cpu<true>>>);
+  m.impl("dynamixer_backward", checked<"dynamixer_backward", check_backward,
+                                       cpu::with_native_bf16<dynamixer_backward_cpu>>);
 }
 
 }  // namespace mlpmix::dynamixer_impl

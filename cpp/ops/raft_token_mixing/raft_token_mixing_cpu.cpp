@@ -215,8 +215,8 @@ template <typename T>
 MLPMIX_INLINE void bias_gelu_impl(T* h, const T* bias, int64_t rows, int64_t lines, int64_t o,
                                   T* kept, HiddenLayout kept_layout) {
   constexpr int64_t L = FloatVec::lanes;
-  using simd::load8;
-  using simd::store8;
+  using simd::load_vec;
+  using simd::store_vec;
   for (int64_t l = 0; l < lines; ++l) {
     for (int64_t k = 0; k < rows; ++k) {
       T* run = h + k * lines * o + l * o;
@@ -224,16 +224,16 @@ MLPMIX_INLINE void bias_gelu_impl(T* h, const T* bias, int64_t rows, int64_t lin
       const auto b = FloatVec::broadcast(static_cast<float>(bias[k]));
       int64_t j = 0;
       for (; j + 2 * L <= o; j += 2 * L) {  // two independent chains
-        const auto v0 = load8(run + j) + b, v1 = load8(run + j + L) + b;
+        const auto v0 = load_vec(run + j) + b, v1 = load_vec(run + j + L) + b;
         if (keep != nullptr) {
-          store8(keep + j, v0);
-          store8(keep + j + L, v1);
+          store_vec(keep + j, v0);
+          store_vec(keep + j + L, v1);
         }
         FloatVec::type value0, slope0, value1, slope1;
         gelu_and_slope(v0, &value0, &slope0);
         gelu_and_slope(v1, &value1, &slope1);
-        store8(run + j, value0);
-        store8(run + j + L, value1);
+        store_vec(run + j, value0);
+        store_vec(run + j + L, value1);
       }
       for (; j < o; j += L) {
         const int64_t count = std::min(L, o - j);
@@ -273,8 +273,8 @@ template <typename T>
 MLPMIX_INLINE void gelu_slope_impl(const T* h, HiddenLayout layout, const T* bias, int64_t rows,
                                    int64_t lines, int64_t o, T* a, float* s) {
   constexpr int64_t L = FloatVec::lanes;
-  using simd::load8;
-  using simd::store8;
+  using simd::load_vec;
+  using simd::store_vec;
   for (int64_t l = 0; l < lines; ++l) {
     for (int64_t k = 0; k < rows; ++k) {
       const T* run = h + k * layout.row + l * layout.line;
@@ -283,14 +283,14 @@ MLPMIX_INLINE void gelu_slope_impl(const T* h, HiddenLayout layout, const T* bia
       const auto b = FloatVec::broadcast(bias != nullptr ? static_cast<float>(bias[k]) : 0.0f);
       int64_t j = 0;
       for (; j + 2 * L <= o; j += 2 * L) {  // two independent chains
-        const auto v0 = load8(run + j) + b, v1 = load8(run + j + L) + b;
+        const auto v0 = load_vec(run + j) + b, v1 = load_vec(run + j + L) + b;
         FloatVec::type value0, slope0, value1, slope1;
         gelu_and_slope(v0, &value0, &slope0);
         gelu_and_slope(v1, &value1, &slope1);
-        store8(a_run + j, value0);
-        store8(a_run + j + L, value1);
-        store8(s_run + j, slope0);
-        store8(s_run + j + L, slope1);
+        store_vec(a_run + j, value0);
+        store_vec(a_run + j + L, value1);
+        store_vec(s_run + j, slope0);
+        store_vec(s_run + j + L, slope1);
       }
       for (; j < o; j += L) {
         const int64_t count = std::min(L, o - j);
@@ -330,10 +330,10 @@ MLPMIX_INLINE void row_sums_impl(T* m, const float* s, int64_t rows, int64_t wid
     auto acc = FloatVec::broadcast(0);
     int64_t k = 0;
     for (; k + L <= width; k += L) {
-      auto v = simd::load8(mr + k);
+      auto v = simd::load_vec(mr + k);
       if (sr != nullptr) {
         v *= FloatVec::load(sr + k);
-        simd::store8(mr + k, v);
+        simd::store_vec(mr + k, v);
       }
       acc += v;
     }
