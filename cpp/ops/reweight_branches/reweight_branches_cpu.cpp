@@ -77,19 +77,26 @@ MLPMIX_INLINE void token_sums_impl(const Sample<T>& s, int64_t tokens, int64_t j
   }
 }
 
-// One row: out = x0 * a0 + x1 * a1 + x2 * a2, in T.
+// The passes below run in T's arithmetic type (float for bfloat16 storage), rounding once.
+using simd::load_vec;
+using simd::store_vec;
+template <typename T>
+using MathOf = typename simd::Math<T>::type;
+
+// One row: out = x0 * a0 + x1 * a1 + x2 * a2.
 template <typename T>
 MLPMIX_INLINE void weighted_sum_row_impl(const T* x0, const T* x1, const T* x2, const T* a0,
                                          const T* a1, const T* a2, int64_t width, T* out) {
-  using V = simd::Vec<T>;
+  using V = simd::MathVec<T>;
+  using M = MathOf<T>;
   int64_t j = 0;
   for (; j + V::lanes <= width; j += V::lanes) {
-    auto v = V::load(x0 + j) * V::load(a0 + j) + V::load(x1 + j) * V::load(a1 + j) +
-             V::load(x2 + j) * V::load(a2 + j);
-    V::store(out + j, v);
+    auto v = load_vec(x0 + j) * load_vec(a0 + j) + load_vec(x1 + j) * load_vec(a1 + j) +
+             load_vec(x2 + j) * load_vec(a2 + j);
+    store_vec(out + j, v);
   }
   for (; j < width; ++j) {
-    out[j] = x0[j] * a0[j] + x1[j] * a1[j] + x2[j] * a2[j];
+    out[j] = static_cast<T>(M(x0[j]) * M(a0[j]) + M(x1[j]) * M(a1[j]) + M(x2[j]) * M(a2[j]));
   }
 }
 
@@ -98,40 +105,45 @@ template <typename T>
 MLPMIX_INLINE void branch_gradients_row_impl(const T* g, const T* a0, const T* a1, const T* a2,
                                              const T* per_token, int64_t width, T* grad_h,
                                              T* grad_w, T* grad_c) {
-  using V = simd::Vec<T>;
+  using V = simd::MathVec<T>;
+  using M = MathOf<T>;
   int64_t j = 0;
   for (; j + V::lanes <= width; j += V::lanes) {
-    const auto gj = V::load(g + j), pj = V::load(per_token + j);
-    V::store(grad_h + j, gj * V::load(a0 + j) + pj);
-    V::store(grad_w + j, gj * V::load(a1 + j) + pj);
-    V::store(grad_c + j, gj * V::load(a2 + j) + pj);
+    const auto gj = load_vec(g + j), pj = load_vec(per_token + j);
+    store_vec(grad_h + j, gj * load_vec(a0 + j) + pj);
+    store_vec(grad_w + j, gj * load_vec(a1 + j) + pj);
+    store_vec(grad_c + j, gj * load_vec(a2 + j) + pj);
   }
   for (; j < width; ++j) {
-    grad_h[j] = g[j] * a0[j] + per_token[j];
-    grad_w[j] = g[j] * a1[j] + per_token[j];
-    grad_c[j] = g[j] * a2[j] + per_token[j];
+    const M gj = g[j], pj = per_token[j];
+    grad_h[j] = static_cast<T>(gj * M(a0[j]) + pj);
+    grad_w[j] = static_cast<T>(gj * M(a1[j]) + pj);
+    grad_c[j] = static_cast<T>(gj * M(a2[j]) + pj);
   }
 }
 
 // In place over n (sample, channel) pairs: x_k = softmax over k of (x0, x1, x2).
 template <typename T>
 MLPMIX_INLINE void softmax3_impl(T* x0, T* x1, T* x2, int64_t n) {
-  using V = simd::Vec<T>;
+  using V = simd::MathVec<T>;
+  using M = MathOf<T>;
   int64_t i = 0;
   for (; i + V::lanes <= n; i += V::lanes) {
-    auto e0 = V::load(x0 + i), e1 = V::load(x1 + i), e2 = V::load(x2 + i);
+    auto e0 = load_vec(x0 + i), e1 = load_vec(x1 + i), e2 = load_vec(x2 + i);
     auto top = e0 > e1 ? e0 : e1;
     top = top > e2 ? top : e2;
     e0 -= top, e1 -= top, e2 -= top;
     simd::exp_nonpositive(e0), simd::exp_nonpositive(e1), simd::exp_nonpositive(e2);
     const auto total = e0 + e1 + e2;
-    V::store(x0 + i, e0 / total), V::store(x1 + i, e1 / total), V::store(x2 + i, e2 / total);
+    store_vec(x0 + i, e0 / total), store_vec(x1 + i, e1 / total), store_vec(x2 + i, e2 / total);
   }
   for (; i < n; ++i) {
-    const T top = std::max({x0[i], x1[i], x2[i]});
-    const T e0 = std::exp(x0[i] - top), e1 = std::exp(x1[i] - top), e2 = std::exp(x2[i] - top);
-    const T total = e0 + e1 + e2;
-    x0[i] = e0 / total, x1[i] = e1 / total, x2[i] = e2 / total;
+    const M v0 = x0[i], v1 = x1[i], v2 = x2[i];
+    const M top = std::max({v0, v1, v2});
+    const M e0 = std::exp(v0 - top), e1 = std::exp(v1 - top), e2 = std::exp(v2 - top);
+    const M total = e0 + e1 + e2;
+    x0[i] = static_cast<T>(e0 / total), x1[i] = static_cast<T>(e1 / total);
+    x2[i] = static_cast<T>(e2 / total);
   }
 }
 
@@ -157,6 +169,7 @@ MLPMIX_INLINE void softmax3_impl(T* x0, T* x1, T* x2, int64_t n) {
   }
 MLPMIX_REWEIGHT_BRANCHES_CLONES(float)
 MLPMIX_REWEIGHT_BRANCHES_CLONES(double)
+MLPMIX_REWEIGHT_BRANCHES_CLONES(at::BFloat16)
 #undef MLPMIX_REWEIGHT_BRANCHES_CLONES
 
 // Pass 1 over every sample and channel block: the token sums (B, D) and, with grad_out, the
@@ -242,7 +255,7 @@ at::Tensor reweight_branches_cpu(const at::Tensor& h, const at::Tensor& w, const
   const int64_t batch = h.size(0), channels = h.size(-1), tokens = tokens_of(h);
   auto sums = at::empty({batch, channels}, h.options().dtype(at::kDouble));
   auto out = at::empty(h.sizes(), h.options());
-  MLPMIX_DISPATCH_CPU_FLOATING(h.scalar_type(), "reweight_branches", [&] {
+  MLPMIX_DISPATCH_CPU_FLOATING_AND_BF16(h.scalar_type(), "reweight_branches", [&] {
     token_sums_pass<scalar_t>(hc, wc, cc, nullptr, sums, nullptr);
     const auto a =
         branch_weights<scalar_t>(mlp_forward(sums.to(h.scalar_type()), tokens, mlp).logits);
@@ -275,7 +288,7 @@ Gradients reweight_branches_backward_cpu(const at::Tensor& grad_out, const at::T
   auto grad_h = at::empty(h.sizes(), h.options()), grad_w = at::empty(h.sizes(), h.options()),
        grad_c = at::empty(h.sizes(), h.options());
   MlpGradients r;
-  MLPMIX_DISPATCH_CPU_FLOATING(h.scalar_type(), "reweight_branches_backward", [&] {
+  MLPMIX_DISPATCH_CPU_FLOATING_AND_BF16(h.scalar_type(), "reweight_branches_backward", [&] {
     token_sums_pass<scalar_t>(hc, wc, cc, &g, sums, &grad_weights);
     const auto f = mlp_forward(sums.to(h.scalar_type()), tokens, mlp);
     const auto a = branch_weights<scalar_t>(f.logits);
@@ -300,10 +313,10 @@ Gradients reweight_branches_backward_cpu(const at::Tensor& grad_out, const at::T
 
 TORCH_LIBRARY_IMPL(mlpmix, CPU, m) {
   m.impl("reweight_branches",
-         checked<"reweight_branches", check_inputs, cpu::in_float32<reweight_branches_cpu>>);
+         checked<"reweight_branches", check_inputs, cpu::with_native_bf16<reweight_branches_cpu>>);
   m.impl("reweight_branches_backward",
          checked<"reweight_branches_backward", check_backward,
-                 cpu::in_float32<reweight_branches_backward_cpu>>);
+                 cpu::with_native_bf16<reweight_branches_backward_cpu>>);
 }
 
 }  // namespace mlpmix::reweight_branches_impl
