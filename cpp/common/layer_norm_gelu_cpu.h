@@ -67,6 +67,44 @@ MLPMIX_INLINE void token_moments(const T* token, int64_t C, double eps, double* 
   *rstd = 1.0 / std::sqrt(variance / C + eps);
 }
 
+// bfloat16 tokens: the same two passes in float, 16 lanes at a time. A bfloat16 value has 8
+// significant bits, so float sums over a token resolve its statistics far beyond what the
+// bfloat16 output keeps, at half the cost of double.
+MLPMIX_INLINE void token_moments(const c10::BFloat16* token, int64_t C, double eps,
+                                 double* mean, double* rstd) {
+  using simd::Float16;
+  using simd::load16;
+  const float first = token[0];
+  Float16 acc = {};
+  int64_t c = 0;
+  for (; c + 16 <= C; c += 16) {
+    acc += load16(token + c) - first;
+  }
+  float total = 0;
+  for (; c < C; ++c) {
+    total += static_cast<float>(token[c]) - first;
+  }
+  for (int64_t lane = 0; lane < 16; ++lane) {
+    total += acc[lane];
+  }
+  const float mu = first + total / C;
+  acc = Float16{};
+  for (c = 0; c + 16 <= C; c += 16) {
+    const auto centred = load16(token + c) - mu;
+    acc += centred * centred;
+  }
+  float variance = 0;
+  for (; c < C; ++c) {
+    const float centred = static_cast<float>(token[c]) - mu;
+    variance += centred * centred;
+  }
+  for (int64_t lane = 0; lane < 16; ++lane) {
+    variance += acc[lane];
+  }
+  *mean = mu;
+  *rstd = 1.0 / std::sqrt(static_cast<double>(variance) / C + eps);
+}
+
 // out = (in - mean) * rstd * gamma + beta over `count` channels. float: x - mean as
 // (x - mean_hi) - mean_lo with mean = mean_hi + mean_lo in floats (the first difference is
 // exact where it matters, x close to the mean: Sterbenz), so that the normalised value is
@@ -80,6 +118,11 @@ MLPMIX_INLINE void normalize_run(const T* in, const T* gamma, const T* beta, int
   const float mean_lo = static_cast<float>(mean - mean_hi);
   const float scale = static_cast<float>(rstd);
   int64_t j = 0;
+  for (; j + 16 <= count; j += 16) {
+    const auto centred = (simd::load16(in + j) - mean_hi) - mean_lo;
+    simd::store16(out + j,
+                  centred * scale * simd::load16(gamma + j) + simd::load16(beta + j));
+  }
   for (; j + FloatVec::lanes <= count; j += FloatVec::lanes) {
     const auto centred = (load_vec(in + j) - mean_hi) - mean_lo;
     simd::store_vec(out + j, centred * scale * load_vec(gamma + j) + load_vec(beta + j));
@@ -153,14 +196,76 @@ MLPMIX_INLINE void token_norm_backward(const T* token, int64_t runs, int64_t wid
   }
 }
 
+// The same for bfloat16 tokens, in float (see token_moments), 16 lanes at a time; the
+// affine's gradients still accumulate in double, per token.
+template <typename GradRun>
+MLPMIX_INLINE void token_norm_backward(const c10::BFloat16* token, int64_t runs, int64_t width,
+                                       GradRun&& grad_run, double mu, double inv_std,
+                                       const c10::BFloat16* gamma, c10::BFloat16* out,
+                                       double* grad_gamma, double* grad_beta) {
+  using simd::Float16;
+  using simd::load16;
+  const float mean = static_cast<float>(mu), rstd = static_cast<float>(inv_std);
+  Float16 ds_acc = {}, db_acc = {};
+  float ds = 0, db = 0;
+  for (int64_t i = 0; i < runs; ++i) {
+    const c10::BFloat16* g = grad_run(i);
+    const int64_t c0 = i * width;
+    int64_t j = 0;
+    for (; j + 16 <= width; j += 16) {
+      const int64_t c = c0 + j;
+      const auto gv = load16(g + j), xv = load16(token + c);
+      const auto dy = gv * load16(gamma + c);
+      ds_acc += dy * xv;
+      db_acc += dy;
+      const auto normalised = (xv - mean) * rstd;
+      for (int64_t lane = 0; lane < 16; ++lane) {
+        grad_gamma[c + lane] += gv[lane] * normalised[lane];
+        grad_beta[c + lane] += gv[lane];
+      }
+    }
+    for (; j < width; ++j) {
+      const int64_t c = c0 + j;
+      const float gv = g[j], xv = token[c];
+      const float dy = gv * static_cast<float>(gamma[c]);
+      ds += dy * xv;
+      db += dy;
+      grad_gamma[c] += gv * ((xv - mean) * rstd);
+      grad_beta[c] += gv;
+    }
+  }
+  for (int64_t lane = 0; lane < 16; ++lane) {
+    ds += ds_acc[lane];
+    db += db_acc[lane];
+  }
+  const float scale = 1.0f / (runs * width);
+  const float a = rstd;
+  const float b = (db * mean - ds) * rstd * rstd * rstd * scale;
+  const float bias = -b * mean - db * rstd * scale;
+  for (int64_t i = 0; i < runs; ++i) {
+    const c10::BFloat16* g = grad_run(i);
+    const int64_t c0 = i * width;
+    int64_t j = 0;
+    for (; j + 16 <= width; j += 16) {
+      const int64_t c = c0 + j;
+      simd::store16(out + c,
+                    a * (load16(g + j) * load16(gamma + c)) + b * load16(token + c) + bias);
+    }
+    for (; j < width; ++j) {
+      const int64_t c = c0 + j;
+      out[c] = a * (static_cast<float>(g[j]) * static_cast<float>(gamma[c])) +
+               b * static_cast<float>(token[c]) + bias;
+    }
+  }
+}
+
 // ---- GELU ------------------------------------------------------------------------------
 
 // Exact GELU x*Phi(x) and its derivative Phi(x) + x*phi(x), Phi(x) = (1 + erf(x/sqrt2))/2.
 // float: erf by Abramowitz-Stegun 7.1.26 as in ATen's vectorised kernels; exp(-x^2/2)
 // serves erf and phi alike.
-MLPMIX_INLINE void gelu_and_slope(FloatVec::type x, FloatVec::type* value,
-                                  FloatVec::type* slope) {
-  using V = FloatVec::type;
+template <typename V>  // a vector of floats, 8 or 16 lanes
+MLPMIX_INLINE void gelu_and_slope(V x, V* value, V* slope) {
   const V z = x * 0.70710678118654752f;
   const V az = z < 0.0f ? -z : z;
   const V t = 1.0f / (az * 0.3275911f + 1.0f);

@@ -13,8 +13,11 @@
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define MLPMIX_CLONE_FOR_AVX2 __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define MLPMIX_CLONE_FOR_AVX512 \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define MLPMIX_CLONE_FOR_AVX2
+#define MLPMIX_CLONE_FOR_AVX512
 #endif
 
 // For the helpers of a cloned function: they must be inlined into each clone to be built
@@ -131,20 +134,48 @@ MLPMIX_INLINE void store4(c10::BFloat16* p, Double4 v) {
   std::memcpy(p, &half, sizeof(half));
 }
 
+// Sixteen floats: one AVX-512 register (two AVX2 ones) for the elementwise passes that are
+// cloned for AVX-512 too (MLPMIX_CLONE_FOR_AVX512), loaded from float or bfloat16 storage.
+typedef float Float16 __attribute__((vector_size(64)));
+typedef uint16_t Bits16x16 __attribute__((vector_size(32)));
+typedef uint32_t Bits32x16 __attribute__((vector_size(64)));
+MLPMIX_INLINE Float16 load16(const float* p) {
+  Float16 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+MLPMIX_INLINE void store16(float* p, Float16 v) { std::memcpy(p, &v, sizeof(v)); }
+MLPMIX_INLINE Float16 load16(const c10::BFloat16* p) {
+  Bits16x16 half;
+  std::memcpy(&half, p, sizeof(half));
+  const Bits32x16 bits = __builtin_convertvector(half, Bits32x16) << 16;
+  Float16 v;
+  std::memcpy(&v, &bits, sizeof(v));
+  return v;
+}
+MLPMIX_INLINE void store16(c10::BFloat16* p, Float16 v) {
+  Bits32x16 bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  const Bits32x16 rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  const Bits32x16 result = v != v ? Bits32x16{} + 0x7fc0u : rounded;
+  const Bits16x16 half = __builtin_convertvector(result, Bits16x16);
+  std::memcpy(p, &half, sizeof(half));
+}
+
 // exp(x) for x <= 0 (softmax after subtracting the maximum), in place on one vector (by
 // reference: a vector argument or result would change the ABI).
 // float: range reduction x = k ln2 + r, |r| <= ln2/2, and a degree-7 Taylor polynomial
 // (relative error < 1e-8, below float's resolution); inputs below -87 give exp(-87).
 // double: the C library's exp per lane, exact to the last bit that the tests compare.
-MLPMIX_INLINE void exp_nonpositive(Vec<float>::type& values) {
-  using V = Vec<float>;
-  typedef int32_t Int __attribute__((vector_size(32)));
-  const auto x = values < -87.0f ? V::broadcast(-87.0f) : values;
+template <typename V>  // a vector of floats, 8 or 16 lanes
+MLPMIX_INLINE void exp_nonpositive_floats(V& values) {
+  typedef int32_t Int __attribute__((vector_size(sizeof(V))));
+  const V floor = V{} - 87.0f;
+  const V x = values < -87.0f ? floor : values;
   const Int k = __builtin_convertvector(x * 1.44269504088896341f - 0.5f, Int);
-  const auto kf = __builtin_convertvector(k, V::type);
-  const auto r = x - kf * 0.693145751953125f - kf * 1.428606765330187e-06f;
-  auto poly = V::broadcast(1.0f / 5040);
-  poly = poly * r + 1.0f / 720;
+  const V kf = __builtin_convertvector(k, V);
+  const V r = x - kf * 0.693145751953125f - kf * 1.428606765330187e-06f;
+  V poly = r * (1.0f / 5040) + 1.0f / 720;
   poly = poly * r + 1.0f / 120;
   poly = poly * r + 1.0f / 24;
   poly = poly * r + 1.0f / 6;
@@ -152,10 +183,12 @@ MLPMIX_INLINE void exp_nonpositive(Vec<float>::type& values) {
   poly = poly * r + 1.0f;
   poly = poly * r + 1.0f;
   const Int bits = (k + 127) << 23;
-  V::type scale;
+  V scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   values = poly * scale;
 }
+MLPMIX_INLINE void exp_nonpositive(Vec<float>::type& values) { exp_nonpositive_floats(values); }
+MLPMIX_INLINE void exp_nonpositive(Float16& values) { exp_nonpositive_floats(values); }
 
 MLPMIX_INLINE void exp_nonpositive(Vec<double>::type& values) {
   for (int64_t lane = 0; lane < Vec<double>::lanes; ++lane) {

@@ -34,6 +34,7 @@
 #include "common/layer_norm_gelu_cpu.h"
 #include "common/mlp_gradients_cpu.h"
 #include "common/op_outputs.h"
+#include "common/phase.h"
 #include "common/sequences.h"
 #include "common/simd.h"
 #include "ops/channel_mlp/channel_mlp.h"
@@ -129,27 +130,33 @@ template <typename T>
 MLPMIX_INLINE void gelu_rows_impl(const T* h, const T* bias, int64_t rows, int64_t width,
                                   T* kept, T* a, float* s) {
   constexpr int64_t L = FloatVec::lanes;
-  using simd::load_vec;
-  using simd::store_vec;
+  using simd::load16;
+  using simd::store16;
   for (int64_t i = 0; i < rows; ++i) {
     const int64_t e0 = i * width;
-    for (int64_t j = 0; j < width; j += L) {
-      const int64_t count = std::min(L, width - j);
-      auto v = count == L ? load_vec(h + e0 + j) : load_partial(h + e0 + j, count);
+    int64_t j = 0;
+    for (; j + 16 <= width; j += 16) {
+      auto v = load16(h + e0 + j);
       if (bias != nullptr) {
-        v += count == L ? load_vec(bias + j) : load_partial(bias + j, count);
+        v += load16(bias + j);
+      }
+      simd::Float16 value, slope;
+      gelu_and_slope(v, &value, &slope);
+      if (kept != nullptr) store16(kept + e0 + j, v);
+      store16(a + e0 + j, value);
+      if (s != nullptr) store16(s + e0 + j, slope);
+    }
+    for (; j < width; j += L) {
+      const int64_t count = std::min(L, width - j);
+      auto v = load_partial(h + e0 + j, count);
+      if (bias != nullptr) {
+        v += load_partial(bias + j, count);
       }
       FloatVec::type value, slope;
       gelu_and_slope(v, &value, &slope);
-      if (count == L) {
-        if (kept != nullptr) store_vec(kept + e0 + j, v);
-        store_vec(a + e0 + j, value);
-        if (s != nullptr) store_vec(s + e0 + j, slope);
-      } else {
-        if (kept != nullptr) store_partial(kept + e0 + j, v, count);
-        store_partial(a + e0 + j, value, count);
-        if (s != nullptr) store_partial(s + e0 + j, slope, count);
-      }
+      if (kept != nullptr) store_partial(kept + e0 + j, v, count);
+      store_partial(a + e0 + j, value, count);
+      if (s != nullptr) store_partial(s + e0 + j, slope, count);
     }
   }
 }
@@ -205,6 +212,44 @@ MLPMIX_INLINE void column_sums_impl(T* m, const S* s, int64_t rows, int64_t widt
   }
 }
 
+// The same for bfloat16 m (float s), in float: blocks of 32 columns summed in registers over
+// the rows, each product rounded to bfloat16 as stored before it is summed.
+MLPMIX_INLINE void column_sums_impl(c10::BFloat16* m, const float* s, int64_t rows,
+                                    int64_t width, double* sums) {
+  constexpr int64_t L = 16, kVectors = 2;
+  using simd::load16;
+  int64_t j0 = 0;
+  for (; j0 + kVectors * L <= width; j0 += kVectors * L) {
+    simd::Float16 acc[kVectors] = {};
+    for (int64_t i = 0; i < rows; ++i) {
+      c10::BFloat16* block = m + i * width + j0;
+#pragma GCC unroll 2
+      for (int64_t v = 0; v < kVectors; ++v) {
+        if (s != nullptr) {
+          simd::store16(block + v * L, load16(block + v * L) * load16(s + i * width + j0 + v * L));
+        }
+        acc[v] += load16(block + v * L);
+      }
+    }
+    for (int64_t v = 0; v < kVectors; ++v) {
+      for (int64_t lane = 0; lane < L; ++lane) {
+        sums[j0 + v * L + lane] += acc[v][lane];
+      }
+    }
+  }
+  for (; j0 < width; ++j0) {
+    float total = 0;
+    for (int64_t i = 0; i < rows; ++i) {
+      c10::BFloat16& value = m[i * width + j0];
+      if (s != nullptr) {
+        value = static_cast<float>(value) * s[i * width + j0];
+      }
+      total += static_cast<float>(value);
+    }
+    sums[j0] += total;
+  }
+}
+
 // The tokens [row0, row0 + rows) of a tensor laid out by `tokens` into g (rows, C).
 template <typename T>
 MLPMIX_INLINE void gather_rows_impl(const T* src, const Tokens& tokens, int64_t row0,
@@ -233,29 +278,30 @@ MLPMIX_INLINE void normalize_backward_rows_impl(const T* gu, const T* x, const T
 
 // T: the storage of x and the tiles; S: of the GELU slopes (float for bfloat16 tiles).
 #define MLPMIX_CHANNEL_MLP_CLONES(T, S)                                                       \
-  MLPMIX_CLONE_FOR_AVX2 void normalize_rows(const T* x, const Tokens& tokens, int64_t row0,    \
+  MLPMIX_CLONE_FOR_AVX512 void normalize_rows(const T* x, const Tokens& tokens, int64_t row0,    \
                                             int64_t rows, int64_t C, const T* gamma,           \
                                             const T* beta, double eps, T* u, double* mean,     \
                                             double* rstd) {                                    \
     normalize_rows_impl(x, tokens, row0, rows, C, gamma, beta, eps, u, mean, rstd);            \
   }                                                                                            \
-  MLPMIX_CLONE_FOR_AVX2 void gelu_rows(const T* h, const T* bias, int64_t rows, int64_t width, \
+  MLPMIX_CLONE_FOR_AVX512 void gelu_rows(const T* h, const T* bias, int64_t rows,              \
+                                         int64_t width,                                      \
                                        T* kept, T* a, S* s) {                                  \
     gelu_rows_impl(h, bias, rows, width, kept, a, s);                                          \
   }                                                                                            \
-  MLPMIX_CLONE_FOR_AVX2 void fill_bias_rows(T* y, const T* bias, int64_t rows,                 \
+  MLPMIX_CLONE_FOR_AVX512 void fill_bias_rows(T* y, const T* bias, int64_t rows,                 \
                                             int64_t width) {                                   \
     fill_bias_rows_impl(y, bias, rows, width);                                                 \
   }                                                                                            \
-  MLPMIX_CLONE_FOR_AVX2 void column_sums(T* m, const S* s, int64_t rows, int64_t width,        \
+  MLPMIX_CLONE_FOR_AVX512 void column_sums(T* m, const S* s, int64_t rows, int64_t width,        \
                                          double* sums) {                                       \
     column_sums_impl(m, s, rows, width, sums);                                                 \
   }                                                                                            \
-  MLPMIX_CLONE_FOR_AVX2 void gather_rows(const T* src, const Tokens& tokens, int64_t row0,     \
+  MLPMIX_CLONE_FOR_AVX512 void gather_rows(const T* src, const Tokens& tokens, int64_t row0,     \
                                          int64_t rows, int64_t C, T* g) {                      \
     gather_rows_impl(src, tokens, row0, rows, C, g);                                           \
   }                                                                                            \
-  MLPMIX_CLONE_FOR_AVX2 void normalize_backward_rows(                                          \
+  MLPMIX_CLONE_FOR_AVX512 void normalize_backward_rows(                                          \
       const T* gu, const T* x, const Tokens& tokens, const double* mean, const double* rstd,   \
       const T* gamma, int64_t row0, int64_t rows, int64_t C, T* grad_x, double* grad_gamma,    \
       double* grad_beta) {                                                                     \
@@ -310,18 +356,24 @@ auto channel_mlp_cpu(const Dims& d, const at::Tensor& x_any, const at::Tensor& n
           const auto u = matrix(u_buffer, rows, d.C);
           auto a = matrix(a_buffer, rows, d.hidden);
           scalar_t* a_data = a.mutable_data_ptr<scalar_t>();
-          normalize_rows(x_data, tokens, row0, rows, d.C, gamma.const_data_ptr<scalar_t>(),
-                         beta.const_data_ptr<scalar_t>(), eps, u.mutable_data_ptr<scalar_t>(),
-                         nullptr, nullptr);
-          cpu::gemm_out(a, u, w1_t);
-          gelu_rows(a_data, b1.const_data_ptr<scalar_t>(), rows, d.hidden,
-                    keep_hidden ? hidden.mutable_data_ptr<scalar_t>() + row0 * d.hidden
-                                : nullptr,
-                    a_data, static_cast<slope_t*>(nullptr));
-          auto y = out_rows.narrow(0, row0, rows);
-          fill_bias_rows(y.mutable_data_ptr<scalar_t>(), b2.const_data_ptr<scalar_t>(), rows,
-                         d.C);
-          cpu::gemm_out(y, a, w2_t, /*accumulate=*/true);
+          phase("channel_mlp.layer_norm", [&] {
+            normalize_rows(x_data, tokens, row0, rows, d.C, gamma.const_data_ptr<scalar_t>(),
+                           beta.const_data_ptr<scalar_t>(), eps, u.mutable_data_ptr<scalar_t>(),
+                           nullptr, nullptr);
+          });
+          phase("channel_mlp.fc1", [&] { cpu::gemm_out(a, u, w1_t); });
+          phase("channel_mlp.gelu", [&] {
+            gelu_rows(a_data, b1.const_data_ptr<scalar_t>(), rows, d.hidden,
+                      keep_hidden ? hidden.mutable_data_ptr<scalar_t>() + row0 * d.hidden
+                                  : nullptr,
+                      a_data, static_cast<slope_t*>(nullptr));
+          });
+          phase("channel_mlp.fc2", [&] {
+            auto y = out_rows.narrow(0, row0, rows);
+            fill_bias_rows(y.mutable_data_ptr<scalar_t>(), b2.const_data_ptr<scalar_t>(), rows,
+                           d.C);
+            cpu::gemm_out(y, a, w2_t, /*accumulate=*/true);
+          });
         }
       }
     });
@@ -383,30 +435,47 @@ channel_mlp_backward_cpu(const Dims& d, const at::Tensor& grad_out_any, const at
           auto s = matrix(s_buffer, rows, d.hidden);
           scalar_t* a_data = a.mutable_data_ptr<scalar_t>();
           slope_t* s_data = s.mutable_data_ptr<slope_t>();
-          normalize_rows(x_data, x_tokens, row0, rows, d.C, gamma_data,
-                         beta.const_data_ptr<scalar_t>(), eps, u.mutable_data_ptr<scalar_t>(),
-                         mean.data(), rstd.data());
-          gather_rows(grad_out_data, grad_tokens, row0, rows, d.C, g.mutable_data_ptr<scalar_t>());
-          column_sums(g.mutable_data_ptr<scalar_t>(), static_cast<const slope_t*>(nullptr),
-                      rows, d.C, p.fc2_bias.data());
-          if (hidden.has_value()) {
-            gelu_rows(hidden->const_data_ptr<scalar_t>() + row0 * d.hidden,
-                      static_cast<const scalar_t*>(nullptr), rows, d.hidden,
-                      static_cast<scalar_t*>(nullptr), a_data, s_data);
-          } else {
-            cpu::gemm_out(a, u, w1_t);
-            gelu_rows(a_data, b1.const_data_ptr<scalar_t>(), rows, d.hidden,
-                      static_cast<scalar_t*>(nullptr), a_data, s_data);
-          }
+          phase("channel_mlp_backward.layer_norm", [&] {
+            normalize_rows(x_data, x_tokens, row0, rows, d.C, gamma_data,
+                           beta.const_data_ptr<scalar_t>(), eps, u.mutable_data_ptr<scalar_t>(),
+                           mean.data(), rstd.data());
+          });
+          phase("channel_mlp_backward.fc2_bias", [&] {
+            gather_rows(grad_out_data, grad_tokens, row0, rows, d.C,
+                        g.mutable_data_ptr<scalar_t>());
+            column_sums(g.mutable_data_ptr<scalar_t>(), static_cast<const slope_t*>(nullptr),
+                        rows, d.C, p.fc2_bias.data());
+          });
+          phase("channel_mlp_backward.gelu", [&] {
+            if (hidden.has_value()) {
+              gelu_rows(hidden->const_data_ptr<scalar_t>() + row0 * d.hidden,
+                        static_cast<const scalar_t*>(nullptr), rows, d.hidden,
+                        static_cast<scalar_t*>(nullptr), a_data, s_data);
+            } else {
+              cpu::gemm_out(a, u, w1_t);
+              gelu_rows(a_data, b1.const_data_ptr<scalar_t>(), rows, d.hidden,
+                        static_cast<scalar_t*>(nullptr), a_data, s_data);
+            }
+          });
           const bool accumulate = tile != tiling.first(chunk);
-          cpu::gemm_out(p.fc2_weight, g.t(), a, accumulate);
-          cpu::gemm_out(a, g, w2);  // grad of the GELU output, then of h
-          column_sums(a_data, s_data, rows, d.hidden, p.fc1_bias.data());
-          cpu::gemm_out(p.fc1_weight, a.t(), u, accumulate);
-          cpu::gemm_out(gu, a, w1);
-          normalize_backward_rows(gu.const_data_ptr<scalar_t>(), x_data, x_tokens, mean.data(),
-                                  rstd.data(), gamma_data, row0, rows, d.C, grad_x_data,
-                                  p.norm_weight.data(), p.norm_bias.data());
+          phase("channel_mlp_backward.fc2_weight", [&] {
+            cpu::gemm_out(p.fc2_weight, g.t(), a, accumulate);
+          });
+          phase("channel_mlp_backward.fc2_input", [&] {
+            cpu::gemm_out(a, g, w2);  // grad of the GELU output
+          });
+          phase("channel_mlp_backward.gelu_backward", [&] {  // grad of h, fc1's bias
+            column_sums(a_data, s_data, rows, d.hidden, p.fc1_bias.data());
+          });
+          phase("channel_mlp_backward.fc1_weight", [&] {
+            cpu::gemm_out(p.fc1_weight, a.t(), u, accumulate);
+          });
+          phase("channel_mlp_backward.fc1_input", [&] { cpu::gemm_out(gu, a, w1); });
+          phase("channel_mlp_backward.layer_norm_backward", [&] {
+            normalize_backward_rows(gu.const_data_ptr<scalar_t>(), x_data, x_tokens,
+                                    mean.data(), rstd.data(), gamma_data, row0, rows, d.C,
+                                    grad_x_data, p.norm_weight.data(), p.norm_bias.data());
+          });
         }
       }
     });

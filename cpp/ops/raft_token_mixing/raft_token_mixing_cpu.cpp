@@ -222,18 +222,16 @@ MLPMIX_INLINE void bias_gelu_impl(T* h, const T* bias, int64_t rows, int64_t lin
       T* run = h + k * lines * o + l * o;
       T* keep = kept != nullptr ? kept + k * kept_layout.row + l * kept_layout.line : nullptr;
       const auto b = FloatVec::broadcast(static_cast<float>(bias[k]));
+      const auto b16 = simd::Float16{} + static_cast<float>(bias[k]);
       int64_t j = 0;
-      for (; j + 2 * L <= o; j += 2 * L) {  // two independent chains
-        const auto v0 = load_vec(run + j) + b, v1 = load_vec(run + j + L) + b;
+      for (; j + 16 <= o; j += 16) {
+        const auto v = simd::load16(run + j) + b16;
         if (keep != nullptr) {
-          store_vec(keep + j, v0);
-          store_vec(keep + j + L, v1);
+          simd::store16(keep + j, v);
         }
-        FloatVec::type value0, slope0, value1, slope1;
-        gelu_and_slope(v0, &value0, &slope0);
-        gelu_and_slope(v1, &value1, &slope1);
-        store_vec(run + j, value0);
-        store_vec(run + j + L, value1);
+        simd::Float16 value, slope;
+        gelu_and_slope(v, &value, &slope);
+        simd::store16(run + j, value);
       }
       for (; j < o; j += L) {
         const int64_t count = std::min(L, o - j);
@@ -280,17 +278,15 @@ MLPMIX_INLINE void gelu_slope_impl(const T* h, HiddenLayout layout, const T* bia
       const T* run = h + k * layout.row + l * layout.line;
       T* a_run = a + k * lines * o + l * o;
       float* s_run = s + k * lines * o + l * o;
-      const auto b = FloatVec::broadcast(bias != nullptr ? static_cast<float>(bias[k]) : 0.0f);
+      const float bias_k = bias != nullptr ? static_cast<float>(bias[k]) : 0.0f;
+      const auto b = FloatVec::broadcast(bias_k);
+      const auto b16 = simd::Float16{} + bias_k;
       int64_t j = 0;
-      for (; j + 2 * L <= o; j += 2 * L) {  // two independent chains
-        const auto v0 = load_vec(run + j) + b, v1 = load_vec(run + j + L) + b;
-        FloatVec::type value0, slope0, value1, slope1;
-        gelu_and_slope(v0, &value0, &slope0);
-        gelu_and_slope(v1, &value1, &slope1);
-        store_vec(a_run + j, value0);
-        store_vec(a_run + j + L, value1);
-        store_vec(s_run + j, slope0);
-        store_vec(s_run + j + L, slope1);
+      for (; j + 16 <= o; j += 16) {
+        simd::Float16 value, slope;
+        gelu_and_slope(simd::load16(run + j) + b16, &value, &slope);
+        simd::store16(a_run + j, value);
+        simd::store16(s_run + j, slope);
       }
       for (; j < o; j += L) {
         const int64_t count = std::min(L, o - j);
@@ -323,17 +319,17 @@ MLPMIX_INLINE void gelu_slope_impl(const double* h, HiddenLayout layout, const d
 template <typename T>
 MLPMIX_INLINE void row_sums_impl(T* m, const float* s, int64_t rows, int64_t width,
                                  double* sums) {
-  constexpr int64_t L = FloatVec::lanes;
+  constexpr int64_t L = 16;
   for (int64_t row = 0; row < rows; ++row) {
     T* mr = m + row * width;
     const float* sr = s != nullptr ? s + row * width : nullptr;
-    auto acc = FloatVec::broadcast(0);
+    simd::Float16 acc = {};
     int64_t k = 0;
     for (; k + L <= width; k += L) {
-      auto v = simd::load_vec(mr + k);
+      auto v = simd::load16(mr + k);
       if (sr != nullptr) {
-        v *= FloatVec::load(sr + k);
-        simd::store_vec(mr + k, v);
+        v *= simd::load16(sr + k);
+        simd::store16(mr + k, v);
       }
       acc += v;
     }
@@ -371,38 +367,38 @@ MLPMIX_INLINE void row_sums_impl(double* m, const double* s, int64_t rows, int64
 
 // T: the storage of x and the tiles; S: of the GELU slopes (float for bfloat16 tiles).
 #define MLPMIX_RAFT_CLONES(T, S)                                                             \
-  MLPMIX_CLONE_FOR_AVX2 void normalize_tile(const T* x, const TokenGrid& grid, const Dims& d, \
+  MLPMIX_CLONE_FOR_AVX512 void normalize_tile(const T* x, const TokenGrid& grid, const Dims& d, \
                                             int64_t line0, int64_t lines, const T* gamma,    \
                                             const T* beta, double eps, T* xt, double* mean,  \
                                             double* rstd) {                                  \
     normalize_tile_impl(x, grid, d, line0, lines, gamma, beta, eps, xt, mean, rstd);         \
   }                                                                                          \
-  MLPMIX_CLONE_FOR_AVX2 void write_output(const T* yt, const T* bias, const Dims& d,         \
+  MLPMIX_CLONE_FOR_AVX512 void write_output(const T* yt, const T* bias, const Dims& d,         \
                                           int64_t line0, int64_t lines, T* out,              \
                                           const TokenGrid& grid) {                           \
     write_output_impl(yt, bias, d, line0, lines, out, grid);                                 \
   }                                                                                          \
-  MLPMIX_CLONE_FOR_AVX2 void gather_tile(const T* g, const TokenGrid& grid, const Dims& d,   \
+  MLPMIX_CLONE_FOR_AVX512 void gather_tile(const T* g, const TokenGrid& grid, const Dims& d,   \
                                          int64_t line0, int64_t lines, T* gt) {              \
     gather_tile_impl(g, grid, d, line0, lines, gt);                                          \
   }                                                                                          \
-  MLPMIX_CLONE_FOR_AVX2 void normalize_backward_tile(                                        \
+  MLPMIX_CLONE_FOR_AVX512 void normalize_backward_tile(                                        \
       const T* gt, const T* x, const TokenGrid& x_grid, const double* mean,                  \
       const double* rstd, const T* gamma, const Dims& d, int64_t line0, int64_t lines,       \
       T* grad_x, const TokenGrid& grad_grid, double* grad_gamma, double* grad_beta) {        \
     normalize_backward_tile_impl(gt, x, x_grid, mean, rstd, gamma, d, line0, lines, grad_x, \
                                  grad_grid, grad_gamma, grad_beta);                          \
   }                                                                                          \
-  MLPMIX_CLONE_FOR_AVX2 void bias_gelu(T* h, const T* bias, int64_t rows, int64_t lines,     \
+  MLPMIX_CLONE_FOR_AVX512 void bias_gelu(T* h, const T* bias, int64_t rows, int64_t lines,     \
                                        int64_t o, T* kept, HiddenLayout kept_layout) {       \
     bias_gelu_impl(h, bias, rows, lines, o, kept, kept_layout);                              \
   }                                                                                          \
-  MLPMIX_CLONE_FOR_AVX2 void gelu_slope(const T* h, HiddenLayout layout, const T* bias,      \
+  MLPMIX_CLONE_FOR_AVX512 void gelu_slope(const T* h, HiddenLayout layout, const T* bias,      \
                                         int64_t rows, int64_t lines, int64_t o, T* a,        \
                                         S* s) {                                              \
     gelu_slope_impl(h, layout, bias, rows, lines, o, a, s);                                  \
   }                                                                                          \
-  MLPMIX_CLONE_FOR_AVX2 void row_sums(T* m, const S* s, int64_t rows, int64_t width,         \
+  MLPMIX_CLONE_FOR_AVX512 void row_sums(T* m, const S* s, int64_t rows, int64_t width,         \
                                       double* sums) {                                        \
     row_sums_impl(m, s, rows, width, sums);                                                  \
   }
