@@ -6,8 +6,13 @@
 #include <ATen/ops/addmm_cpu_dispatch.h>
 #include <ATen/ops/mm_cpu_dispatch.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
+#include <limits>
+#include <optional>
 #include <string>
+#include <utility>
 
 #include "common/reduced_precision_cpu.h"
 
@@ -19,6 +24,14 @@ TORCH_API void mkldnn_matmul(const at::Tensor& mat1, const at::Tensor& mat2,
                              const at::Tensor& result, float beta, float alpha);
 }  // namespace at::native
 #endif
+
+// MKL's bfloat16 GEMM with a float32 output, C = alpha op(A) op(B) + beta C (row-major
+// layout 101, no transpose 111, transpose 112), which the x86 torch wheels' libtorch_cpu
+// exports (MKL is linked into it). Weak: null where this torch has no such symbol.
+extern "C" void cblas_gemm_bf16bf16f32(int layout, int transa, int transb, int m, int n, int k,
+                                       float alpha, const uint16_t* a, int lda,
+                                       const uint16_t* b, int ldb, float beta, float* c,
+                                       int ldc) __attribute__((weak));
 
 namespace mlpmix::cpu {
 namespace {
@@ -106,10 +119,50 @@ GemmChoice gemm_choice() {
 }
 #endif
 
-// out (float32) = [out +] the product a @ b of reduced-precision operands in their dtype,
-// widened.
+// A 2-D operand as a row-major BLAS matrix: (transposed, leading dimension), or nothing when
+// neither of its axes has unit stride.
+std::optional<std::pair<bool, int64_t>> blas_layout(const at::Tensor& t) {
+  if (t.stride(1) == 1 && t.stride(0) >= std::max<int64_t>(t.size(1), 1)) {
+    return std::pair(false, t.stride(0));
+  }
+  if (t.stride(0) == 1 && t.stride(1) >= std::max<int64_t>(t.size(0), 1)) {
+    return std::pair(true, t.stride(1));
+  }
+  return std::nullopt;
+}
+
+// out (float32, row-major) = [out +] a @ b for bfloat16 a and b, accumulated in float32 by
+// MKL without rounding the product, where this torch exports MKL's kernel.
+bool mkl_bf16_gemm_out(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
+                       bool accumulate) {
+  if (cblas_gemm_bf16bf16f32 == nullptr || a.scalar_type() != at::kBFloat16 ||
+      out.stride(1) != 1) {
+    return false;
+  }
+  const auto a_layout = blas_layout(a), b_layout = blas_layout(b);
+  constexpr int64_t kMaxInt = std::numeric_limits<int>::max();
+  if (!a_layout || !b_layout || out.stride(0) > kMaxInt || a_layout->second > kMaxInt ||
+      b_layout->second > kMaxInt || a.numel() > kMaxInt || b.numel() > kMaxInt) {
+    return false;
+  }
+  const auto blas_int = [](int64_t v) { return static_cast<int>(v); };
+  cblas_gemm_bf16bf16f32(101, a_layout->first ? 112 : 111, b_layout->first ? 112 : 111,
+                         blas_int(out.size(0)), blas_int(out.size(1)), blas_int(a.size(1)), 1.0f,
+                         reinterpret_cast<const uint16_t*>(a.const_data_ptr()),
+                         blas_int(a_layout->second),
+                         reinterpret_cast<const uint16_t*>(b.const_data_ptr()),
+                         blas_int(b_layout->second), accumulate ? 1.0f : 0.0f,
+                         out.mutable_data_ptr<float>(), blas_int(out.stride(0)));
+  return true;
+}
+
+// out (float32) = [out +] the product a @ b of reduced-precision operands: MKL's float32
+// accumulation for bfloat16 where it can, else the product in their dtype, widened.
 void widened_gemm_out(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
                       bool accumulate) {
+  if (mkl_bf16_gemm_out(out, a, b, accumulate)) {
+    return;
+  }
   auto product = empty_matrix_like(out, a.scalar_type());
   at::cpu::mm_out(product, a, b);
   widen_into(out, product, accumulate);
