@@ -13,6 +13,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -21,6 +23,7 @@
 #include "common/gemm_cpu.h"
 #include "common/reduced_precision_cpu.h"
 #include "common/op_outputs.h"
+#include "common/phase.h"
 #include "common/sequences.h"
 #include "common/simd.h"
 #include "ops/dynamixer/dynamixer.h"
@@ -317,12 +320,16 @@ int64_t sequences_per_chunk(const Dims& dims, int64_t element_size) {
   return std::max<int64_t>(1, std::min(for_rows, for_cache));
 }
 
-// Runs body(first, count, logits) for each chunk of sequences in parallel, where `logits`
+// Runs body(first, count, logits) for each chunk of sequences in parallel (labelled
+// "<op>.generate" and "<op>.softmax_mixing" for the profiler), where `logits`
 // (count*S, N*N) holds the chunk's generated logits Z Wg^T without the bias (which joins in
 // the softmax: no broadcast copy of it); undefined, and not generated, unless `generate`.
 template <typename Body>
-void for_each_chunk(const at::Tensor& compressed, const at::Tensor& generate_weight,
-                    const Dims& dims, bool generate, const Body& body) {
+void for_each_chunk(const char* op, const at::Tensor& compressed,
+                    const at::Tensor& generate_weight, const Dims& dims, bool generate,
+                    const Body& body) {
+  const std::string generate_phase = std::string(op) + ".generate";
+  const std::string mixing_phase = std::string(op) + ".softmax_mixing";
   const int64_t sequences = compressed.size(0);
   const int64_t chunk = sequences_per_chunk(dims, compressed.element_size());
   const auto z = compressed.view({sequences * dims.S, dims.N * dims.d});
@@ -335,9 +342,11 @@ void for_each_chunk(const at::Tensor& compressed, const at::Tensor& generate_wei
       at::Tensor chunk_logits;
       if (generate) {
         chunk_logits = logits.narrow(0, 0, count * dims.S);
-        cpu::gemm_out(chunk_logits, z.narrow(0, first * dims.S, count * dims.S), generate_t);
+        phase(generate_phase.c_str(), [&] {
+          cpu::gemm_out(chunk_logits, z.narrow(0, first * dims.S, count * dims.S), generate_t);
+        });
       }
-      body(first, count, chunk_logits);
+      phase(mixing_phase.c_str(), [&] { body(first, count, chunk_logits); });
     }
   });
 }
@@ -358,7 +367,7 @@ at::Tensor mix(const at::Tensor& x, const at::Tensor& compressed,
     using math_t = typename simd::Math<scalar_t>::type;
     const scalar_t* bias_data = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* weights_data = weights.defined() ? weights.mutable_data_ptr<scalar_t>() : nullptr;
-    for_each_chunk(compressed, generate_weight, dims, /*generate=*/true,
+    for_each_chunk("dynamixer", compressed, generate_weight, dims, /*generate=*/true,
                    [&](int64_t first, int64_t count, const at::Tensor& logits) {
       SequenceRows<const scalar_t> x_rows(x.const_data_ptr<scalar_t>(), x_layout, N, D);
       SequenceRows<scalar_t> out_rows(out.mutable_data_ptr<scalar_t>(), out_layout, N, D);
@@ -394,7 +403,9 @@ auto dynamixer_cpu(const Dims& dims, const at::Tensor& x_any, const at::Tensor& 
                    const at::Tensor& generate_weight,
                    const std::optional<at::Tensor>& generate_bias) {
   const auto x = contiguous_channels(x_any);
-  auto compressed = compress(x, compress_weight, compress_bias, dims, kCpuProducts);
+  auto compressed = phase("dynamixer.compress", [&] {
+    return compress(x, compress_weight, compress_bias, dims, kCpuProducts);
+  });
   auto weights = keep ? at::empty({compressed.size(0), dims.S, dims.N * dims.N}, x.options())
                       : at::Tensor();
   auto out = mix(x, compressed, generate_weight, generate_bias, dims, weights);
@@ -409,9 +420,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
     const std::optional<at::Tensor>& kept_weights) {
   const auto x = contiguous_channels(x_any);
   const auto grad_out = contiguous_channels(grad_out_any);
-  const auto compressed = kept_compressed.has_value()
-                              ? kept_compressed->contiguous()
-                              : compress(x, compress_weight, compress_bias, dims, kCpuProducts);
+  const auto compressed =
+      kept_compressed.has_value() ? kept_compressed->contiguous()
+                                  : phase("dynamixer_backward.compress", [&] {
+                                      return compress(x, compress_weight, compress_bias, dims,
+                                                      kCpuProducts);
+                                    });
   const auto weights = contiguous_or_undefined(kept_weights);
   const auto bias = contiguous_or_undefined(generate_bias);
   const int64_t N = dims.N, D = dims.D, S = dims.S, width = D / S;
@@ -429,7 +443,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
     const scalar_t* bias_data = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* weights_data =
         weights.defined() ? weights.const_data_ptr<scalar_t>() : nullptr;
-    for_each_chunk(compressed, generate_weight, dims, /*generate=*/weights_data == nullptr,
+    for_each_chunk("dynamixer_backward", compressed, generate_weight, dims,
+                   /*generate=*/weights_data == nullptr,
                    [&](int64_t first, int64_t count, const at::Tensor& logits) {
       SequenceRows<const scalar_t> x_rows(x.const_data_ptr<scalar_t>(), x_layout, N, D);
       SequenceRows<const scalar_t> gy_rows(grad_out.const_data_ptr<scalar_t>(),
@@ -468,17 +483,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
         gx_rows.store();
       }
       // grad_Z of the chunk while its logits gradient is in cache.
-      auto chunk_grad_compressed = grad_compressed.view({rows, N * dims.d})
-                                       .narrow(0, first * S, count * S);
-      cpu::gemm_out(chunk_grad_compressed, grad_logits.narrow(0, first * S, count * S),
+      phase("dynamixer_backward.compressed_input", [&] {
+        auto chunk_grad_compressed = grad_compressed.view({rows, N * dims.d})
+                                         .narrow(0, first * S, count * S);
+        cpu::gemm_out(chunk_grad_compressed, grad_logits.narrow(0, first * S, count * S),
                       generate);
+      });
     });
   });
   // The weight gradients sum over every chunk: whole-tensor GEMMs, in a fixed order.
-  auto grad_generate_weight = cpu::gemm(grad_logits.t(), compressed.view({rows, N * dims.d}));
-  auto grad_generate_bias = grad_logits.sum(0);
-  auto [gcw, gcb] = compress_backward(grad_compressed, x, compress_weight, dims, grad_x,
-                                      kCpuProducts);
+  auto [grad_generate_weight, grad_generate_bias] =
+      phase("dynamixer_backward.generate_weight", [&] {
+        return std::tuple(cpu::gemm(grad_logits.t(), compressed.view({rows, N * dims.d})),
+                          grad_logits.sum(0));
+      });
+  auto [gcw, gcb] = phase("dynamixer_backward.compress_backward", [&] {
+    return compress_backward(grad_compressed, x, compress_weight, dims, grad_x, kCpuProducts);
+  });
   return {grad_x, gcw, gcb, grad_generate_weight, grad_generate_bias};
 }
 

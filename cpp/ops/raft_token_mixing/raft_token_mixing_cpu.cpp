@@ -40,6 +40,7 @@
 #include "common/layer_norm_gelu_cpu.h"
 #include "common/mlp_gradients_cpu.h"
 #include "common/op_outputs.h"
+#include "common/phase.h"
 #include "common/sequences.h"
 #include "common/simd.h"
 #include "ops/raft_token_mixing/raft_token_mixing.h"
@@ -479,18 +480,24 @@ auto raft_token_mixing_cpu(const Dims& d, const at::Tensor& x_any, const at::Ten
           const auto xt = matrix(x_buffer, F, R);
           auto act = matrix(a_buffer, d.hidden, R);
           auto yt = matrix(y_buffer, F, R);
-          normalize_tile(x_data, x_grid, d, line0, lines, gamma.const_data_ptr<scalar_t>(),
-                         beta.const_data_ptr<scalar_t>(), eps, xt.mutable_data_ptr<scalar_t>(),
-                         nullptr, nullptr);
-          cpu::gemm_out(act, w.w1, xt);
-          bias_gelu(act.mutable_data_ptr<scalar_t>(), b1.const_data_ptr<scalar_t>(), d.hidden,
-                    lines, d.o,
-                    keep_hidden ? hidden.mutable_data_ptr<scalar_t>() + line0 * d.hidden * d.o
-                                : nullptr,
-                    kept_layout);
-          cpu::gemm_out(yt, w.w2, act);
-          write_output(yt.const_data_ptr<scalar_t>(), w.b2.const_data_ptr<scalar_t>(), d,
-                       line0, lines, out_data, out_grid);
+          phase("raft_token_mixing.layer_norm", [&] {
+            normalize_tile(x_data, x_grid, d, line0, lines, gamma.const_data_ptr<scalar_t>(),
+                           beta.const_data_ptr<scalar_t>(), eps,
+                           xt.mutable_data_ptr<scalar_t>(), nullptr, nullptr);
+          });
+          phase("raft_token_mixing.fc1", [&] { cpu::gemm_out(act, w.w1, xt); });
+          phase("raft_token_mixing.gelu", [&] {
+            bias_gelu(act.mutable_data_ptr<scalar_t>(), b1.const_data_ptr<scalar_t>(), d.hidden,
+                      lines, d.o,
+                      keep_hidden ? hidden.mutable_data_ptr<scalar_t>() + line0 * d.hidden * d.o
+                                  : nullptr,
+                      kept_layout);
+          });
+          phase("raft_token_mixing.fc2", [&] {
+            cpu::gemm_out(yt, w.w2, act);
+            write_output(yt.const_data_ptr<scalar_t>(), w.b2.const_data_ptr<scalar_t>(), d,
+                         line0, lines, out_data, out_grid);
+          });
         }
       }
     });
@@ -554,31 +561,50 @@ raft_token_mixing_backward_cpu(const Dims& d, const at::Tensor& grad_out_any,
           auto st = matrix(s_buffer, d.hidden, R);
           scalar_t* a_data = act.mutable_data_ptr<scalar_t>();
           slope_t* s_data = st.mutable_data_ptr<slope_t>();
-          normalize_tile(x_data, x_grid, d, line0, lines, gamma_data,
-                         beta.const_data_ptr<scalar_t>(), eps, xt.mutable_data_ptr<scalar_t>(),
-                         mean.data(), rstd.data());
-          gather_tile(grad_out_data, grad_out_grid, d, line0, lines,
-                      gt.mutable_data_ptr<scalar_t>());
-          row_sums(gt.mutable_data_ptr<scalar_t>(), static_cast<const slope_t*>(nullptr), F,
-                   R, p.fc2_bias.data());
-          if (hidden.has_value()) {
-            gelu_slope(hidden->const_data_ptr<scalar_t>() + line0 * d.hidden * d.o,
-                       HiddenLayout{d.o, d.hidden * d.o}, static_cast<const scalar_t*>(nullptr),
-                       d.hidden, lines, d.o, a_data, s_data);
-          } else {
-            cpu::gemm_out(act, w.w1, xt);
-            gelu_slope(a_data, HiddenLayout{R, d.o}, b1.const_data_ptr<scalar_t>(), d.hidden,
-                       lines, d.o, a_data, s_data);
-          }
+          phase("raft_token_mixing_backward.layer_norm", [&] {
+            normalize_tile(x_data, x_grid, d, line0, lines, gamma_data,
+                           beta.const_data_ptr<scalar_t>(), eps,
+                           xt.mutable_data_ptr<scalar_t>(), mean.data(), rstd.data());
+          });
+          phase("raft_token_mixing_backward.fc2_bias", [&] {
+            gather_tile(grad_out_data, grad_out_grid, d, line0, lines,
+                        gt.mutable_data_ptr<scalar_t>());
+            row_sums(gt.mutable_data_ptr<scalar_t>(), static_cast<const slope_t*>(nullptr), F,
+                     R, p.fc2_bias.data());
+          });
+          phase("raft_token_mixing_backward.gelu", [&] {
+            if (hidden.has_value()) {
+              gelu_slope(hidden->const_data_ptr<scalar_t>() + line0 * d.hidden * d.o,
+                         HiddenLayout{d.o, d.hidden * d.o},
+                         static_cast<const scalar_t*>(nullptr), d.hidden, lines, d.o, a_data,
+                         s_data);
+            } else {
+              cpu::gemm_out(act, w.w1, xt);
+              gelu_slope(a_data, HiddenLayout{R, d.o}, b1.const_data_ptr<scalar_t>(), d.hidden,
+                         lines, d.o, a_data, s_data);
+            }
+          });
           const bool accumulate = tile != tiling.first(chunk);
-          cpu::gemm_out(p.fc2_weight, gt, act.t(), accumulate);
-          cpu::gemm_out(act, w2_t, gt);  // grad of the GELU output, then of h
-          row_sums(a_data, s_data, d.hidden, R, p.fc1_bias.data());
-          cpu::gemm_out(p.fc1_weight, act, xt.t(), accumulate);
-          cpu::gemm_out(gt, w1_t, act);  // grad of the LayerNorm output
-          normalize_backward_tile(gt.const_data_ptr<scalar_t>(), x_data, x_grid, mean.data(),
-                                  rstd.data(), gamma_data, d, line0, lines, grad_x_data,
-                                  grad_x_grid, p.norm_weight.data(), p.norm_bias.data());
+          phase("raft_token_mixing_backward.fc2_weight", [&] {
+            cpu::gemm_out(p.fc2_weight, gt, act.t(), accumulate);
+          });
+          phase("raft_token_mixing_backward.fc2_input", [&] {
+            cpu::gemm_out(act, w2_t, gt);  // grad of the GELU output
+          });
+          phase("raft_token_mixing_backward.gelu_backward", [&] {  // grad of h, fc1's bias
+            row_sums(a_data, s_data, d.hidden, R, p.fc1_bias.data());
+          });
+          phase("raft_token_mixing_backward.fc1_weight", [&] {
+            cpu::gemm_out(p.fc1_weight, act, xt.t(), accumulate);
+          });
+          phase("raft_token_mixing_backward.fc1_input", [&] {
+            cpu::gemm_out(gt, w1_t, act);  // grad of the LayerNorm output
+          });
+          phase("raft_token_mixing_backward.layer_norm_backward", [&] {
+            normalize_backward_tile(gt.const_data_ptr<scalar_t>(), x_data, x_grid, mean.data(),
+                                    rstd.data(), gamma_data, d, line0, lines, grad_x_data,
+                                    grad_x_grid, p.norm_weight.data(), p.norm_bias.data());
+          });
         }
       }
     });

@@ -14,6 +14,7 @@
 
 #include "common/checked.h"
 #include "common/dtypes.h"
+#include "common/phase.h"
 #include "common/reduced_precision_cpu.h"
 #include "common/simd.h"
 #include "ops/reweight_branches/reweight_branches.h"
@@ -256,18 +257,22 @@ at::Tensor reweight_branches_cpu(const at::Tensor& h, const at::Tensor& w, const
   auto sums = at::empty({batch, channels}, h.options().dtype(at::kDouble));
   auto out = at::empty(h.sizes(), h.options());
   MLPMIX_DISPATCH_CPU_FLOATING_AND_BF16(h.scalar_type(), "reweight_branches", [&] {
-    token_sums_pass<scalar_t>(hc, wc, cc, nullptr, sums, nullptr);
-    const auto a =
-        branch_weights<scalar_t>(mlp_forward(sums.to(h.scalar_type()), tokens, mlp).logits);
+    phase("reweight_branches.token_sums",
+          [&] { token_sums_pass<scalar_t>(hc, wc, cc, nullptr, sums, nullptr); });
+    const auto a = phase("reweight_branches.branch_weights", [&] {
+      return branch_weights<scalar_t>(mlp_forward(sums.to(h.scalar_type()), tokens, mlp).logits);
+    });
     const scalar_t *x0 = hc.const_data_ptr<scalar_t>(), *x1 = wc.const_data_ptr<scalar_t>(),
                    *x2 = cc.const_data_ptr<scalar_t>(), *weights = a.const_data_ptr<scalar_t>();
     scalar_t* y = out.data_ptr<scalar_t>();
     const int64_t plane = batch * channels;
-    rows_pass(batch, tokens, channels, [&](int64_t b, int64_t r) {
-      const scalar_t* a0 = weights + b * channels;
-      const int64_t offset = r * channels;
-      weighted_sum_row(x0 + offset, x1 + offset, x2 + offset, a0, a0 + plane, a0 + 2 * plane,
-                       channels, y + offset);
+    phase("reweight_branches.weighted_sum", [&] {
+      rows_pass(batch, tokens, channels, [&](int64_t b, int64_t r) {
+        const scalar_t* a0 = weights + b * channels;
+        const int64_t offset = r * channels;
+        weighted_sum_row(x0 + offset, x1 + offset, x2 + offset, a0, a0 + plane, a0 + 2 * plane,
+                         channels, y + offset);
+      });
     });
   });
   return out;
@@ -289,20 +294,27 @@ Gradients reweight_branches_backward_cpu(const at::Tensor& grad_out, const at::T
        grad_c = at::empty(h.sizes(), h.options());
   MlpGradients r;
   MLPMIX_DISPATCH_CPU_FLOATING_AND_BF16(h.scalar_type(), "reweight_branches_backward", [&] {
-    token_sums_pass<scalar_t>(hc, wc, cc, &g, sums, &grad_weights);
-    const auto f = mlp_forward(sums.to(h.scalar_type()), tokens, mlp);
-    const auto a = branch_weights<scalar_t>(f.logits);
-    r = mlp_backward(f, branch_weights_backward<scalar_t>(a, grad_weights), tokens, mlp);
+    phase("reweight_branches_backward.token_sums",
+          [&] { token_sums_pass<scalar_t>(hc, wc, cc, &g, sums, &grad_weights); });
+    const auto a = phase("reweight_branches_backward.branch_weights", [&] {
+      const auto f = mlp_forward(sums.to(h.scalar_type()), tokens, mlp);
+      auto weights = branch_weights<scalar_t>(f.logits);
+      r = mlp_backward(f, branch_weights_backward<scalar_t>(weights, grad_weights), tokens, mlp);
+      return weights;
+    });
     const scalar_t *gd = g.const_data_ptr<scalar_t>(), *weights = a.const_data_ptr<scalar_t>(),
                    *per_token = r.grad_per_token.const_data_ptr<scalar_t>();
     scalar_t *gh = grad_h.data_ptr<scalar_t>(), *gw = grad_w.data_ptr<scalar_t>(),
              *gc = grad_c.data_ptr<scalar_t>();
     const int64_t plane = batch * channels;
-    rows_pass(batch, tokens, channels, [&](int64_t b, int64_t row) {
-      const scalar_t* a0 = weights + b * channels;
-      const int64_t offset = row * channels;
-      branch_gradients_row(gd + offset, a0, a0 + plane, a0 + 2 * plane, per_token + b * channels,
-                           channels, gh + offset, gw + offset, gc + offset);
+    phase("reweight_branches_backward.branch_gradients", [&] {
+      rows_pass(batch, tokens, channels, [&](int64_t b, int64_t row) {
+        const scalar_t* a0 = weights + b * channels;
+        const int64_t offset = row * channels;
+        branch_gradients_row(gd + offset, a0, a0 + plane, a0 + 2 * plane,
+                             per_token + b * channels, channels, gh + offset, gw + offset,
+                             gc + offset);
+      });
     });
   });
   return {grad_h, grad_w, grad_c, r.grad_fc1_weight, r.grad_fc1_bias, r.grad_fc2_weight,
