@@ -218,3 +218,40 @@ def test_large_products_run_in_onednns_bf16_matmul():
     assert result.returncode == 0, result.stderr
     after = result.stdout.split("start", 1)[1]
     assert re.search(r"exec,cpu,matmul,.*src:bf16", after), after[-3000:]
+
+
+# Every op's first sample in bfloat16 through the float32-copy path (cpu::in_float32), which
+# CPUs without native bfloat16 take and MLPMIX_CPU_BF16=float32 forces: the environment
+# variable is read once per process, hence a process of its own.
+FLOAT32_COPY_PATH_CHECK = """
+import torch
+from op_testing import assert_low_precision_matches_reference
+from test_ops import CASES
+torch.manual_seed(1)
+for case in CASES:
+    args = next(iter(case.samples(torch.float64, requires_grad=True)))
+    assert_low_precision_matches_reference(case.op, case.reference, args, "cpu", torch.bfloat16)
+print("checked", len(CASES))
+"""
+
+
+def test_bfloat16_through_float32_copies_matches_the_reference():
+    env = dict(os.environ, MLPMIX_CPU_BF16="float32",
+               PYTHONPATH=os.pathsep.join([os.path.dirname(__file__),
+                                           os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, "-c", FLOAT32_COPY_PATH_CHECK], env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"checked \d+", result.stdout)
+
+
+def test_a_bad_mlpmix_cpu_bf16_value_is_named():
+    code = ("import torch, mlpmix\n"
+            "x = torch.randn(2, 4, 4, 8, dtype=torch.bfloat16)\n"
+            "mlpmix.ops.linear(x, torch.randn(3, 8, dtype=torch.bfloat16), None)\n"
+            "mlpmix.ops.channel_mlp(x, *[torch.randn(*s, dtype=torch.bfloat16) for s in "
+            "[(8,), (8,), (16, 8), (16,), (8, 16), (8,)]], 1e-5)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=dict(os.environ, MLPMIX_CPU_BF16="fast"))
+    assert result.returncode != 0
+    assert "MLPMIX_CPU_BF16 must be auto or float32, got 'fast'" in result.stderr
