@@ -8,7 +8,9 @@
 // common/gemm_cpu.h run in the call's dtype (operands rounded to it, float32 accumulation in
 // oneDNN or ATen's CPU BLAS, the product rounded to it, as a PyTorch matmul in that dtype
 // rounds it; products too small to gain from it stay float32), then rounds the outputs back
-// to the call's dtype. Calls in float32 and float64 go straight to impl.
+// to the call's dtype. Calls in float32 and float64 go straight to impl. Kernels that also
+// store bfloat16 themselves register with_native_bf16<impl> instead: bfloat16 calls go to
+// impl itself on CPUs with native bf16 products, everything else as above.
 #pragma once
 
 #include <ATen/Parallel.h>
