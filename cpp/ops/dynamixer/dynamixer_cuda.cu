@@ -11,6 +11,7 @@
 
 #include "common/checked.h"
 #include "common/cuda_launch.cuh"
+#include "common/phase.h"
 #include "common/dtypes.h"
 #include "ops/dynamixer/dynamixer.h"
 #include "ops/dynamixer/dynamixer_kernels.cuh"
@@ -26,9 +27,11 @@ at::Tensor dynamixer_cuda(const Dims& dims, const at::Tensor& x,
                           const at::Tensor& generate_weight,
                           const std::optional<at::Tensor>& generate_bias) {
   const c10::cuda::CUDAGuard guard(x.device());
-  const auto logits = std::get<1>(compress_and_generate(x, compress_weight, compress_bias,
-                                                        generate_weight, generate_bias, dims))
-                          .contiguous();
+  const auto logits = phase("dynamixer.compress_generate", [&] {
+    return std::get<1>(compress_and_generate(x, compress_weight, compress_bias, generate_weight,
+                                             generate_bias, dims))
+        .contiguous();
+  });
   auto out = at::empty(x.sizes(), x.options());
   const int64_t items = logits.size(0) * dims.S;
   if (items == 0) {
@@ -36,6 +39,7 @@ at::Tensor dynamixer_cuda(const Dims& dims, const at::Tensor& x,
   }
   const auto input = index_sequences(x, dims.token_dim);
   const auto out_index = sequence_indexer(out, dims.token_dim).value();  // contiguous
+  phase("dynamixer.softmax_mixing", [&] {
   MLPMIX_DISPATCH_CUDA_FLOATING(x.scalar_type(), "mlpmix_dynamixer_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const int64_t shared_bytes = dims.N * dims.N * int64_t{sizeof(acc_t)};
@@ -50,6 +54,7 @@ at::Tensor dynamixer_cuda(const Dims& dims, const at::Tensor& x,
         dims.S, dims.D / dims.S);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+  });
   return out;
 }
 
@@ -60,8 +65,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
     const at::Tensor& compress_weight, const std::optional<at::Tensor>& compress_bias,
     const at::Tensor& generate_weight, const std::optional<at::Tensor>& generate_bias) {
   const c10::cuda::CUDAGuard guard(x.device());
-  auto [compressed, logits_any] = compress_and_generate(x, compress_weight, compress_bias,
-                                                        generate_weight, generate_bias, dims);
+  auto [compressed, logits_any] = phase("dynamixer_backward.compress_generate", [&] {
+    return compress_and_generate(x, compress_weight, compress_bias, generate_weight,
+                                 generate_bias, dims);
+  });
   const auto logits = logits_any.contiguous();
   auto grad_logits = at::empty_like(logits);
   auto grad_x = at::empty(x.sizes(), x.options());
@@ -70,6 +77,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
     const auto input = index_sequences(x, dims.token_dim);
     const auto upstream = index_sequences(grad_out, dims.token_dim);
     const auto grad_x_index = sequence_indexer(grad_x, dims.token_dim).value();  // contiguous
+    phase("dynamixer_backward.softmax_mixing", [&] {
     MLPMIX_DISPATCH_CUDA_FLOATING(x.scalar_type(), "mlpmix_dynamixer_backward_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
       const int64_t shared_bytes = 2 * dims.N * dims.N * int64_t{sizeof(acc_t)};
@@ -86,9 +94,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
           dims.D / dims.S);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
+    });
   }
-  auto [gcw, gcb, ggw, ggb] = compress_and_generate_backward(
-      grad_logits, compressed, x, compress_weight, generate_weight, dims, grad_x);
+  auto [gcw, gcb, ggw, ggb] = phase("dynamixer_backward.compress_generate_backward", [&] {
+    return compress_and_generate_backward(grad_logits, compressed, x, compress_weight,
+                                          generate_weight, dims, grad_x);
+  });
   return {grad_x, gcw, gcb, ggw, ggb};
 }
 

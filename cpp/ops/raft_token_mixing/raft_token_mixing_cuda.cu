@@ -11,6 +11,7 @@
 
 #include "common/checked.h"
 #include "common/cuda_launch.cuh"
+#include "common/phase.h"
 #include "common/dtypes.h"
 #include "ops/raft_token_mixing/raft_token_mixing.h"
 #include "ops/raft_token_mixing/raft_token_mixing_kernels.cuh"
@@ -86,8 +87,12 @@ at::Tensor raft_token_mixing_cuda(const Dims& dims, const at::Tensor& x,
                                   const at::Tensor& fc2_weight, const at::Tensor& fc2_bias,
                                   int64_t raft_size, int64_t dim, double eps) {
   const c10::cuda::CUDAGuard guard(x.device());
-  auto rows = normalize_into_rows(x, norm_weight, norm_bias, eps, dims, false);
-  return mix_rows(rows.normed, fc1_weight, fc1_bias, fc2_weight, fc2_bias, x.size(0), dims);
+  auto rows = phase("raft_token_mixing.layer_norm", [&] {
+    return normalize_into_rows(x, norm_weight, norm_bias, eps, dims, false);
+  });
+  return phase("raft_token_mixing.mlp", [&] {
+    return mix_rows(rows.normed, fc1_weight, fc1_bias, fc2_weight, fc2_bias, x.size(0), dims);
+  });
 }
 
 // A kept fc1 pre-activation is not taken: the autograd keeps none on CUDA (cuBLAS
@@ -100,11 +105,17 @@ raft_token_mixing_backward_cuda(const Dims& dims, const at::Tensor& grad_out,
                                 const at::Tensor& fc2_bias, int64_t raft_size, int64_t dim,
                                 double eps) {
   const c10::cuda::CUDAGuard guard(x.device());
-  auto rows = normalize_into_rows(x, norm_weight, norm_bias, eps, dims, true);
+  auto rows = phase("raft_token_mixing_backward.layer_norm", [&] {
+    return normalize_into_rows(x, norm_weight, norm_bias, eps, dims, true);
+  });
   auto [grad_normalized, gnw, gnb, g1w, g1b, g2w, g2b] =
-      mix_rows_backward(grad_out, rows.normalized, rows.normed, norm_weight, fc1_weight,
-                        fc1_bias, fc2_weight, fc2_bias, x.size(0), dims);
-  auto grad_x = normalize_backward_from_rows(grad_normalized, x, rows, dims);
+      phase("raft_token_mixing_backward.mlp", [&] {
+        return mix_rows_backward(grad_out, rows.normalized, rows.normed, norm_weight,
+                                 fc1_weight, fc1_bias, fc2_weight, fc2_bias, x.size(0), dims);
+      });
+  auto grad_x = phase("raft_token_mixing_backward.layer_norm_backward", [&] {
+    return normalize_backward_from_rows(grad_normalized, x, rows, dims);
+  });
   return {grad_x, gnw, gnb, g1w, g1b, g2w, g2b};
 }
 
