@@ -277,36 +277,35 @@ MLPMIX_INLINE void normalize_backward_rows_impl(const T* gu, const T* x, const T
 // ---- the cloned entry points (target_clones takes no templates: one overload per dtype) --
 
 // T: the storage of x and the tiles; S: of the GELU slopes (float for bfloat16 tiles).
-#define MLPMIX_CHANNEL_MLP_CLONES(T, S)                                                       \
-  MLPMIX_CLONE_FOR_AVX512 void normalize_rows(const T* x, const Tokens& tokens, int64_t row0,    \
-                                            int64_t rows, int64_t C, const T* gamma,           \
-                                            const T* beta, double eps, T* u, double* mean,     \
-                                            double* rstd) {                                    \
-    normalize_rows_impl(x, tokens, row0, rows, C, gamma, beta, eps, u, mean, rstd);            \
-  }                                                                                            \
-  MLPMIX_CLONE_FOR_AVX512 void gelu_rows(const T* h, const T* bias, int64_t rows,              \
-                                         int64_t width,                                      \
-                                       T* kept, T* a, S* s) {                                  \
-    gelu_rows_impl(h, bias, rows, width, kept, a, s);                                          \
-  }                                                                                            \
-  MLPMIX_CLONE_FOR_AVX512 void fill_bias_rows(T* y, const T* bias, int64_t rows,                 \
-                                            int64_t width) {                                   \
-    fill_bias_rows_impl(y, bias, rows, width);                                                 \
-  }                                                                                            \
-  MLPMIX_CLONE_FOR_AVX512 void column_sums(T* m, const S* s, int64_t rows, int64_t width,        \
-                                         double* sums) {                                       \
-    column_sums_impl(m, s, rows, width, sums);                                                 \
-  }                                                                                            \
-  MLPMIX_CLONE_FOR_AVX512 void gather_rows(const T* src, const Tokens& tokens, int64_t row0,     \
-                                         int64_t rows, int64_t C, T* g) {                      \
-    gather_rows_impl(src, tokens, row0, rows, C, g);                                           \
-  }                                                                                            \
-  MLPMIX_CLONE_FOR_AVX512 void normalize_backward_rows(                                          \
-      const T* gu, const T* x, const Tokens& tokens, const double* mean, const double* rstd,   \
-      const T* gamma, int64_t row0, int64_t rows, int64_t C, T* grad_x, double* grad_gamma,    \
-      double* grad_beta) {                                                                     \
-    normalize_backward_rows_impl(gu, x, tokens, mean, rstd, gamma, row0, rows, C, grad_x,      \
-                                 grad_gamma, grad_beta);                                       \
+#define MLPMIX_CHANNEL_MLP_CLONES(T, S)                                                           \
+  MLPMIX_CLONE_FOR_AVX512 void normalize_rows(const T* x, const Tokens& tokens, int64_t row0,     \
+                                              int64_t rows, int64_t C, const T* gamma,            \
+                                              const T* beta, double eps, T* u, double* mean,      \
+                                              double* rstd) {                                     \
+    normalize_rows_impl(x, tokens, row0, rows, C, gamma, beta, eps, u, mean, rstd);               \
+  }                                                                                               \
+  MLPMIX_CLONE_FOR_AVX512 void gelu_rows(const T* h, const T* bias, int64_t rows,                 \
+                                         int64_t width, T* kept, T* a, S* s) {                    \
+    gelu_rows_impl(h, bias, rows, width, kept, a, s);                                             \
+  }                                                                                               \
+  MLPMIX_CLONE_FOR_AVX512 void fill_bias_rows(T* y, const T* bias, int64_t rows,                  \
+                                              int64_t width) {                                    \
+    fill_bias_rows_impl(y, bias, rows, width);                                                    \
+  }                                                                                               \
+  MLPMIX_CLONE_FOR_AVX512 void column_sums(T* m, const S* s, int64_t rows, int64_t width,         \
+                                           double* sums) {                                        \
+    column_sums_impl(m, s, rows, width, sums);                                                    \
+  }                                                                                               \
+  MLPMIX_CLONE_FOR_AVX512 void gather_rows(const T* src, const Tokens& tokens, int64_t row0,      \
+                                           int64_t rows, int64_t C, T* g) {                       \
+    gather_rows_impl(src, tokens, row0, rows, C, g);                                              \
+  }                                                                                               \
+  MLPMIX_CLONE_FOR_AVX512 void normalize_backward_rows(                                           \
+      const T* gu, const T* x, const Tokens& tokens, const double* mean, const double* rstd,      \
+      const T* gamma, int64_t row0, int64_t rows, int64_t C, T* grad_x, double* grad_gamma,       \
+      double* grad_beta) {                                                                        \
+    normalize_backward_rows_impl(gu, x, tokens, mean, rstd, gamma, row0, rows, C, grad_x,         \
+                                 grad_gamma, grad_beta);                                          \
   }
 
 MLPMIX_CHANNEL_MLP_CLONES(float, float)

@@ -127,10 +127,10 @@ MLPMIX_INLINE void combine_rows_impl(Coefficients<T> a, Rows<const T> in, Rows<O
 }
 
 // target_clones takes no templates: one overload per pair of dtypes.
-#define MLPMIX_COMBINE_ROWS(T, O)                                                            \
-  MLPMIX_CLONE_FOR_AVX2 void combine_rows(Coefficients<T> a, Rows<const T> in, Rows<O> out,  \
-                                          int64_t M, int64_t K, int64_t width) {             \
-    combine_rows_impl(a, in, out, M, K, width);                                              \
+#define MLPMIX_COMBINE_ROWS(T, O)                                                                 \
+  MLPMIX_CLONE_FOR_AVX2 void combine_rows(Coefficients<T> a, Rows<const T> in, Rows<O> out,       \
+                                          int64_t M, int64_t K, int64_t width) {                  \
+    combine_rows_impl(a, in, out, M, K, width);                                                   \
   }
 MLPMIX_COMBINE_ROWS(float, float)
 MLPMIX_COMBINE_ROWS(double, double)
@@ -235,14 +235,14 @@ MLPMIX_INLINE void softmax_over_inputs_backward_impl(const T* __restrict p,
   }
 }
 
-#define MLPMIX_SOFTMAX_CLONES(T, W)                                                          \
-  MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs(const T* logits, const T* bias, T* p,        \
-                                                 W* work, int64_t N) {                        \
-    softmax_over_inputs_impl(logits, bias, p, work, N);                                      \
-  }                                                                                          \
-  MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs_backward(const T* p, const W* grad_p,        \
-                                                          int64_t N, T* grad_logits) {        \
-    softmax_over_inputs_backward_impl(p, grad_p, N, grad_logits);                            \
+#define MLPMIX_SOFTMAX_CLONES(T, W)                                                               \
+  MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs(const T* logits, const T* bias, T* p,            \
+                                                 W* work, int64_t N) {                            \
+    softmax_over_inputs_impl(logits, bias, p, work, N);                                           \
+  }                                                                                               \
+  MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs_backward(const T* p, const W* grad_p,            \
+                                                          int64_t N, T* grad_logits) {            \
+    softmax_over_inputs_backward_impl(p, grad_p, N, grad_logits);                                 \
   }
 MLPMIX_SOFTMAX_CLONES(float, float)
 MLPMIX_SOFTMAX_CLONES(double, double)

@@ -367,41 +367,41 @@ MLPMIX_INLINE void row_sums_impl(double* m, const double* s, int64_t rows, int64
 // ---- the cloned entry points (target_clones takes no templates: one overload per dtype) --
 
 // T: the storage of x and the tiles; S: of the GELU slopes (float for bfloat16 tiles).
-#define MLPMIX_RAFT_CLONES(T, S)                                                             \
-  MLPMIX_CLONE_FOR_AVX512 void normalize_tile(const T* x, const TokenGrid& grid, const Dims& d, \
-                                            int64_t line0, int64_t lines, const T* gamma,    \
-                                            const T* beta, double eps, T* xt, double* mean,  \
-                                            double* rstd) {                                  \
-    normalize_tile_impl(x, grid, d, line0, lines, gamma, beta, eps, xt, mean, rstd);         \
-  }                                                                                          \
-  MLPMIX_CLONE_FOR_AVX512 void write_output(const T* yt, const T* bias, const Dims& d,         \
-                                          int64_t line0, int64_t lines, T* out,              \
-                                          const TokenGrid& grid) {                           \
-    write_output_impl(yt, bias, d, line0, lines, out, grid);                                 \
-  }                                                                                          \
-  MLPMIX_CLONE_FOR_AVX512 void gather_tile(const T* g, const TokenGrid& grid, const Dims& d,   \
-                                         int64_t line0, int64_t lines, T* gt) {              \
-    gather_tile_impl(g, grid, d, line0, lines, gt);                                          \
-  }                                                                                          \
-  MLPMIX_CLONE_FOR_AVX512 void normalize_backward_tile(                                        \
-      const T* gt, const T* x, const TokenGrid& x_grid, const double* mean,                  \
-      const double* rstd, const T* gamma, const Dims& d, int64_t line0, int64_t lines,       \
-      T* grad_x, const TokenGrid& grad_grid, double* grad_gamma, double* grad_beta) {        \
-    normalize_backward_tile_impl(gt, x, x_grid, mean, rstd, gamma, d, line0, lines, grad_x, \
-                                 grad_grid, grad_gamma, grad_beta);                          \
-  }                                                                                          \
-  MLPMIX_CLONE_FOR_AVX512 void bias_gelu(T* h, const T* bias, int64_t rows, int64_t lines,     \
-                                       int64_t o, T* kept, HiddenLayout kept_layout) {       \
-    bias_gelu_impl(h, bias, rows, lines, o, kept, kept_layout);                              \
-  }                                                                                          \
-  MLPMIX_CLONE_FOR_AVX512 void gelu_slope(const T* h, HiddenLayout layout, const T* bias,      \
-                                        int64_t rows, int64_t lines, int64_t o, T* a,        \
-                                        S* s) {                                              \
-    gelu_slope_impl(h, layout, bias, rows, lines, o, a, s);                                  \
-  }                                                                                          \
-  MLPMIX_CLONE_FOR_AVX512 void row_sums(T* m, const S* s, int64_t rows, int64_t width,         \
-                                      double* sums) {                                        \
-    row_sums_impl(m, s, rows, width, sums);                                                  \
+#define MLPMIX_RAFT_CLONES(T, S)                                                                  \
+  MLPMIX_CLONE_FOR_AVX512 void normalize_tile(const T* x, const TokenGrid& grid, const Dims& d,   \
+                                              int64_t line0, int64_t lines, const T* gamma,       \
+                                              const T* beta, double eps, T* xt, double* mean,     \
+                                              double* rstd) {                                     \
+    normalize_tile_impl(x, grid, d, line0, lines, gamma, beta, eps, xt, mean, rstd);              \
+  }                                                                                               \
+  MLPMIX_CLONE_FOR_AVX512 void write_output(const T* yt, const T* bias, const Dims& d,            \
+                                            int64_t line0, int64_t lines, T* out,                 \
+                                            const TokenGrid& grid) {                              \
+    write_output_impl(yt, bias, d, line0, lines, out, grid);                                      \
+  }                                                                                               \
+  MLPMIX_CLONE_FOR_AVX512 void gather_tile(const T* g, const TokenGrid& grid, const Dims& d,      \
+                                           int64_t line0, int64_t lines, T* gt) {                 \
+    gather_tile_impl(g, grid, d, line0, lines, gt);                                               \
+  }                                                                                               \
+  MLPMIX_CLONE_FOR_AVX512 void normalize_backward_tile(                                           \
+      const T* gt, const T* x, const TokenGrid& x_grid, const double* mean,                       \
+      const double* rstd, const T* gamma, const Dims& d, int64_t line0, int64_t lines,            \
+      T* grad_x, const TokenGrid& grad_grid, double* grad_gamma, double* grad_beta) {             \
+    normalize_backward_tile_impl(gt, x, x_grid, mean, rstd, gamma, d, line0, lines, grad_x,       \
+                                 grad_grid, grad_gamma, grad_beta);                               \
+  }                                                                                               \
+  MLPMIX_CLONE_FOR_AVX512 void bias_gelu(T* h, const T* bias, int64_t rows, int64_t lines,        \
+                                         int64_t o, T* kept, HiddenLayout kept_layout) {          \
+    bias_gelu_impl(h, bias, rows, lines, o, kept, kept_layout);                                   \
+  }                                                                                               \
+  MLPMIX_CLONE_FOR_AVX512 void gelu_slope(const T* h, HiddenLayout layout, const T* bias,         \
+                                          int64_t rows, int64_t lines, int64_t o, T* a,           \
+                                          S* s) {                                                 \
+    gelu_slope_impl(h, layout, bias, rows, lines, o, a, s);                                       \
+  }                                                                                               \
+  MLPMIX_CLONE_FOR_AVX512 void row_sums(T* m, const S* s, int64_t rows, int64_t width,            \
+                                        double* sums) {                                           \
+    row_sums_impl(m, s, rows, width, sums);                                                       \
   }
 
 MLPMIX_RAFT_CLONES(float, float)
@@ -534,7 +534,8 @@ raft_token_mixing_backward_cpu(const Dims& d, const at::Tensor& grad_out_any,
   const auto b1 = fc1_bias.contiguous();
   const TokenGrid x_grid(x, d), grad_out_grid(grad_out, d), grad_x_grid(grad_x, d);
   std::vector<MlpGradients> partials(tiling.chunks);  // weights in (n, i) feature order
-  MLPMIX_DISPATCH_CPU_FLOATING_AND_BF16(x.scalar_type(), "mlpmix_raft_token_mixing_backward_cpu", [&] {
+  MLPMIX_DISPATCH_CPU_FLOATING_AND_BF16(
+      x.scalar_type(), "mlpmix_raft_token_mixing_backward_cpu", [&] {
     using slope_t = at::opmath_type<scalar_t>;
     const auto wide = options.dtype(c10::CppTypeToScalarType<slope_t>::value);
     const scalar_t* x_data = x.const_data_ptr<scalar_t>();

@@ -149,24 +149,24 @@ MLPMIX_INLINE void softmax3_impl(T* x0, T* x1, T* x2, int64_t n) {
 }
 
 // target_clones takes no templates: one overload per dtype.
-#define MLPMIX_REWEIGHT_BRANCHES_CLONES(T)                                                   \
-  MLPMIX_CLONE_FOR_AVX2 void token_sums(const Sample<T>& s, int64_t tokens, int64_t j0,      \
-                                        int64_t width, double* sums, double* q) {            \
-    token_sums_impl(s, tokens, j0, width, sums, q);                                          \
-  }                                                                                          \
-  MLPMIX_CLONE_FOR_AVX2 void weighted_sum_row(const T* x0, const T* x1, const T* x2,         \
-                                              const T* a0, const T* a1, const T* a2,         \
-                                              int64_t width, T* out) {                       \
-    weighted_sum_row_impl(x0, x1, x2, a0, a1, a2, width, out);                               \
-  }                                                                                          \
-  MLPMIX_CLONE_FOR_AVX2 void branch_gradients_row(const T* g, const T* a0, const T* a1,      \
-                                                  const T* a2, const T* per_token,           \
-                                                  int64_t width, T* grad_h, T* grad_w,       \
-                                                  T* grad_c) {                               \
-    branch_gradients_row_impl(g, a0, a1, a2, per_token, width, grad_h, grad_w, grad_c);      \
-  }                                                                                          \
-  MLPMIX_CLONE_FOR_AVX2 void softmax3(T* x0, T* x1, T* x2, int64_t n) {                      \
-    softmax3_impl(x0, x1, x2, n);                                                            \
+#define MLPMIX_REWEIGHT_BRANCHES_CLONES(T)                                                        \
+  MLPMIX_CLONE_FOR_AVX2 void token_sums(const Sample<T>& s, int64_t tokens, int64_t j0,           \
+                                        int64_t width, double* sums, double* q) {                 \
+    token_sums_impl(s, tokens, j0, width, sums, q);                                               \
+  }                                                                                               \
+  MLPMIX_CLONE_FOR_AVX2 void weighted_sum_row(const T* x0, const T* x1, const T* x2,              \
+                                              const T* a0, const T* a1, const T* a2,              \
+                                              int64_t width, T* out) {                            \
+    weighted_sum_row_impl(x0, x1, x2, a0, a1, a2, width, out);                                    \
+  }                                                                                               \
+  MLPMIX_CLONE_FOR_AVX2 void branch_gradients_row(const T* g, const T* a0, const T* a1,           \
+                                                  const T* a2, const T* per_token,                \
+                                                  int64_t width, T* grad_h, T* grad_w,            \
+                                                  T* grad_c) {                                    \
+    branch_gradients_row_impl(g, a0, a1, a2, per_token, width, grad_h, grad_w, grad_c);           \
+  }                                                                                               \
+  MLPMIX_CLONE_FOR_AVX2 void softmax3(T* x0, T* x1, T* x2, int64_t n) {                           \
+    softmax3_impl(x0, x1, x2, n);                                                                 \
   }
 MLPMIX_REWEIGHT_BRANCHES_CLONES(float)
 MLPMIX_REWEIGHT_BRANCHES_CLONES(double)
