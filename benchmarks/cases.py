@@ -3,19 +3,21 @@
 A case has a label (op or model), a kind (forward, forward+backward, inference, training),
 a sub-label (shape, dtype, device) and a ``build(impl)`` that returns the no-argument
 callable to time. Every case has a unique ``name`` so that a fresh process (the memory
-measurement) can rebuild it.
+measurement) can rebuild it: ``<label>/<shape key>/<kind>`` for an op, ``<model>/<kind>``
+for a model, with ``/batch<N>`` appended at a batch other than the device's default.
 
-On CPU the cases' inputs and parameters are float32, at batch 8; the implementation decides
-the precision it runs them in (``implementations.PRECISIONS``: float32, bfloat16 autocast,
-bfloat16 weights). On CUDA the ops run in float32 and the models at batch 64 under bfloat16
-autocast, as they are trained on GPUs.
+On CPU the cases' inputs and parameters are float32, at batch 8 by default; the
+implementation decides the precision it runs them in (``implementations.PRECISIONS``:
+float32, bfloat16 autocast, bfloat16 weights, int8), and the runtimes run a model's
+inference from its exported file (``benchmarks/runtimes.py``). On CUDA the ops run in
+float32 and the models at batch 64 under bfloat16 autocast, as they are trained on GPUs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Callable, List, Optional, Sequence
+from functools import lru_cache, partial
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -23,20 +25,31 @@ import torch.nn.functional as F
 import mlpmix
 from mlpmix import ops
 
-from .implementations import prepare, weights_dtype
+from . import runtimes
+from .implementations import prepare, runtime, weights_dtype
 
 IMAGE = 224
 DTYPE = torch.float32
 
 
+def default_batch(device: str) -> int:
+    return 64 if device == "cuda" else 8
+
+
 @dataclass(frozen=True)
 class Setting:
-    """Where and how the cases run."""
+    """Where and how the cases run: on ``device``, at ``batch`` (None: the device's
+    default)."""
     device: str = "cpu"
+    batch_size: Optional[int] = None
 
     @property
     def batch(self) -> int:
-        return 64 if self.device == "cuda" else 8
+        return self.batch_size or default_batch(self.device)
+
+    def case_name(self, name: str) -> str:
+        """A case's unique name at this batch."""
+        return name if self.batch == default_batch(self.device) else f"{name}/batch{self.batch}"
 
     @property
     def model_autocast(self) -> Optional[torch.dtype]:
@@ -55,6 +68,9 @@ class Case:
     sub_label: str
     build: Callable[[str], Callable[[], object]] = field(repr=False)
     images: int = 0  # images per call, for images/s (models only)
+    # The dtype of its matrix products before an implementation's precision (the CUDA
+    # models': bfloat16, under autocast): which peak its fraction of peak is of.
+    products: torch.dtype = torch.float32
 
 
 def _shape_label(setting: Setting, shape: Sequence[int], extra: str = "",
@@ -86,13 +102,13 @@ def _op_step(fn: Callable, args: List[object], backward: bool, impl: str) -> Cal
     return forward_backward
 
 
-def _op_cases(op: str, key: str, make_args: Callable[[bool], List[object]],
+def _op_cases(setting: Setting, op: str, key: str, make_args: Callable[[bool], List[object]],
               static: dict, sub_label: str) -> List[Case]:
     fn = partial(getattr(ops, op), **static)
     cases = []
     for kind, backward in (("forward", False), ("forward+backward", True)):
         cases.append(Case(
-            name=f"{op}/{key}/{kind}", label=op, kind=kind, sub_label=sub_label,
+            name=setting.case_name(f"{op}/{key}/{kind}"), label=op, kind=kind, sub_label=sub_label,
             build=lambda impl, backward=backward: _op_step(fn, make_args(backward), backward, impl),
         ))
     return cases
@@ -116,7 +132,7 @@ def dynamixer_cases(setting: Setting, key: str, resolution: int, dim: int, segme
         ]
 
     axis_name = "H" if axis == 1 else "W"
-    return _op_cases("dynamixer", key, make_args, dict(num_segments=segments, dim=axis),
+    return _op_cases(setting, "dynamixer", key, make_args, dict(num_segments=segments, dim=axis),
                      _shape_label(setting, (batch, n, n, dim), f"S={segments} d={reduced} along {axis_name}"))
 
 
@@ -135,7 +151,7 @@ def raft_cases(setting: Setting, key: str, resolution: int, channels: int, axis:
         ]
 
     axis_name = "H" if axis == 1 else "W"
-    return _op_cases("raft_token_mixing", key, make_args, dict(raft_size=raft, dim=axis),
+    return _op_cases(setting, "raft_token_mixing", key, make_args, dict(raft_size=raft, dim=axis),
                      _shape_label(setting, (batch, resolution, resolution, channels),
                                   f"r={raft} along {axis_name}"))
 
@@ -155,7 +171,7 @@ def channel_cases(setting: Setting, key: str, resolution: int, channels: int,
             randn(channels, hidden, scale=hidden ** -0.5, grad=grad), randn(channels, grad=grad),
         ]
 
-    return _op_cases("channel_mlp", key, make_args, dict(eps=1e-5),
+    return _op_cases(setting, "channel_mlp", key, make_args, dict(eps=1e-5),
                      _shape_label(setting, (batch, resolution, resolution, channels),
                                   f"hidden={hidden}"))
 
@@ -174,7 +190,7 @@ def embed_cases(setting: Setting, key: str, in_channels: int, size: int, kernels
             randn(out_channels, grad=grad),
         ]
 
-    return _op_cases("cross_scale_embed", key, make_args, dict(kernel_sizes=kernels),
+    return _op_cases(setting, "cross_scale_embed", key, make_args, dict(kernel_sizes=kernels),
                      _shape_label(setting, (batch, in_channels, size, size), f"k={kernels} -> {out_channels}"))
 
 
@@ -190,7 +206,7 @@ def linear_cases(setting: Setting, key: str, resolution: int, channels: int) -> 
             randn(channels, channels, scale=channels ** -0.5, grad=grad), randn(channels, grad=grad),
         ]
 
-    return _op_cases("linear", key, make_args, {},
+    return _op_cases(setting, "linear", key, make_args, {},
                      _shape_label(setting, (batch, resolution, resolution, channels),
                                   f"-> {channels}"))
 
@@ -210,7 +226,7 @@ def reweight_cases(setting: Setting, key: str, resolution: int, channels: int) -
             randn(3 * channels, grad=grad),
         ]
 
-    return _op_cases("reweight_branches", key, make_args, {},
+    return _op_cases(setting, "reweight_branches", key, make_args, {},
                      _shape_label(setting, (batch, resolution, resolution, channels),
                                   f"hidden={hidden}"))
 
@@ -240,14 +256,26 @@ def op_cases(setting: Setting, quick: bool) -> List[Case]:
     return cases
 
 
+@lru_cache(maxsize=None)
+def input_size(name: str) -> Tuple[int, ...]:
+    """The (C, H, W) model ``name`` takes (3x224x224 for the six), from a model built on the
+    meta device: no memory, no initialisation."""
+    with torch.device("meta"):
+        return tuple(mlpmix.create_model(name).pretrained_cfg["input_size"])
+
+
 def _model_step(setting: Setting, name: str, training: bool, impl: str) -> Callable[[], object]:
     torch.manual_seed(0)
     weights = weights_dtype(impl)  # bf16 weights: the model and the images cast to it
     model = mlpmix.create_model(name).train(training).to(setting.device, weights or DTYPE)
-    images = torch.randn(setting.batch, 3, IMAGE, IMAGE, dtype=DTYPE, device=setting.device)
+    images = torch.randn(setting.batch, *input_size(name), dtype=DTYPE, device=setting.device)
     images = images.to(weights or DTYPE)
     autocast = torch.autocast(setting.device, setting.model_autocast,
                               enabled=setting.model_autocast is not None)
+    if runtime(impl):
+        if training:
+            raise ValueError(f"{impl} runs a model's inference only, not {name}'s training step")
+        return runtimes.step(name, model, images, impl)
     if not training:
         run = prepare(model, impl, setting.device)
 
@@ -279,21 +307,23 @@ def model_cases(setting: Setting, quick: bool) -> List[Case]:
     for name in QUICK_MODELS if quick else MODELS:
         for kind, training in (("inference", False), ("training", True)):
             cases.append(Case(
-                name=f"{name}/{kind}", label=name, kind=kind,
-                sub_label=_shape_label(setting, (setting.batch, 3, IMAGE, IMAGE), autocast=True),
+                name=setting.case_name(f"{name}/{kind}"), label=name, kind=kind,
+                sub_label=_shape_label(setting, (setting.batch, *input_size(name)), autocast=True),
                 build=lambda impl, name=name, training=training: _model_step(setting, name, training, impl),
-                images=setting.batch,
+                images=setting.batch, products=setting.model_autocast or DTYPE,
             ))
     return cases
 
 
-def all_cases(quick: bool = False, device: str = "cpu") -> List[Case]:
-    setting = Setting(device)
+def all_cases(quick: bool = False, device: str = "cpu", batch: Optional[int] = None) -> List[Case]:
+    """Every case (``quick``: the S models and one shape per op) on ``device`` at ``batch``
+    (None: the device's default)."""
+    setting = Setting(device, batch)
     return op_cases(setting, quick) + model_cases(setting, quick)
 
 
-def find(name: str, device: str = "cpu") -> Case:
-    for case in all_cases(device=device):
+def find(name: str, device: str = "cpu", batch: Optional[int] = None) -> Case:
+    for case in all_cases(device=device, batch=batch):
         if case.name == name:
             return case
-    raise KeyError(f"no benchmark case named {name!r}")
+    raise KeyError(f"no benchmark case named {name!r} at batch {batch or default_batch(device)}")

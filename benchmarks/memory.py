@@ -7,7 +7,8 @@ glibc's malloc is told to serve every allocation above 64 KiB with its own mappi
 freed tensors leave the resident set at once and the peak counts live memory only. The
 kernel's peak-RSS counter is reset (``/proc/self/clear_refs``) after a warm-up call.
 
-Usage: ``python -m benchmarks.memory CASE_NAME IMPLEMENTATION THREADS`` prints bytes.
+Usage: ``python -m benchmarks.memory CASE_NAME IMPLEMENTATION THREADS [BATCH]`` prints
+bytes.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def cuda_peak_growth_bytes(case_name: str, impl: str) -> int:
-    step = find(case_name, "cuda").build(impl)
+def cuda_peak_growth_bytes(case_name: str, impl: str, batch: Optional[int] = None) -> int:
+    step = find(case_name, "cuda", batch).build(impl)
     step()
     step()
     torch.cuda.synchronize()
@@ -46,10 +47,11 @@ def cuda_peak_growth_bytes(case_name: str, impl: str) -> int:
     return torch.cuda.max_memory_allocated() - before
 
 
-def peak_growth_bytes(case_name: str, impl: str, threads: int) -> int:
+def peak_growth_bytes(case_name: str, impl: str, threads: int,
+                      batch: Optional[int] = None) -> int:
     """In this process: warm up, then the peak RSS growth of one call."""
     torch.set_num_threads(threads)
-    step = find(case_name).build(impl)
+    step = find(case_name, batch=batch).build(impl)
     step()
     step()
     gc.collect()
@@ -61,15 +63,17 @@ def peak_growth_bytes(case_name: str, impl: str, threads: int) -> int:
     return (_status_kib("VmHWM") - before) * 1024
 
 
-def measure(case_name: str, impl: str, threads: int, device: str = "cpu") -> Optional[int]:
-    """Peak memory growth of one call (see the module docstring), or None where Linux cannot
-    report it."""
+def measure(case_name: str, impl: str, threads: int, device: str = "cpu",
+            batch: Optional[int] = None) -> Optional[int]:
+    """Peak memory growth of one call of case ``case_name`` at ``batch`` (None: the
+    device's default; see the module docstring), or None where Linux cannot report it."""
     if device == "cuda":
-        return cuda_peak_growth_bytes(case_name, impl)
+        return cuda_peak_growth_bytes(case_name, impl, batch)
     if not os.path.exists("/proc/self/clear_refs"):
         return None
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.memory", case_name, impl, str(threads)],
+        [sys.executable, "-m", "benchmarks.memory", case_name, impl, str(threads)]
+        + ([str(batch)] if batch else []),
         capture_output=True, text=True, env={**os.environ, **_ENV},
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     )
@@ -79,4 +83,5 @@ def measure(case_name: str, impl: str, threads: int, device: str = "cpu") -> Opt
 
 
 if __name__ == "__main__":
-    print(peak_growth_bytes(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+    print(peak_growth_bytes(sys.argv[1], sys.argv[2], int(sys.argv[3]),
+                            int(sys.argv[4]) if len(sys.argv) > 4 else None))

@@ -5,12 +5,15 @@ eager reference.
 Each row's ``speedup vs eager reference`` and ``memory vs reference`` are against its
 baseline, the eager reference in the row's precision (``implementations.baseline``:
 ``reference`` for float32, ``reference+bf16`` for ``+bf16``, ``reference+bf16w`` for
-``+bf16w``); ``speedup vs f32 reference`` is against the float32 eager reference.
+``+bf16w``; ``reference`` for ``+int8``); ``speedup vs f32 reference`` is against the
+float32 eager reference. ``GFLOP`` is one call's work (``flop_count``), ``GFLOP/s`` that
+over the median, ``fraction of peak`` that over the machine's matrix-product peak at the
+row's threads in its precision (``peak``: bfloat16 for the bf16 ones, float32 otherwise).
 
 ``python -m benchmarks.report FILE.json ... [--out DIR]`` renders the markdown (and, for the
 suite's files, the chart) of saved results again and prints each target's verdict: the JSON
 is the record, the rest is derived from it. Results saved before the bf16 columns (no
-``speedup vs f32 reference``, no ``native bf16``) render as they are."""
+``speedup vs f32 reference``, no ``native bf16``) or the peak render as they are."""
 
 from __future__ import annotations
 
@@ -21,16 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import torch
 from torch.utils.benchmark import Compare, Measurement
 
+from . import peak
 from .cases import Case
-from .implementations import PRECISIONS, REFERENCE, order
+from .implementations import BACKENDS, PRECISIONS, REFERENCE, order
 from .implementations import parse as implementation
 from .targets import TARGETS, Target
 
 COLUMNS = ["case", "kind", "shape", "threads", "implementation", "median ms", "IQR ms",
-           "speedup vs eager reference", "speedup vs f32 reference", "images/s",
-           "peak memory MiB", "memory vs reference"]
+           "speedup vs eager reference", "speedup vs f32 reference", "GFLOP", "GFLOP/s",
+           "fraction of peak", "images/s", "peak memory MiB", "memory vs reference"]
 
 
 @dataclass
@@ -40,6 +45,7 @@ class Result:
     threads: int
     measurement: Measurement
     peak_bytes: Optional[int] = None
+    flops: Optional[int] = None  # of one call
 
 
 def _key(r: Result):
@@ -55,7 +61,10 @@ def baseline(impl: str) -> str:
         return REFERENCE
 
 
-def rows(results: Sequence[Result]) -> List[Dict[str, object]]:
+def rows(results: Sequence[Result], peaks: Optional[Dict[str, object]] = None
+         ) -> List[Dict[str, object]]:
+    """The table of ``results``; ``peaks``: the run's matrix-product peak record
+    (``peak.measure``), None for no fraction of peak."""
     by_impl = {(_key(r), r.impl): r for r in results}
     out = []
     for r in results:
@@ -65,12 +74,19 @@ def rows(results: Sequence[Result]) -> List[Dict[str, object]]:
         speedup = ref.measurement.median / median if ref else None
         memory_ratio = (r.peak_bytes / ref.peak_bytes
                         if ref and r.peak_bytes is not None and ref.peak_bytes else None)
+        gflops = r.flops / median / 1e9 if r.flops is not None else None
+        products = implementation(r.impl).precision.products or r.case.products
+        machine_peak = peak.of(peaks, products, r.threads)
+        fraction = gflops / machine_peak if gflops is not None and machine_peak else None
         out.append({
             "case": r.case.label, "kind": r.case.kind, "shape": r.case.sub_label,
             "threads": r.threads, "implementation": r.impl,
             "median ms": median * 1e3, "IQR ms": r.measurement.iqr * 1e3,
             "speedup vs eager reference": speedup,
             "speedup vs f32 reference": f32.measurement.median / median if f32 else None,
+            "GFLOP": r.flops / 1e9 if r.flops is not None else None,
+            "GFLOP/s": gflops,
+            "fraction of peak": fraction,
             "images/s": r.case.images / median if r.case.images else None,
             "peak memory MiB": r.peak_bytes / 2**20 if r.peak_bytes is not None else None,
             "memory vs reference": memory_ratio,
@@ -167,7 +183,7 @@ def _precisions(table: List[Dict[str, object]]) -> List[str]:
 
 def bf16_note(table: List[Dict[str, object]], machine: Dict[str, object]) -> List[str]:
     """Whether the bf16 targets apply on the run's machine, where the table has bf16 rows."""
-    if _precisions(table) == [""]:
+    if all(PRECISIONS[p].products is not torch.bfloat16 for p in _precisions(table)):
         return []
     native, flags = machine.get("native bf16"), machine.get("bf16 flags", "not recorded")
     if native:
@@ -238,22 +254,54 @@ def _precision_lines(table: List[Dict[str, object]]) -> List[str]:
         f"- precision, by the implementation's name: {meaning}; the shape column gives the "
         "case's inputs, before an implementation casts them",
         "- speedup vs eager reference, memory vs reference: against the eager reference in "
-        "the row's precision (reference, reference+bf16, reference+bf16w); speedup vs f32 "
-        "reference: against the float32 eager reference",
+        "the row's precision (reference, reference+bf16, reference+bf16w; reference for "
+        "int8); speedup vs f32 reference: against the float32 eager reference",
     ]
 
 
+def _runtime_lines(table: List[Dict[str, object]]) -> List[str]:
+    """What the table's runtime implementations run, where it has any."""
+    backends = dict.fromkeys(row["implementation"].split("+")[0] for row in table)
+    runtimes = [f"{b}: {BACKENDS[b].runtime}" for b in backends
+                if b in BACKENDS and BACKENDS[b].runtime]
+    if not runtimes:
+        return []
+    return ["- runtimes (model inference; the mlpmix model exported once, outside the timing, "
+            "with a free batch): " + "; ".join(runtimes)]
+
+
+def _peak_lines(machine: Dict[str, object]) -> List[str]:
+    """The run's matrix-product peak and how the table's GFLOP/s and fraction of peak are
+    taken, where the record has a peak."""
+    record = machine.get("matmul peak")
+    if not record:
+        return []
+    return [
+        f"- matrix-product peak (fastest block of blocked_autorange): {peak.describe(record)}",
+        "- GFLOP: one call's FLOPs (FlopCounterMode over mlpmix's step with the ops' FLOP "
+        "formulas, on fake tensors; forward and backward for forward+backward and training); "
+        "GFLOP/s: GFLOP over the median; fraction of peak: GFLOP/s over the peak at the row's "
+        "threads in its precision (bfloat16 for +bf16 and +bf16w where measured, float32 "
+        "otherwise, int8 included)",
+    ]
+
+
+def _skipped_lines(skipped: Optional[Dict[str, str]]) -> List[str]:
+    return [f"- not run: {impl} ({why})" for impl, why in (skipped or {}).items()]
+
+
 def markdown(table: List[Dict[str, object]], machine: Dict[str, object], name: str,
-             compare: str = "") -> str:
-    """The report of a run: its setting, the targets checked, the table and, when given,
-    ``torch.utils.benchmark.Compare``'s output."""
+             compare: str = "", skipped: Optional[Dict[str, str]] = None) -> str:
+    """The report of a run: its setting, the implementations ``skipped`` and why, the
+    targets checked, the table and, when given, ``torch.utils.benchmark.Compare``'s
+    output."""
     threads = sorted({row["threads"] for row in table})
     cuda = machine.get("device") == "cuda"
     if cuda:
         setting = [
             f"- GPU: {machine['gpu']}; host: {machine['cpu']}",
-            f"- torch {machine['torch']}, Python {machine['python']}; ops float32 at batch 64, "
-            "models batch 64 under bfloat16 autocast (dtype and batch in each shape column)",
+            f"- torch {machine['torch']}, Python {machine['python']}; ops float32, models "
+            "under bfloat16 autocast (dtype and batch, 64 by default, in each shape column)",
             *_precision_lines(table),
             "- peak memory: torch.cuda.max_memory_allocated over one call, less the memory "
             "allocated before it (eager implementations only)",
@@ -263,13 +311,14 @@ def markdown(table: List[Dict[str, object]], machine: Dict[str, object], name: s
         setting = [
             f"- machine: {machine['cpu']}",
             f"- torch {machine['torch']}, Python {machine['python']}, "
-            f"{'float32, ' if float32_only else ''}batch 8",
+            f"{'float32, ' if float32_only else ''}batch in each shape column",
             *_precision_lines(table),
             f"- allocator: {machine.get('allocator', 'not recorded')}",
             "- peak memory: growth of the peak RSS over one call in a fresh process (eager "
             "implementations only; compilation would dominate the compiled ones)",
         ]
-    setting += ["", *targets_section(table, machine)]
+    setting += [*_runtime_lines(table), *_peak_lines(machine), *_skipped_lines(skipped),
+                "", *targets_section(table, machine)]
     lines = [
         f"# mlpmix {'CUDA' if cuda else 'CPU'} benchmarks ({name})", "",
         f"- date: {machine['date']}",
@@ -285,24 +334,29 @@ def markdown(table: List[Dict[str, object]], machine: Dict[str, object], name: s
 
 
 def render(table: List[Dict[str, object]], machine: Dict[str, object], out: Path,
-           name: str, compare: str = "") -> Dict[str, Path]:
+           name: str, compare: str = "", skipped: Optional[Dict[str, str]] = None
+           ) -> Dict[str, Path]:
     """Writes ``<name>.md`` and ``<name>.png`` of a run's table into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out / f"{name}.md", "png": out / f"{name}.png"}
-    paths["markdown"].write_text(markdown(table, machine, name, compare))
+    paths["markdown"].write_text(markdown(table, machine, name, compare, skipped))
     chart(table, paths["png"])
     return paths
 
 
 def write(results: Sequence[Result], out: Path, machine: Dict[str, object], load_before: str,
-          load_after: str, name: str = "results") -> Dict[str, Path]:
-    """Writes a run's ``<name>.json`` (machine, load averages and the table: all that
+          load_after: str, name: str = "results",
+          skipped: Optional[Dict[str, str]] = None) -> Dict[str, Path]:
+    """Writes a run's ``<name>.json`` (machine with its matrix-product peak, load averages,
+    the implementations ``skipped`` with why, and the table: all that
     ``python -m benchmarks.report`` needs to render it again), ``.md`` and ``.png``."""
     machine = {**machine, "load before": load_before, "load after": load_after}
-    table = rows(results)
-    paths = render(table, machine, out, name, str(Compare([r.measurement for r in results])))
+    table = rows(results, machine.get("matmul peak"))
+    paths = render(table, machine, out, name, str(Compare([r.measurement for r in results])),
+                   skipped)
     paths["json"] = out / f"{name}.json"
-    paths["json"].write_text(json.dumps({"machine": machine, "rows": table}, indent=1))
+    paths["json"].write_text(json.dumps(
+        {"machine": machine, "skipped": skipped or {}, "rows": table}, indent=1))
     return paths
 
 
@@ -315,7 +369,7 @@ def rerender(path: Path, out: Optional[Path] = None) -> Dict[str, Path]:
     out = path.parent if out is None else out
     if data["rows"] and "floor ms" in data["rows"][0]:
         return {"markdown": gemm_floor.write_markdown(data["rows"], data["machine"], out, path.stem)}
-    return render(data["rows"], data["machine"], out, path.stem)
+    return render(data["rows"], data["machine"], out, path.stem, skipped=data.get("skipped"))
 
 
 def parse(argv: Optional[List[str]]) -> argparse.Namespace:

@@ -31,11 +31,11 @@ os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.envir
 CPP_APP_FILES = {"test_concurrency.py", "test_export_cpp.py"}
 
 
-# The longest groups (builds in fresh venvs, C++ apps, the demo, compiled models, the op
-# table), longest first: pytest-xdist hands groups out in collection order, and one started
-# last would finish alone.
-LONGEST_FIRST = ["test_sanitizers.py", "test_cuda_build.py", "test_concurrency.py",
-                 "test_export_cpp.py", "test_cli.py", "test_packaging.py",
+# The longest groups (ONNX exports of every model, builds in fresh venvs, C++ apps, the demo,
+# compiled models, the op table), longest first: pytest-xdist hands groups out in collection
+# order, and one started last would finish alone.
+LONGEST_FIRST = ["test_onnx.py", "test_sanitizers.py", "test_cuda_build.py",
+                 "test_concurrency.py", "test_export_cpp.py", "test_cli.py", "test_packaging.py",
                  "test_reduced_precision.py", "test_models.py", "test_ops.py",
                  "test_cuda_emulated.py"]
 

@@ -1,5 +1,6 @@
 """The benchmark suite runs one small case end to end and writes its report, its float32
-and bfloat16 columns alike (no timing is asserted: the numbers depend on the machine)."""
+and bfloat16 columns, the deployment runtimes and the fraction of the machine's peak alike
+(no timing is asserted: the numbers depend on the machine)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,31 @@ import mlpmix
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks import machine, report, run  # noqa: E402
+from benchmarks import machine, peak, report, run  # noqa: E402
 from benchmarks.targets import BF16_TARGETS, TARGETS, Target  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 
 
+@pytest.fixture
+def quick_peak(monkeypatch):
+    """The machine's peak measured briefly: the tests check the record, not the machine."""
+    monkeypatch.setattr(peak, "RUN_TIME", 0.05)
+
+
+def assert_gflops_of_peak(record, row):
+    """A row's GFLOP/s is its FLOPs over its median, a fraction of the run's peak in its
+    precision (bfloat16 for the bf16 ones, where the CPU has it)."""
+    assert row["GFLOP/s"] == pytest.approx(row["GFLOP"] / (row["median ms"] / 1e3))
+    products = torch.bfloat16 if "+bf16" in row["implementation"] else torch.float32
+    machine_peak = peak.of(record["machine"]["matmul peak"], products, row["threads"])
+    assert machine_peak > 0
+    assert row["fraction of peak"] == pytest.approx(row["GFLOP/s"] / machine_peak)
+    assert row["fraction of peak"] > 0
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="peak memory needs Linux /proc")
-def test_one_case_writes_the_report(tmp_path, monkeypatch):
+def test_one_case_writes_the_report(tmp_path, monkeypatch, quick_peak):
     monkeypatch.chdir(REPO)
     impls = ["reference", "mlpmix", "reference+bf16", "mlpmix+bf16"]
     status = run.main([
@@ -52,6 +70,18 @@ def test_one_case_writes_the_report(tmp_path, monkeypatch):
             rows["reference"]["median ms"] / rows[impl]["median ms"])
     assert all(r["peak memory MiB"] is not None for r in rows.values())
     assert isinstance(record["machine"]["native bf16"], bool)  # the record says the CPU's bf16
+    # the machine's peak, in bfloat16 too where the CPU has it natively
+    peaks = record["machine"]["matmul peak"]["GFLOP/s"]
+    assert peaks["float32"]["1"] > 0
+    assert ("bfloat16" in peaks) == record["machine"]["native bf16"]
+    # forward and backward counted: the weight's and the input's gradient products beside
+    # the forward's, (B*28*28 tokens) x (64 channels * (2*2 + 4*4) window) x 128
+    assert all(r["GFLOP"] == pytest.approx(3 * 2 * (8 * 28 * 28) * (64 * 20) * 128 / 1e9)
+               for r in rows.values())
+    for row in rows.values():
+        assert_gflops_of_peak(record, row)
+    assert "- matrix-product peak (fastest block of blocked_autorange): torch.mm 2048x2048: " \
+        in markdown
     assert "- native bf16: " in markdown
     assert (tmp_path / "smoke.png").read_bytes().startswith(b"\x89PNG")
     assert "speedup vs reference" in markdown and "(target >= 2.0x)" in markdown  # TARGETS
@@ -163,9 +193,18 @@ def test_implementations_are_data(monkeypatch):
         == ["reference", "reference+bf16", "reference+bf16w"]
     assert impl.applies("mlpmix+bf16w", "inference") and not impl.applies("mlpmix+bf16w", "training")
     assert impl.applies("mlpmix+bf16", "forward+backward")
-    for bad in ("mlpmix+compile+bf16", "mlpmix+", "eager", "mlpmix+fp8"):
+    for bad in ("mlpmix+compile+bf16", "mlpmix+", "eager", "mlpmix+fp8", "mlpmix+int8",
+                "aoti+compile", "openvino+int8", "onnxruntime+bf16"):
         with pytest.raises(ValueError):
             impl.parse(bad)
+    # the runtimes: model inference only, float32 (onnxruntime: int8 too) against the
+    # float32 eager reference
+    from benchmarks.runtimes import RUNTIMES
+
+    assert set(RUNTIMES) == {n for n in impl.KNOWN if impl.runtime(n)} == {
+        "aoti", "onnxruntime", "onnxruntime+int8", "openvino"}
+    assert all(impl.applies(n, "inference") and not impl.applies(n, "forward") for n in RUNTIMES)
+    assert impl.baseline("onnxruntime+int8") == "reference"
     with pytest.raises(SystemExit):
         run.parse(["--implementations", "mlpmix+fp8"])
     # +bf16: the implementation switch and CPU bf16 autocast; +compile: torch.compile of it
@@ -192,16 +231,13 @@ def test_bf16_cases_run_in_their_precision():
         assert (actual.float() - expected).norm() <= 2e-2 * expected.norm(), name
 
 
-def test_bf16_weights_column_is_inference_only(tmp_path, monkeypatch):
+def test_bf16_weights_column_is_inference_only(tmp_path, quick_peak):
     """One run with an op and a model: the bf16-weights columns only on the model's
     inference (at batch 1 here, to keep the test short), with their targets."""
-    from benchmarks import cases
-
-    monkeypatch.setattr(cases.Setting, "batch", property(lambda self: 1))
     impls = ["reference", "reference+bf16", "mlpmix+bf16", "reference+bf16w", "mlpmix+bf16w"]
     status = run.main([
         "--cases", "cross_scale_embed/raftmlp_s_level_2/forward", "raftmlp_s/inference",
-        "--implementations", *impls, "--threads", "1", "--min-run-time", "0.01",
+        "--implementations", *impls, "--threads", "1", "--batch", "1", "--min-run-time", "0.01",
         "--out", str(tmp_path), "--name", "bf16w",
     ])
     assert status == 0
@@ -218,6 +254,75 @@ def test_bf16_weights_column_is_inference_only(tmp_path, monkeypatch):
     assert "raftmlp_s inference (1x3x224x224) f32 cpu, mlpmix+bf16w: speedup vs reference" \
         in markdown and "(target >= 2.2x)" in markdown
     assert "mlpmix+bf16: speedup vs reference+bf16" in markdown and "(target >= 1.3x)" in markdown
+
+
+def test_runtimes_time_the_exported_model_on_the_run_threads(tmp_path, monkeypatch, quick_peak):
+    """A tiny model's inference through onnxruntime (float32 and int8) and OpenVINO beside
+    eager PyTorch, at two batch sizes from one export: each runtime on the run's threads
+    (OpenVINO in float32), computing the model's logits; a runtime whose packages are
+    missing is left out with the reason in the report (AOTI here, which would compile)."""
+    import dataclasses
+
+    import onnxruntime
+    import openvino
+
+    from benchmarks import cases, implementations
+
+    monkeypatch.setattr(cases, "MODELS", ("raftmlp_tiny",))
+    monkeypatch.setitem(implementations.BACKENDS, "aoti", dataclasses.replace(
+        implementations.BACKENDS["aoti"], packages=("mlpmix_absent_package",)))
+    configured = []
+
+    class Session(onnxruntime.InferenceSession):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            configured.append(("onnxruntime", self.get_session_options().intra_op_num_threads))
+
+    class Core(openvino.Core):
+        def compile_model(self, *args, **kwargs):
+            compiled = super().compile_model(*args, **kwargs)
+            configured.append(("openvino", compiled.get_property("INFERENCE_NUM_THREADS"),
+                               str(compiled.get_property("INFERENCE_PRECISION_HINT"))))
+            return compiled
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", Session)
+    monkeypatch.setattr(openvino, "Core", Core)
+    impls = ["reference", "mlpmix", "aoti", "onnxruntime", "onnxruntime+int8", "openvino"]
+    status = run.main(["--cases", "raftmlp_tiny/inference", "--implementations", *impls,
+                       "--threads", "1", "--batch", "1", "2", "--min-run-time", "0.01",
+                       "--out", str(tmp_path), "--name", "runtimes"])
+    assert status == 0
+    # 1 thread where each runtime would take both cores by default
+    per_batch = [("onnxruntime", 1), ("onnxruntime", 1), ("openvino", 1, "<Type: 'float32'>")]
+    assert configured == per_batch * 2
+    record = json.loads((tmp_path / "runtimes.json").read_text())
+    assert list(record["skipped"]) == ["aoti"]
+    assert "mlpmix_absent_package, not installed" in record["skipped"]["aoti"]
+    markdown = (tmp_path / "runtimes.md").read_text()
+    assert "- not run: aoti (needs mlpmix_absent_package, not installed" in markdown
+    assert "openvino: the ONNX file in OpenVINO's CPU plugin, INFERENCE_PRECISION_HINT f32" \
+        in markdown
+    with torch.device("meta"):
+        model = mlpmix.create_model("raftmlp_tiny")
+    for batch in (1, 2):
+        rows = {r["implementation"]: r for r in record["rows"]
+                if r["shape"].startswith(f"({batch}x")}
+        assert list(rows) == [i for i in impls if i != "aoti"]
+        for row in rows.values():
+            assert row["GFLOP"] * 1e9 == 2 * mlpmix.flops.count_macs(model, batch=batch)
+            assert_gflops_of_peak(record, row)
+            # a tiny model is far from the peak: a bound that holds on a loaded machine
+            # (the op of test_one_case runs at the peak, where noise can take it past 1)
+            assert row["fraction of peak"] <= 1.5, row
+        assert rows["onnxruntime+int8"]["speedup vs eager reference"] == pytest.approx(
+            rows["reference"]["median ms"] / rows["onnxruntime+int8"]["median ms"])
+    # what they time is the model: the eager reference's logits (int8: within its rounding,
+    # 2% of the largest logit here)
+    case = cases.find("raftmlp_tiny/inference/batch2", batch=2)
+    expected = case.build("reference")()
+    for impl, tolerance in (("onnxruntime", 1e-4), ("openvino", 1e-4), ("onnxruntime+int8", 0.1)):
+        logits = case.build(impl)()
+        assert (logits - expected).abs().max() <= tolerance * expected.abs().max(), impl
 
 
 def test_machine_names_the_cpu_generation(tmp_path):

@@ -18,7 +18,7 @@ from mlpmix.images import Preprocessing
 
 BIN = Path(sys.executable).parent
 DEMO_EPOCHS = 4
-DEMO_MODEL = "raftmlp_tiny_digits"  # the demo's exported files: DEMO_MODEL + .pt / .pt2
+DEMO_MODEL = "raftmlp_tiny_digits"  # the demo's exported files: DEMO_MODEL + .pt / .pt2 / .onnx
 #: Exported logits against the float32 model's: float32 files equal it, bfloat16 ones are near.
 TOLERANCES = {"fp32": {"rtol": 1e-5, "atol": 1e-5}, "bf16": {"rtol": 5e-2, "atol": 1e-2}}
 
@@ -72,6 +72,17 @@ def test_demo_trains_exports_and_agrees_in_cpp(demo):
 
 
 @pytest.mark.slow
+def test_demo_runs_onnx_float32_and_int8_in_onnxruntime(demo):
+    summary = json.loads((demo / "summary.json").read_text())
+    assert summary["onnx_agreement"] == 1.0
+    assert summary["onnx_max_abs_logit_diff"] < 1e-4
+    assert summary["onnx_int8_agreement"] > 0.95
+    assert summary["onnx_int8_test_accuracy"] >= summary["test_accuracy"] - 0.02
+    int8, float32 = (demo / f"{DEMO_MODEL}{suffix}" for suffix in (".int8.onnx", ".onnx"))
+    assert int8.stat().st_size < float32.stat().st_size
+
+
+@pytest.mark.slow
 def test_demo_under_bf16_autocast_reaches_float32_accuracy(demo):
     """Issue #34's acceptance: within 1 point of float32's test accuracy, same seed."""
     summary = json.loads((demo / "summary.json").read_text())
@@ -92,7 +103,7 @@ def top_classes(predict_output: str) -> list:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("suffix", [".pt", ".pt2"])
+@pytest.mark.parametrize("suffix", [".pt", ".pt2", ".onnx"])
 def test_predict_classifies_pngs_like_the_model(demo, suffix, tmp_path):
     model_file = demo / f"{DEMO_MODEL}{suffix}"
     images = torch.load(demo / "test_images.pt")[:6]

@@ -37,10 +37,10 @@ def _load_library() -> None:
 
 _load_library()
 
-from . import implementation, ops, reference, nn, models, convert, export  # noqa: E402
+from . import implementation, ops, reference, flops, nn, models, convert, export  # noqa: E402
 from .models import create_model, list_models  # noqa: E402
 
-__all__ = ["implementation", "ops", "convert", "export", "reference", "nn", "models", "create_model", "list_models",
+__all__ = ["implementation", "ops", "flops", "convert", "export", "reference", "nn", "models", "create_model", "list_models",
            "cmake_prefix_path", "library_path", "runner_path", "build_info"]
 
 

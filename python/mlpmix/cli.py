@@ -3,22 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import List, Optional
 
 import torch
 
 import mlpmix
-from . import convert, export
+from . import convert, export, flops
 from .demo import DEMO_MODELS, run_demo
 from .images import Preprocessing
 
 
-def info(args: argparse.Namespace) -> int:
+def model_info(name: str) -> dict:
+    """What ``mlpmix info NAME`` reports: the model's parameter count, its MACs at its input
+    size and batch 1 (:func:`mlpmix.flops.count_macs`), that input size and its
+    ``pretrained_cfg``. The model is built on the meta device: no memory, no initialisation."""
+    with torch.device("meta"):
+        model = mlpmix.create_model(name)
+    return {
+        "model": name,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "macs": flops.count_macs(model),
+        "input_size": list(model.pretrained_cfg["input_size"]),
+        "pretrained_cfg": model.pretrained_cfg,
+    }
+
+
+def installation_info() -> dict:
+    """What ``mlpmix info`` reports: versions, backends, threads and paths."""
     build = mlpmix.build_info()
-    rows = {
+    return {
         "mlpmix": build["mlpmix"],
         "torch": f"{build['torch_running']} (built against {build['torch_built_against']})",
         "backends": ", ".join(build["backends"]),
@@ -29,8 +47,38 @@ def info(args: argparse.Namespace) -> int:
         "cmake prefix path": build["cmake_prefix_path"],
         "runner": build["runner"],
     }
+
+
+def print_rows(rows: dict, indent: str = "") -> None:
     for key, value in rows.items():
-        print(f"{key + ':':<19}{value}")
+        print(f"{indent}{key + ':':<19}{value}")
+
+
+def print_model_info(facts: dict) -> None:
+    print_rows({
+        "model": facts["model"],
+        "parameters": f"{facts['parameters']:,}",
+        "MACs": f"{facts['macs']:,} ({facts['macs'] / 1e9:.3f} G, batch 1)",
+        "input size": "x".join(map(str, facts["input_size"])),
+    })
+    print("pretrained_cfg:")
+    print_rows(facts["pretrained_cfg"], indent="  ")
+
+
+def info(args: argparse.Namespace) -> int:
+    """Without NAME: :func:`installation_info`; with NAME: the model's :func:`model_info`.
+    ``--json`` prints either as JSON."""
+    if args.name is None:
+        facts, show = installation_info(), print_rows
+    else:
+        try:
+            facts, show = model_info(args.name), print_model_info
+        except ValueError as e:  # an unknown name: the registry's message lists the known ones
+            return fail("info", e)
+    if args.json:
+        print(json.dumps(facts, indent=2))
+    else:
+        show(facts)
     return 0
 
 
@@ -65,7 +113,12 @@ def convert_checkpoint(args: argparse.Namespace) -> int:
 
 def export_model(args: argparse.Namespace) -> int:
     """A model name, or a checkpoint with ``--model`` naming its architecture; a
-    checkpoint's classes, channels and image size are the defaults of the size options."""
+    checkpoint's classes, channels and image size are the defaults of the size options.
+    ``--int8`` writes the float32 ONNX export quantized to int8 (``export.quantize_int8``)."""
+    if args.int8 and (args.format != "onnx" or args.precision != "fp32"):
+        sys.exit("mlpmix export: --int8 quantizes a float32 ONNX export: use it with "
+                 f"--format onnx and --precision fp32, not --format {args.format} "
+                 f"--precision {args.precision}")
     if args.model_or_checkpoint in mlpmix.list_models():
         name, checkpoint = args.model_or_checkpoint, None
     elif args.model is None:
@@ -90,15 +143,28 @@ def export_model(args: argparse.Namespace) -> int:
     metadata = {"model": name, "num_classes": model.num_classes,
                 "preprocessing": preprocessing.to_dict()}
     example = torch.randn(args.batch_size, in_chans, size, size)
-    path = export.save(model, args.out, args.format, example, args.batch_dynamic, metadata,
-                       precision=args.precision)
-    print(f"wrote {path} ({args.format}, {args.precision}, {name}, "
-          f"{in_chans}x{size}x{size} images)")
+    dynamic_batch = args.batch_dynamic or args.format == "onnx"
+    try:
+        if args.int8:
+            with tempfile.TemporaryDirectory() as tmp:
+                float32 = export.save(model, Path(tmp) / "float32.onnx", "onnx", example,
+                                      dynamic_batch, metadata)
+                path = export.quantize_int8(float32, args.out)
+        else:
+            path = export.save(model, args.out, args.format, example, dynamic_batch, metadata,
+                               precision=args.precision)
+    except (ValueError, ImportError) as e:  # a precision the format lacks, a missing extra
+        return fail("export", e)
+    precision = "int8" if args.int8 else args.precision
+    print(f"wrote {path} ({args.format}, {precision}, {name}, {in_chans}x{size}x{size} images)")
     return 0
 
 
 def predict(args: argparse.Namespace) -> int:
-    model, metadata = export.load(args.model_file)
+    try:
+        model, metadata = export.load(args.model_file)
+    except ImportError as e:  # an .onnx file without the onnx extra
+        return fail("predict", e)
     if "preprocessing" not in metadata:
         sys.exit(f"mlpmix predict: {args.model_file} has no mlpmix preprocessing metadata; "
                  "export it with `mlpmix export` or mlpmix.export.save")
@@ -141,7 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mlpmix {mlpmix.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser("info", help="versions, backends, threads, paths").set_defaults(run=info)
+    p = commands.add_parser("info", help="versions, backends, threads, paths; or a model's "
+                            "parameters, MACs, input size and pretrained_cfg")
+    p.add_argument("name", nargs="?", metavar="NAME",
+                   help=f"a model: {', '.join(mlpmix.list_models())}")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(run=info)
 
     p = commands.add_parser("demo", help="train on scikit-learn digits, export, check in C++")
     p.add_argument("--model", default="raftmlp_tiny", choices=DEMO_MODELS)
@@ -166,18 +237,23 @@ def build_parser() -> argparse.ArgumentParser:
                                  "beside CHECKPOINT), .pt, .pth or .bin")
     p.set_defaults(run=convert_checkpoint)
 
-    p = commands.add_parser("export", help="export a model or checkpoint to TorchScript or AOTI")
+    p = commands.add_parser("export", help="export a model or checkpoint to TorchScript, AOTI "
+                            "or ONNX")
     p.add_argument("model_or_checkpoint", metavar="NAME_OR_CHECKPOINT",
                    help="a model name (mlpmix.list_models()) or a checkpoint file with --model")
     p.add_argument("--model", help="architecture of the checkpoint")
     p.add_argument("--format", required=True, choices=tuple(export.FORMATS))
-    p.add_argument("--out", required=True, help="output file (.pt for torchscript, .pt2 for aoti)")
+    p.add_argument("--out", required=True,
+                   help="output file (.pt for torchscript, .pt2 for aoti, .onnx for onnx)")
     p.add_argument("--batch-dynamic", action="store_true",
-                   help="aoti: accept any batch size (torchscript always does)")
+                   help="aoti: accept any batch size (torchscript and onnx always do)")
     p.add_argument("--batch-size", type=int, default=1, help="aoti: the fixed batch size")
     p.add_argument("--precision", default="fp32", choices=tuple(export.PRECISIONS),
-                   help="bf16: bfloat16 weights and computation; the file still takes and "
-                        "returns float32 (default: fp32)")
+                   help="bf16 (torchscript, aoti): bfloat16 weights and computation; the file "
+                        "still takes and returns float32 (default: fp32)")
+    p.add_argument("--int8", action="store_true",
+                   help="onnx: quantize the file with onnxruntime's dynamic quantization (linear "
+                        "layers' weights int8 per channel, activations quantized at run time)")
     p.add_argument("--num-classes", type=int, help="default: the checkpoint's, or 1000")
     p.add_argument("--in-chans", type=int,
                    help="1 for grayscale, 3 for RGB (default: the checkpoint's, or 3)")
@@ -187,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=export_model)
 
     p = commands.add_parser("predict", help="classify image files with an exported model")
-    p.add_argument("model_file", metavar="MODEL_FILE", help=".pt (TorchScript) or .pt2 (AOTI)")
+    p.add_argument("model_file", metavar="MODEL_FILE",
+                   help=".pt (TorchScript), .pt2 (AOTI) or .onnx (run by onnxruntime)")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="PNG or JPEG files")
     p.add_argument("--topk", type=int, default=1)
     p.set_defaults(run=predict)

@@ -1,9 +1,11 @@
 """``mlpmix demo``: train a tiny model on scikit-learn's handwritten digits, export it
-(TorchScript and AOTInductor), run both files in the C++ runner and compare with Python.
-With precision ``"bf16"`` it also trains the model under CPU bfloat16 autocast and reports
-that accuracy beside float32's.
+(TorchScript and AOTInductor), run both files in the C++ runner and compare with Python;
+export it to ONNX, float32 and int8, and run both in onnxruntime. With precision ``"bf16"``
+it also trains the model under CPU bfloat16 autocast and reports that accuracy beside
+float32's.
 
-Needs the ``demo`` extra (scikit-learn, tqdm, matplotlib, pillow).
+Needs the ``demo`` extra (scikit-learn, tqdm, matplotlib, pillow, onnx, onnxscript,
+onnxruntime).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from .images import Preprocessing
 from .runner import run_file
 
 DEMO_MODELS = ("raftmlp_tiny", "dynamixer_tiny")
+#: The export formats the C++ runner runs.
+CPP_FORMATS = ("torchscript", "aoti")
 NUM_CLASSES = 10
 #: The digits are 8x8 grayscale, 0 (background) to 16 (ink); the model sees them / 16.
 DIGITS_PREPROCESSING = Preprocessing(size=(8, 8), channels=1, invert_light_background=True)
@@ -45,6 +49,11 @@ def load_digits(seed: int, test_fraction: float = 0.2) -> Split:
 
 def accuracy(logits: Tensor, labels: Tensor) -> float:
     return (logits.argmax(1) == labels).float().mean().item()
+
+
+def agreement(logits: Tensor, python_logits: Tensor) -> float:
+    """The fraction of images where ``logits`` and ``python_logits`` pick the same class."""
+    return accuracy(logits, python_logits.argmax(1))
 
 
 def autocast(dtype: torch.dtype) -> torch.autocast:
@@ -137,8 +146,33 @@ def plot_curves(histories: Dict[str, History], title: str, path: Path) -> None:
 def compare_in_cpp(model_path: Path, images: Tensor, python_logits: Tensor) -> Tuple[float, float]:
     """(fraction of images where C++ and Python predict the same class, max |logit diff|)."""
     cpp_logits = run_file(model_path, images, "--batch", "128")
-    agreement = (cpp_logits.argmax(1) == python_logits.argmax(1)).float().mean().item()
-    return agreement, (cpp_logits - python_logits).abs().max().item()
+    return agreement(cpp_logits, python_logits), (cpp_logits - python_logits).abs().max().item()
+
+
+def compare_in_onnxruntime(model: nn.Module, path: Path, metadata: Dict[str, object],
+                           data: Split, python_logits: Tensor) -> Dict[str, float]:
+    """Exports ``model`` to the ONNX file ``path`` and quantizes it to int8 beside it, runs
+    both in onnxruntime on the test images, prints how they compare with Python and returns
+    the summary's ``onnx_agreement``, ``onnx_max_abs_logit_diff``, ``onnx_int8_agreement``
+    and ``onnx_int8_test_accuracy``."""
+    _, _, x_test, y_test = data
+    start = time.perf_counter()
+    export.save(model, path, "onnx", x_test[:2], metadata=metadata)
+    seconds = time.perf_counter() - start
+    int8_path = export.quantize_int8(path, path.with_suffix(".int8.onnx"))
+    logits, int8_logits = (export.load(p)[0](x_test) for p in (path, int8_path))
+    results = {"onnx_agreement": agreement(logits, python_logits),
+               "onnx_max_abs_logit_diff": (logits - python_logits).abs().max().item(),
+               "onnx_int8_agreement": agreement(int8_logits, python_logits),
+               "onnx_int8_test_accuracy": accuracy(int8_logits, y_test)}
+    print(f"onnx: exported to {path} in {seconds:.1f} s; onnxruntime agrees with Python on "
+          f"{results['onnx_agreement']:.2%} of test images "
+          f"(max |logit diff| {results['onnx_max_abs_logit_diff']:.2e})")
+    print(f"onnx int8: {int8_path}, {int8_path.stat().st_size / 1e3:.0f} kB (float32 "
+          f"{path.stat().st_size / 1e3:.0f} kB); agrees with Python on "
+          f"{results['onnx_int8_agreement']:.2%}, test accuracy "
+          f"{results['onnx_int8_test_accuracy']:.4f}")
+    return results
 
 
 def train_in_precision(model_name: str, data: Split, epochs: int, seed: int, precision: str,
@@ -196,17 +230,19 @@ def run_demo(model_name: str, epochs: int, output: Path, seed: int = 0,
         histories[f"{precision} autocast"] = summary[f"history_{precision}"]
     max_diff = 0.0
     torch.save(x_test, output / "test_images.pt")
-    for format, suffix in export.FORMATS.items():
-        path = output / f"{model_name}_digits{suffix}"
+    for format in CPP_FORMATS:
+        path = output / f"{model_name}_digits{export.FORMATS[format]}"
         start = time.perf_counter()
         export.save(model, path, format, x_test[:2], metadata=metadata)
-        agreement, diff = compare_in_cpp(path, x_test, python_logits)
+        cpp_agreement, diff = compare_in_cpp(path, x_test, python_logits)
         print(f"{format}: exported to {path} in {time.perf_counter() - start:.1f} s; "
-              f"C++ runner agrees with Python on {agreement:.2%} of test images "
+              f"C++ runner agrees with Python on {cpp_agreement:.2%} of test images "
               f"(max |logit diff| {diff:.2e})")
-        summary[f"{format}_cpp_agreement"] = agreement
+        summary[f"{format}_cpp_agreement"] = cpp_agreement
         max_diff = max(max_diff, diff)
     summary["max_abs_logit_diff"] = max_diff
+    summary.update(compare_in_onnxruntime(model, output / f"{model_name}_digits.onnx", metadata,
+                                          data, python_logits))
     summary["history"] = history
 
     plot_curves(histories, f"{model_name} on scikit-learn digits", output / "training_curves.png")

@@ -34,6 +34,21 @@ __all__ = [
 ]
 
 
+@torch.jit.unused  # TorchScript checks the argument types itself
+def check_weights(op: str, **weights: Optional[Tensor]) -> None:
+    """Raises a RuntimeError naming ``op``'s argument when a weight is not a tensor, as the
+    ``weight`` of a layer that ``torch.ao.quantization.quantize_dynamic`` made int8 is
+    not (a method): the ops compute in floating point, int8 inference goes through ONNX."""
+    for name, value in weights.items():
+        if value is not None and not isinstance(value, Tensor):
+            raise RuntimeError(
+                f"mlpmix.{op}: {name} must be a Tensor, got {type(value).__name__} {value!r}. "
+                "mlpmix's ops take floating-point weights, so torch.ao.quantization."
+                "quantize_dynamic cannot make an mlpmix model int8; export it to ONNX "
+                "quantized to int8 instead: `mlpmix export NAME --format onnx --int8 --out "
+                "model.onnx` or mlpmix.export.onnx then mlpmix.export.quantize_int8")
+
+
 def dynamixer(
     x: Tensor,
     compress_weight: Tensor,
@@ -63,6 +78,9 @@ def dynamixer(
         Under ``torch.autocast("cuda", dtype)`` the op runs in ``dtype`` (the matmul policy,
         see the module docstring).
     """
+    if not torch.jit.is_scripting():
+        check_weights("dynamixer", compress_weight=compress_weight, compress_bias=compress_bias,
+                      generate_weight=generate_weight, generate_bias=generate_bias)
     if not torch.jit.is_scripting() and implementation.use_reference():
         return reference.dynamixer(
             x, compress_weight, compress_bias, generate_weight, generate_bias, num_segments, dim
@@ -106,6 +124,10 @@ def raft_token_mixing(
         Under ``torch.autocast("cuda", dtype)`` the op runs in ``dtype`` (the matmul policy,
         see the module docstring).
     """
+    if not torch.jit.is_scripting():
+        check_weights("raft_token_mixing", norm_weight=norm_weight, norm_bias=norm_bias,
+                      fc1_weight=fc1_weight, fc1_bias=fc1_bias, fc2_weight=fc2_weight,
+                      fc2_bias=fc2_bias)
     if not torch.jit.is_scripting() and implementation.use_reference():
         return reference.raft_token_mixing(
             x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, raft_size, dim,
@@ -147,6 +169,10 @@ def channel_mlp(
         Under ``torch.autocast("cuda", dtype)`` the op runs in ``dtype`` (the matmul policy,
         see the module docstring).
     """
+    if not torch.jit.is_scripting():
+        check_weights("channel_mlp", norm_weight=norm_weight, norm_bias=norm_bias,
+                      fc1_weight=fc1_weight, fc1_bias=fc1_bias, fc2_weight=fc2_weight,
+                      fc2_bias=fc2_bias)
     if not torch.jit.is_scripting() and implementation.use_reference():
         return reference.channel_mlp(
             x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps
@@ -178,6 +204,8 @@ def cross_scale_embed(
         Under ``torch.autocast("cuda", dtype)`` the op runs in ``dtype`` (the matmul policy,
         see the module docstring).
     """
+    if not torch.jit.is_scripting():
+        check_weights("cross_scale_embed", weight=weight, bias=bias)
     if not torch.jit.is_scripting() and implementation.use_reference():
         return reference.cross_scale_embed(x, weight, bias, kernel_sizes)
     return torch.ops.mlpmix.cross_scale_embed(x, weight, bias, kernel_sizes)
@@ -198,6 +226,8 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
         ``(..., out_features)``, contiguous. Under ``torch.autocast("cuda", dtype)`` the op
         runs in ``dtype`` (the matmul policy, see the module docstring).
     """
+    if not torch.jit.is_scripting():
+        check_weights("linear", weight=weight, bias=bias)
     if not torch.jit.is_scripting() and implementation.use_reference():
         return reference.linear(x, weight, bias)
     return torch.ops.mlpmix.linear(x, weight, bias)
@@ -230,6 +260,9 @@ def reweight_branches(
         A contiguous tensor shaped like ``h``. Under ``torch.autocast("cuda", dtype)`` the
         op runs in ``dtype`` (the matmul policy, see the module docstring).
     """
+    if not torch.jit.is_scripting():
+        check_weights("reweight_branches", fc1_weight=fc1_weight, fc1_bias=fc1_bias,
+                      fc2_weight=fc2_weight, fc2_bias=fc2_bias)
     if not torch.jit.is_scripting() and implementation.use_reference():
         return reference.reweight_branches(h, w, c, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
     return torch.ops.mlpmix.reweight_branches(h, w, c, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
