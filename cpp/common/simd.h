@@ -94,73 +94,59 @@ MLPMIX_INLINE Vec<double>::type load_vec(const double* p) { return Vec<double>::
 MLPMIX_INLINE void store_vec(double* p, Vec<double>::type v) { Vec<double>::store(p, v); }
 
 // bfloat16 is the upper half of a float: widening is a shift, narrowing rounds to nearest
-// even (NaN stays a quiet NaN), as c10::BFloat16's conversion does, lane by lane.
-typedef uint16_t Bits16x8 __attribute__((vector_size(16)));
-typedef uint32_t Bits32x8 __attribute__((vector_size(32)));
-typedef uint16_t Bits16x4 __attribute__((vector_size(8)));
-typedef uint32_t Bits32x4 __attribute__((vector_size(16)));
+// even (NaN stays a quiet NaN), as c10::BFloat16's conversion does, lane by lane. F is a
+// vector of N floats; the lanes' bits travel as N uint32 and N uint16.
+template <typename F>
+struct Bf16Bits {
+  static constexpr int lanes = sizeof(F) / sizeof(float);
+  typedef uint32_t wide __attribute__((vector_size(4 * lanes)));
+  typedef uint16_t narrow __attribute__((vector_size(2 * lanes)));
+};
 
-MLPMIX_INLINE Vec<float>::type load_vec(const c10::BFloat16* p) {
-  Bits16x8 half;
+template <typename F>
+MLPMIX_INLINE F load_bf16(const c10::BFloat16* p) {
+  using B = Bf16Bits<F>;
+  typename B::narrow half;
   std::memcpy(&half, p, sizeof(half));
-  const Bits32x8 bits = __builtin_convertvector(half, Bits32x8) << 16;
-  Vec<float>::type v;
+  const typename B::wide bits = __builtin_convertvector(half, typename B::wide) << 16;
+  F v;
   std::memcpy(&v, &bits, sizeof(v));
   return v;
 }
-MLPMIX_INLINE void store_vec(c10::BFloat16* p, Vec<float>::type v) {
-  Bits32x8 bits;
+
+template <typename F>
+MLPMIX_INLINE void store_bf16(c10::BFloat16* p, F v) {
+  using B = Bf16Bits<F>;
+  typename B::wide bits;
   std::memcpy(&bits, &v, sizeof(bits));
-  const Bits32x8 rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
-  const Bits32x8 result = v != v ? Bits32x8{} + 0x7fc0u : rounded;
-  const Bits16x8 half = __builtin_convertvector(result, Bits16x8);
+  const typename B::wide rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  const typename B::wide result = v != v ? typename B::wide{} + 0x7fc0u : rounded;
+  const typename B::narrow half = __builtin_convertvector(result, typename B::narrow);
   std::memcpy(p, &half, sizeof(half));
 }
+
+MLPMIX_INLINE Vec<float>::type load_vec(const c10::BFloat16* p) {
+  return load_bf16<Vec<float>::type>(p);
+}
+MLPMIX_INLINE void store_vec(c10::BFloat16* p, Vec<float>::type v) { store_bf16(p, v); }
 MLPMIX_INLINE Double4 load4(const c10::BFloat16* p) {
-  Bits16x4 half;
-  std::memcpy(&half, p, sizeof(half));
-  const Bits32x4 bits = __builtin_convertvector(half, Bits32x4) << 16;
-  Float4 v;
-  std::memcpy(&v, &bits, sizeof(v));
-  return __builtin_convertvector(v, Double4);
+  return __builtin_convertvector(load_bf16<Float4>(p), Double4);
 }
 MLPMIX_INLINE void store4(c10::BFloat16* p, Double4 v) {
-  const Float4 f = __builtin_convertvector(v, Float4);
-  Bits32x4 bits;
-  std::memcpy(&bits, &f, sizeof(bits));
-  const Bits32x4 rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
-  const Bits32x4 result = f != f ? Bits32x4{} + 0x7fc0u : rounded;
-  const Bits16x4 half = __builtin_convertvector(result, Bits16x4);
-  std::memcpy(p, &half, sizeof(half));
+  store_bf16(p, __builtin_convertvector(v, Float4));
 }
 
 // Sixteen floats: one AVX-512 register (two AVX2 ones) for the elementwise passes that are
 // cloned for AVX-512 too (MLPMIX_CLONE_FOR_AVX512), loaded from float or bfloat16 storage.
 typedef float Float16 __attribute__((vector_size(64)));
-typedef uint16_t Bits16x16 __attribute__((vector_size(32)));
-typedef uint32_t Bits32x16 __attribute__((vector_size(64)));
 MLPMIX_INLINE Float16 load16(const float* p) {
   Float16 v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
 MLPMIX_INLINE void store16(float* p, Float16 v) { std::memcpy(p, &v, sizeof(v)); }
-MLPMIX_INLINE Float16 load16(const c10::BFloat16* p) {
-  Bits16x16 half;
-  std::memcpy(&half, p, sizeof(half));
-  const Bits32x16 bits = __builtin_convertvector(half, Bits32x16) << 16;
-  Float16 v;
-  std::memcpy(&v, &bits, sizeof(v));
-  return v;
-}
-MLPMIX_INLINE void store16(c10::BFloat16* p, Float16 v) {
-  Bits32x16 bits;
-  std::memcpy(&bits, &v, sizeof(bits));
-  const Bits32x16 rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
-  const Bits32x16 result = v != v ? Bits32x16{} + 0x7fc0u : rounded;
-  const Bits16x16 half = __builtin_convertvector(result, Bits16x16);
-  std::memcpy(p, &half, sizeof(half));
-}
+MLPMIX_INLINE Float16 load16(const c10::BFloat16* p) { return load_bf16<Float16>(p); }
+MLPMIX_INLINE void store16(c10::BFloat16* p, Float16 v) { store_bf16(p, v); }
 
 // exp(x) for x <= 0 (softmax after subtracting the maximum), in place on one vector (by
 // reference: a vector argument or result would change the ABI).
