@@ -31,22 +31,38 @@ os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.envir
 CPP_APP_FILES = {"test_concurrency.py", "test_export_cpp.py"}
 
 
-# The longest groups (ONNX exports of every model, builds in fresh venvs, C++ apps, the demo,
-# compiled models, the op table), longest first: pytest-xdist hands groups out in collection
-# order, and one started last would finish alone.
+# The longest groups (ONNX exports, builds in fresh venvs, C++ apps, the demo, compiled
+# models, the op table), longest first: pytest-xdist hands groups out in collection order,
+# and one started last would finish alone.
 LONGEST_FIRST = ["test_onnx.py", "test_sanitizers.py", "test_cuda_build.py",
                  "test_concurrency.py", "test_export_cpp.py", "test_cli.py", "test_packaging.py",
                  "test_reduced_precision.py", "test_models.py", "test_ops.py",
                  "test_cuda_emulated.py"]
 
 
+def work_unit(nodeid: str) -> str:
+    """The pytest-xdist work unit of a test: its file, or "cpp_apps" for the files sharing
+    the C++ apps."""
+    path = nodeid.split("::")[0]
+    return "cpp_apps" if path.rsplit("/", 1)[-1] in CPP_APP_FILES else path
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Each group runs on one worker, so its module and session fixtures are made once.
+    (``--dist loadgroup``'s xdist_group marks do not group under pytest 9.2, whose node ids
+    ignore the suffix pytest-xdist 3.8 groups by: every test was scheduled alone.) Groups go
+    out in collection order (``--no-loadscope-reorder``)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return FileGroupScheduling(config, log)
+
+
 def pytest_collection_modifyitems(items):
-    """Under pytest-xdist (``--dist loadgroup``) a test file runs on one worker, so its
-    module fixtures are made once; the files sharing the C++ apps run on the same one. The
-    longest files are collected first."""
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("cpp_apps" if name in CPP_APP_FILES else name))
+    """The longest files are collected first."""
     items.sort(key=lambda item: LONGEST_FIRST.index(item.path.name)
                if item.path.name in LONGEST_FIRST else len(LONGEST_FIRST))
 
