@@ -93,7 +93,8 @@ def fresh_venv(directory: Path, *requirements: str) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(directory)], check=True)
     python = directory / "bin" / "python"
     if requirements:
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-compile", *requirements],
+                       check=True)
     return python
 
 

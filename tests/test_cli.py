@@ -220,6 +220,13 @@ def test_runner_rejects_bad_arguments(args):
     assert "mlpmix-run:" in result.stderr and "usage:" in result.stderr
 
 
+def test_runner_missing_from_the_build_is_named(monkeypatch, tmp_path):
+    from mlpmix import runner as runner_module
+    monkeypatch.setattr(runner_module, "runner_path", str(tmp_path / "mlpmix-run"))
+    with pytest.raises(RuntimeError, match="MLPMIX_BUILD_RUNNER=OFF"):
+        runner_module.run_file(tmp_path / "m.pt", torch.zeros(1, 1, 8, 8))
+
+
 def test_bench_forwards_to_a_checkout_suite(tmp_path):
     # An editable install finds the checkout it was imported from (and would run its suite)
     if not (Path(mlpmix.__file__).resolve().parents[2] / "benchmarks" / "run.py").is_file():

@@ -302,7 +302,3 @@ MLPMIX_INLINE void store_partial(T* p, FloatVec::type v, int64_t count) {
 }
 
 }  // namespace mlpmix::cpu_math
-
-// For a lambda passed to an always-inline helper: inlined too, so built for the caller's
-// instruction set.
-#define MLPMIX_VISIT __attribute__((always_inline))

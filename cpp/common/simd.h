@@ -20,12 +20,16 @@
 #define MLPMIX_CLONE_FOR_AVX512
 #endif
 
-// For the helpers of a cloned function: they must be inlined into each clone to be built
-// for its instruction set (an out-of-line copy would be baseline code).
+// For the helpers of a cloned function (MLPMIX_INLINE) and the lambdas in one (MLPMIX_VISIT):
+// they must be inlined into each clone to be built for its instruction set. An out-of-line
+// copy would be baseline code; one taking or returning a vector is then called across ABIs
+// (at -O0, which inlines only what is forced: a crash).
 #if defined(__GNUC__)
 #define MLPMIX_INLINE inline __attribute__((always_inline))
+#define MLPMIX_VISIT __attribute__((always_inline))
 #else
 #define MLPMIX_INLINE inline
+#define MLPMIX_VISIT
 #endif
 
 namespace mlpmix::simd {

@@ -160,7 +160,7 @@ MLPMIX_INLINE void softmax_over_inputs_impl(const T* __restrict logits, const T*
   constexpr int64_t L = V::lanes;
   int64_t j0 = 0;
   for (; j0 + L <= N; j0 += L) {
-    auto biased = [&](int64_t i) {
+    auto biased = [&](int64_t i) MLPMIX_VISIT {
       const auto v = load_vec(logits + i * N + j0);
       return bias != nullptr ? v + load_vec(bias + i * N + j0) : v;
     };
@@ -184,7 +184,7 @@ MLPMIX_INLINE void softmax_over_inputs_impl(const T* __restrict logits, const T*
     }
   }
   for (int64_t j = j0; j < N; ++j) {
-    auto biased = [&](int64_t i) {
+    auto biased = [&](int64_t i) MLPMIX_VISIT {
       return static_cast<W>(logits[i * N + j]) +
              (bias != nullptr ? static_cast<W>(bias[i * N + j]) : W(0));
     };
