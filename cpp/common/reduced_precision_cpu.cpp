@@ -47,6 +47,15 @@ MLPMIX_CONVERT_ROWS(at::BFloat16, float)
 MLPMIX_CONVERT_ROWS(at::Half, float)
 #undef MLPMIX_CONVERT_ROWS
 
+}  // namespace
+
+void widen_rows(const at::BFloat16* src, int64_t src_stride, float* dst, int64_t dst_stride,
+                int64_t rows, int64_t columns) {
+  convert_rows(src, src_stride, dst, dst_stride, rows, columns, /*accumulate=*/false);
+}
+
+namespace {
+
 // Whether a 2-D `t` is column-major: its rows, not its columns, are the unit-stride axis.
 bool column_major(const at::Tensor& t) {
   return t.stride(1) != 1 && t.stride(0) == 1;

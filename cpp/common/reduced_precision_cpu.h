@@ -51,6 +51,11 @@ class ReducedPrecision {
 // out (float32, 2-D) = product (bfloat16 or float16, same shape), or += when `accumulate`.
 void widen_into(const at::Tensor& out, const at::Tensor& product, bool accumulate);
 
+// dst[i * dst_stride + j] = src[i * src_stride + j] in float, for `rows` rows of `columns`
+// unit-stride values: kernels that widen their bfloat16 operands once for float inner loops.
+void widen_rows(const at::BFloat16* src, int64_t src_stride, float* dst, int64_t dst_stride,
+                int64_t rows, int64_t columns);
+
 // A fresh (rows, columns) matrix of `dtype` in the orientation of the 2-D `t` (column-major
 // when t's rows are its unit-stride axis, else row-major).
 at::Tensor empty_matrix_like(const at::Tensor& t, at::ScalarType dtype);

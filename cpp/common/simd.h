@@ -10,14 +10,19 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define MLPMIX_CLONE_FOR_AVX2 __attribute__((target_clones("arch=x86-64-v3", "default")))
 #define MLPMIX_CLONE_FOR_AVX512 \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+// A function built for AVX-512 alone, called only where cpu_has_avx512(): for kernels whose
+// register tiles differ between AVX-512 and AVX2 (a clone cannot pick its own tile sizes).
+#define MLPMIX_TARGET_AVX512 __attribute__((target("arch=x86-64-v4")))
 #else
 #define MLPMIX_CLONE_FOR_AVX2
 #define MLPMIX_CLONE_FOR_AVX512
+#define MLPMIX_TARGET_AVX512
 #endif
 
 // For the helpers of a cloned function (MLPMIX_INLINE) and the lambdas in one (MLPMIX_VISIT):
@@ -34,11 +39,23 @@
 
 namespace mlpmix::simd {
 
-// 32 bytes of T: one AVX2 register (two SSE registers in the baseline build).
-template <typename T>
+// Whether MLPMIX_TARGET_AVX512 functions may run here (x86-64-v4: AVX-512 F/BW/CD/DQ/VL, and
+// the OS saves its registers).
+inline bool cpu_has_avx512() {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  static const bool has = __builtin_cpu_supports("x86-64-v4");
+  return has;
+#else
+  return false;
+#endif
+}
+
+// Bytes (32 unless given) of T: one AVX2 register (two SSE registers in the baseline build);
+// 64 bytes: one AVX-512 register.
+template <typename T, int Bytes = 32>
 struct Vec {
-  typedef T type __attribute__((vector_size(32)));
-  static constexpr int64_t lanes = 32 / sizeof(T);
+  typedef T type __attribute__((vector_size(Bytes)));
+  static constexpr int64_t lanes = Bytes / sizeof(T);
 
   MLPMIX_INLINE static type load(const T* p) {
     type v;
@@ -50,10 +67,13 @@ struct Vec {
   // lanes by a loop or an initialiser list became chains of inserts, `type{} + x` an add).
   MLPMIX_INLINE static type broadcast(T x) {
     const type first = {x};
-    if constexpr (lanes == 8) {
+    if constexpr (lanes == 16) {
+      return __builtin_shufflevector(first, first, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                     0);
+    } else if constexpr (lanes == 8) {
       return __builtin_shufflevector(first, first, 0, 0, 0, 0, 0, 0, 0, 0);
     } else {
-      static_assert(lanes == 4, "Vec holds 32 bytes of float or double");
+      static_assert(lanes == 4, "Vec holds 4, 8 or 16 floats or doubles");
       return __builtin_shufflevector(first, first, 0, 0, 0, 0);
     }
   }
@@ -152,6 +172,27 @@ MLPMIX_INLINE void store16(float* p, Float16 v) { std::memcpy(p, &v, sizeof(v));
 MLPMIX_INLINE Float16 load16(const c10::BFloat16* p) { return load_bf16<Float16>(p); }
 MLPMIX_INLINE void store16(c10::BFloat16* p, Float16 v) { store_bf16(p, v); }
 
+// A vector V (a Vec<float or double, bytes>::type) loaded from storage of T, and stored to
+// it: bfloat16 widened and rounded, any vector width.
+template <typename V, typename T>
+MLPMIX_INLINE V load_as(const T* p) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    return load_bf16<V>(p);
+  } else {
+    V v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  }
+}
+template <typename T, typename V>
+MLPMIX_INLINE void store_as(T* p, V v) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    store_bf16(p, v);
+  } else {
+    std::memcpy(p, &v, sizeof(v));
+  }
+}
+
 // exp(x) for x <= 0 (softmax after subtracting the maximum), in place on one vector (by
 // reference: a vector argument or result would change the ABI).
 // float: range reduction x = k ln2 + r, |r| <= ln2/2, and a degree-7 Taylor polynomial
@@ -180,10 +221,15 @@ MLPMIX_INLINE void exp_nonpositive_floats(V& values) {
 MLPMIX_INLINE void exp_nonpositive(Vec<float>::type& values) { exp_nonpositive_floats(values); }
 MLPMIX_INLINE void exp_nonpositive(Float16& values) { exp_nonpositive_floats(values); }
 
-MLPMIX_INLINE void exp_nonpositive(Vec<double>::type& values) {
-  for (int64_t lane = 0; lane < Vec<double>::lanes; ++lane) {
+template <typename V>  // a vector of doubles, 4 or 8 lanes
+MLPMIX_INLINE void exp_nonpositive_doubles(V& values) {
+  for (int64_t lane = 0; lane < static_cast<int64_t>(sizeof(V) / sizeof(double)); ++lane) {
     values[lane] = std::exp(values[lane]);
   }
+}
+MLPMIX_INLINE void exp_nonpositive(Vec<double>::type& values) { exp_nonpositive_doubles(values); }
+MLPMIX_INLINE void exp_nonpositive(Vec<double, 64>::type& values) {
+  exp_nonpositive_doubles(values);
 }
 
 }  // namespace mlpmix::simd

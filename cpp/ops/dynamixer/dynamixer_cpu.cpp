@@ -6,7 +6,10 @@
 // `_dynamixer_forward` kept when it is given, and regenerates it otherwise. A sequence's N
 // token rows are copied into a contiguous scratch block when they are not already adjacent
 // in memory: rows a power-of-two stride apart (mixing along H) share one L1 cache set, and
-// reading them in place thrashed it. Inner loops are register-blocked small GEMMs cloned for AVX2.
+// reading them in place thrashed it. Inner loops are register-blocked small GEMMs cloned for
+// AVX2, on float operands for bfloat16 tensors too: a sequence's bfloat16 rows and each P are
+// widened once, so that the inner loops broadcast and multiply straight from memory (widening
+// every operand in the loop kept the shuffle port, not the FMA units, busy).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -45,29 +48,35 @@ template <typename T>
 struct Coefficients {
   const T* data;
   int64_t sum_stride, out_stride;
-  MLPMIX_INLINE typename simd::Math<T>::type operator()(int64_t k, int64_t m) const {
+  MLPMIX_INLINE T operator()(int64_t k, int64_t m) const {
     return data[k * sum_stride + m * out_stride];
   }
 };
 
-// Output rows and vectors of columns computed together: R*NV accumulators that stay in
-// registers and share each load of `in` and each broadcast coefficient.
-constexpr int64_t kTileRows = 4;
+// The register tiles of the small GEMMs per instruction set: output rows and vectors of
+// columns computed together, rows*vectors accumulators that stay in registers and share
+// each load of `in` and each broadcast coefficient. AVX2 has 16 registers of 32 bytes,
+// AVX-512 32 of 64.
+struct Avx2 {
+  static constexpr int64_t rows = 4, vectors = 3, bytes = 32;
+};
+struct Avx512 {
+  static constexpr int64_t rows = 8, vectors = 2, bytes = 64;
+};
 
-// out[m0 + r, c0 : c0 + NV*lanes] = sum_k a(k, m0 + r) * in[k, c0 : ...], r < R. T: the
-// storage of the coefficients and `in`, O: of `out`; the sums in T's arithmetic type.
-template <int64_t R, int64_t NV, typename T, typename O>
+// out[m0 + r, c0 : c0 + NV*lanes] = sum_k a(k, m0 + r) * in[k, c0 : ...], r < R, in vectors
+// V. T: the arithmetic type of the coefficients and `in`, O: the storage of `out`.
+template <int64_t R, int64_t NV, typename V, typename T, typename O>
 MLPMIX_INLINE void combine_tile(Coefficients<T> a, Rows<const T> in, Rows<O> out, int64_t m0,
                                 int64_t K, int64_t c0) {
-  using V = simd::MathVec<T>;
   typename V::type acc[R][NV] = {};
   for (int64_t k = 0; k < K; ++k) {
     typename V::type in_block[NV];
 #pragma GCC unroll 4
     for (int64_t v = 0; v < NV; ++v) {
-      in_block[v] = simd::load_vec(in.row(k) + c0 + v * V::lanes);
+      in_block[v] = V::load(in.row(k) + c0 + v * V::lanes);
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int64_t r = 0; r < R; ++r) {
       const auto coefficient = V::broadcast(a(k, m0 + r));
 #pragma GCC unroll 4
@@ -76,37 +85,48 @@ MLPMIX_INLINE void combine_tile(Coefficients<T> a, Rows<const T> in, Rows<O> out
       }
     }
   }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int64_t r = 0; r < R; ++r) {
 #pragma GCC unroll 4
     for (int64_t v = 0; v < NV; ++v) {
-      simd::store_vec(out.row(m0 + r) + c0 + v * V::lanes, acc[r][v]);
+      simd::store_as(out.row(m0 + r) + c0 + v * V::lanes, acc[r][v]);
     }
   }
 }
 
-// Rows m0 .. m0+R-1 of out over all `width` columns.
-template <int64_t R, typename T, typename O>
+// Rows m0 .. m0+R-1 of out over all `width` columns: the ISA's widest vectors, then a
+// 32-byte one, then single columns.
+template <typename Isa, int64_t R, typename T, typename O>
 MLPMIX_INLINE void combine_row_block(Coefficients<T> a, Rows<const T> in, Rows<O> out,
                                      int64_t m0, int64_t K, int64_t width) {
-  constexpr int64_t L = simd::MathVec<T>::lanes;
+  using Wide = simd::Vec<T, Isa::bytes>;
+  using Narrow = simd::Vec<T>;
+  constexpr int64_t L = Wide::lanes, NV = Isa::vectors;
   int64_t c0 = 0;
-  for (; c0 + 3 * L <= width; c0 += 3 * L) {
-    combine_tile<R, 3>(a, in, out, m0, K, c0);
+  for (; c0 + NV * L <= width; c0 += NV * L) {
+    combine_tile<R, NV, Wide>(a, in, out, m0, K, c0);
   }
-  if (c0 + 2 * L <= width) {
-    combine_tile<R, 2>(a, in, out, m0, K, c0);
-    c0 += 2 * L;
+  if constexpr (NV > 2) {
+    if (c0 + 2 * L <= width) {
+      combine_tile<R, 2, Wide>(a, in, out, m0, K, c0);
+      c0 += 2 * L;
+    }
   }
   if (c0 + L <= width) {
-    combine_tile<R, 1>(a, in, out, m0, K, c0);
+    combine_tile<R, 1, Wide>(a, in, out, m0, K, c0);
     c0 += L;
+  }
+  if constexpr (Narrow::lanes < L) {
+    if (c0 + Narrow::lanes <= width) {
+      combine_tile<R, 1, Narrow>(a, in, out, m0, K, c0);
+      c0 += Narrow::lanes;
+    }
   }
   for (; c0 < width; ++c0) {
     for (int64_t r = 0; r < R; ++r) {
-      typename simd::Math<T>::type acc = 0;
+      T acc = 0;
       for (int64_t k = 0; k < K; ++k) {
-        acc += a(k, m0 + r) * static_cast<typename simd::Math<T>::type>(in.row(k)[c0]);
+        acc += a(k, m0 + r) * in.row(k)[c0];
       }
       out.row(m0 + r)[c0] = static_cast<O>(acc);
     }
@@ -114,55 +134,31 @@ MLPMIX_INLINE void combine_row_block(Coefficients<T> a, Rows<const T> in, Rows<O
 }
 
 // out (M, width) from in (K, width): out[m, :] = sum_k a(k, m) in[k, :], a small GEMM.
-template <typename T, typename O>
+template <typename Isa, typename T, typename O>
 MLPMIX_INLINE void combine_rows_impl(Coefficients<T> a, Rows<const T> in, Rows<O> out,
                                      int64_t M, int64_t K, int64_t width) {
   int64_t m0 = 0;
-  for (; m0 + kTileRows <= M; m0 += kTileRows) {
-    combine_row_block<kTileRows>(a, in, out, m0, K, width);
+  for (; m0 + Isa::rows <= M; m0 += Isa::rows) {
+    combine_row_block<Isa, Isa::rows>(a, in, out, m0, K, width);
   }
   for (; m0 < M; ++m0) {
-    combine_row_block<1>(a, in, out, m0, K, width);
-  }
-}
-
-// target_clones takes no templates: one overload per pair of dtypes.
-#define MLPMIX_COMBINE_ROWS(T, O)                                                                 \
-  MLPMIX_CLONE_FOR_AVX2 void combine_rows(Coefficients<T> a, Rows<const T> in, Rows<O> out,       \
-                                          int64_t M, int64_t K, int64_t width) {                  \
-    combine_rows_impl(a, in, out, M, K, width);                                                   \
-  }
-MLPMIX_COMBINE_ROWS(float, float)
-MLPMIX_COMBINE_ROWS(double, double)
-MLPMIX_COMBINE_ROWS(at::BFloat16, at::BFloat16)
-MLPMIX_COMBINE_ROWS(at::BFloat16, float)
-#undef MLPMIX_COMBINE_ROWS
-
-// dst (width, rows) = src (rows, width) transposed.
-template <typename T>
-void transpose_into(Rows<const T> src, int64_t rows, int64_t width, T* dst) {
-  for (int64_t i = 0; i < rows; ++i) {
-    for (int64_t c = 0; c < width; ++c) {
-      dst[c * rows + i] = src.row(i)[c];
-    }
+    combine_row_block<Isa, 1>(a, in, out, m0, K, width);
   }
 }
 
 // p[i*N + j] = softmax over i of logits[i*N + j] + bias[i*N + j] (bias may be null): each
-// output token j's weights over the input tokens i sum to one. A vector of output tokens at
-// a time, its maximum and sum held in registers: three passes over its N inputs, the first
-// two through `work` (N*N of T's arithmetic type; it may be p when that is T itself).
-template <typename T, typename W>
-MLPMIX_INLINE void softmax_over_inputs_impl(const T* __restrict logits, const T* __restrict bias,
-                                            T* p, W* work, int64_t N) {
-  using V = simd::MathVec<T>;
-  using simd::load_vec;
-  constexpr int64_t L = V::lanes;
-  int64_t j0 = 0;
-  for (; j0 + L <= N; j0 += L) {
+// output token j's weights over the input tokens i sum to one. A vector V of output tokens
+// at a time, its maximum and sum held in registers: three passes over its N inputs, the
+// first two through `work` (N*N of T's arithmetic type; it may be p when that is T itself).
+template <typename V, typename T, typename W>
+MLPMIX_INLINE int64_t softmax_vectors(const T* __restrict logits, const T* __restrict bias,
+                                      T* p, W* work, int64_t N, int64_t j0) {
+  using simd::load_as;
+  using Lanes = typename V::type;
+  for (; j0 + V::lanes <= N; j0 += V::lanes) {
     auto biased = [&](int64_t i) MLPMIX_VISIT {
-      const auto v = load_vec(logits + i * N + j0);
-      return bias != nullptr ? v + load_vec(bias + i * N + j0) : v;
+      const auto v = load_as<Lanes>(logits + i * N + j0);
+      return bias != nullptr ? v + load_as<Lanes>(bias + i * N + j0) : v;
     };
     auto maximum = biased(0);
     V::store(work + j0, maximum);
@@ -171,7 +167,7 @@ MLPMIX_INLINE void softmax_over_inputs_impl(const T* __restrict logits, const T*
       V::store(work + i * N + j0, v);
       maximum = v > maximum ? v : maximum;
     }
-    typename V::type sum = {};
+    Lanes sum = {};
     for (int64_t i = 0; i < N; ++i) {
       auto e = V::load(work + i * N + j0) - maximum;
       simd::exp_nonpositive(e);
@@ -180,8 +176,18 @@ MLPMIX_INLINE void softmax_over_inputs_impl(const T* __restrict logits, const T*
     }
     const auto inverse = V::broadcast(W(1)) / sum;
     for (int64_t i = 0; i < N; ++i) {
-      simd::store_vec(p + i * N + j0, V::load(work + i * N + j0) * inverse);
+      simd::store_as(p + i * N + j0, V::load(work + i * N + j0) * inverse);
     }
+  }
+  return j0;
+}
+
+template <typename Isa, typename T, typename W>
+MLPMIX_INLINE void softmax_over_inputs_impl(const T* __restrict logits, const T* __restrict bias,
+                                            T* p, W* work, int64_t N) {
+  int64_t j0 = softmax_vectors<simd::Vec<W, Isa::bytes>>(logits, bias, p, work, N, 0);
+  if constexpr (Isa::bytes > 32) {
+    j0 = softmax_vectors<simd::Vec<W>>(logits, bias, p, work, N, j0);
   }
   for (int64_t j = j0; j < N; ++j) {
     auto biased = [&](int64_t i) MLPMIX_VISIT {
@@ -204,24 +210,33 @@ MLPMIX_INLINE void softmax_over_inputs_impl(const T* __restrict logits, const T*
 }
 
 // grad_logits[i*N + j] = p[i, j] * (grad_p[i, j] - sum_i' p[i', j] grad_p[i', j]), a vector
-// of output tokens j at a time; grad_p in T's arithmetic type.
-template <typename T, typename W>
+// V of output tokens j at a time; grad_p in T's arithmetic type.
+template <typename V, typename T, typename W>
+MLPMIX_INLINE int64_t softmax_backward_vectors(const T* __restrict p, const W* __restrict grad_p,
+                                               int64_t N, T* __restrict grad_logits,
+                                               int64_t j0) {
+  using Lanes = typename V::type;
+  using simd::load_as;
+  for (; j0 + V::lanes <= N; j0 += V::lanes) {
+    Lanes dot = {};
+    for (int64_t i = 0; i < N; ++i) {
+      dot += load_as<Lanes>(p + i * N + j0) * V::load(grad_p + i * N + j0);
+    }
+    for (int64_t i = 0; i < N; ++i) {
+      simd::store_as(grad_logits + i * N + j0,
+                     load_as<Lanes>(p + i * N + j0) * (V::load(grad_p + i * N + j0) - dot));
+    }
+  }
+  return j0;
+}
+
+template <typename Isa, typename T, typename W>
 MLPMIX_INLINE void softmax_over_inputs_backward_impl(const T* __restrict p,
                                                      const W* __restrict grad_p, int64_t N,
                                                      T* __restrict grad_logits) {
-  using V = simd::MathVec<T>;
-  using simd::load_vec;
-  constexpr int64_t L = V::lanes;
-  int64_t j0 = 0;
-  for (; j0 + L <= N; j0 += L) {
-    typename V::type dot = {};
-    for (int64_t i = 0; i < N; ++i) {
-      dot += load_vec(p + i * N + j0) * V::load(grad_p + i * N + j0);
-    }
-    for (int64_t i = 0; i < N; ++i) {
-      simd::store_vec(grad_logits + i * N + j0,
-                      load_vec(p + i * N + j0) * (V::load(grad_p + i * N + j0) - dot));
-    }
+  int64_t j0 = softmax_backward_vectors<simd::Vec<W, Isa::bytes>>(p, grad_p, N, grad_logits, 0);
+  if constexpr (Isa::bytes > 32) {
+    j0 = softmax_backward_vectors<simd::Vec<W>>(p, grad_p, N, grad_logits, j0);
   }
   for (int64_t j = j0; j < N; ++j) {
     W dot = 0;
@@ -235,44 +250,84 @@ MLPMIX_INLINE void softmax_over_inputs_backward_impl(const T* __restrict p,
   }
 }
 
-#define MLPMIX_SOFTMAX_CLONES(T, W)                                                               \
-  MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs(const T* logits, const T* bias, T* p,            \
-                                                 W* work, int64_t N) {                            \
-    softmax_over_inputs_impl(logits, bias, p, work, N);                                           \
-  }                                                                                               \
-  MLPMIX_CLONE_FOR_AVX2 void softmax_over_inputs_backward(const T* p, const W* grad_p,            \
-                                                          int64_t N, T* grad_logits) {            \
-    softmax_over_inputs_backward_impl(p, grad_p, N, grad_logits);                                 \
+// Each kernel built for AVX-512 (its own tiles) and cloned for AVX2 (target_clones takes no
+// templates: one overload per dtype), the entry point picking the CPU's.
+#define MLPMIX_ISA_KERNEL(NAME, PARAMS, ARGS)                                                     \
+  MLPMIX_TARGET_AVX512 void NAME##_avx512 PARAMS { NAME##_impl<Avx512> ARGS; }                     \
+  MLPMIX_CLONE_FOR_AVX2 void NAME##_avx2 PARAMS { NAME##_impl<Avx2> ARGS; }                        \
+  void NAME PARAMS {                                                                              \
+    if (simd::cpu_has_avx512()) {                                                                 \
+      NAME##_avx512 ARGS;                                                                         \
+    } else {                                                                                      \
+      NAME##_avx2 ARGS;                                                                           \
+    }                                                                                             \
   }
-MLPMIX_SOFTMAX_CLONES(float, float)
-MLPMIX_SOFTMAX_CLONES(double, double)
-MLPMIX_SOFTMAX_CLONES(at::BFloat16, float)
-#undef MLPMIX_SOFTMAX_CLONES
+#define MLPMIX_COMBINE_ROWS(T, O)                                                                 \
+  MLPMIX_ISA_KERNEL(combine_rows,                                                                 \
+                    (Coefficients<T> a, Rows<const T> in, Rows<O> out, int64_t M, int64_t K,       \
+                     int64_t width),                                                              \
+                    (a, in, out, M, K, width))
+MLPMIX_COMBINE_ROWS(float, float)
+MLPMIX_COMBINE_ROWS(double, double)
+MLPMIX_COMBINE_ROWS(float, at::BFloat16)
+#undef MLPMIX_COMBINE_ROWS
 
-// The N token rows (D channels, unit stride) of one sequence of a tensor, either read in
-// place (rows already D apart) or through a contiguous scratch copy.
+#define MLPMIX_SOFTMAX(T, W)                                                                      \
+  MLPMIX_ISA_KERNEL(softmax_over_inputs,                                                          \
+                    (const T* logits, const T* bias, T* p, W* work, int64_t N),                   \
+                    (logits, bias, p, work, N))                                                   \
+  MLPMIX_ISA_KERNEL(softmax_over_inputs_backward,                                                 \
+                    (const T* p, const W* grad_p, int64_t N, T* grad_logits),                     \
+                    (p, grad_p, N, grad_logits))
+MLPMIX_SOFTMAX(float, float)
+MLPMIX_SOFTMAX(double, double)
+MLPMIX_SOFTMAX(at::BFloat16, float)
+#undef MLPMIX_SOFTMAX
+#undef MLPMIX_ISA_KERNEL
+
+// dst (width, rows) = src (rows, width) transposed.
 template <typename T>
+void transpose_into(Rows<const T> src, int64_t rows, int64_t width, T* dst) {
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t c = 0; c < width; ++c) {
+      dst[c * rows + i] = src.row(i)[c];
+    }
+  }
+}
+
+// The N token rows (D channels, unit stride) of one sequence of a tensor of T, as rows of
+// R: either read in place (rows already D apart, R is T) or through a contiguous scratch
+// copy (bfloat16 widened to float for the inner loops).
+template <typename T, typename R = T>
 class SequenceRows {
+  static constexpr bool kSameType = std::is_same_v<std::remove_const_t<T>, std::remove_const_t<R>>;
+
  public:
   SequenceRows(T* base, const SequenceLayout& layout, int64_t N, int64_t D)
       : base_(base), layout_(layout), N_(N), D_(D),
-        in_place_(layout.token_stride == D) {
+        in_place_(kSameType && layout.token_stride == D) {
     if (!in_place_) {
       scratch_.resize(N * D);
     }
   }
 
   // Rows of `sequence`, copied into the scratch block first when `read`.
-  Rows<T> load(int64_t sequence, bool read) {
+  Rows<R> load(int64_t sequence, bool read) {
     T* first = base_ + layout_.offsets[sequence];
-    if (in_place_) {
-      return {first, D_};
+    if constexpr (kSameType) {
+      if (in_place_) {
+        return {first, D_};
+      }
     }
     current_ = first;
     if (read) {
-      for (int64_t n = 0; n < N_; ++n) {
-        std::memcpy(scratch_.data() + n * D_, first + n * layout_.token_stride,
-                    D_ * sizeof(T));
+      if constexpr (kSameType) {
+        for (int64_t n = 0; n < N_; ++n) {
+          std::memcpy(scratch_.data() + n * D_, first + n * layout_.token_stride,
+                      D_ * sizeof(T));
+        }
+      } else {
+        cpu::widen_rows(first, layout_.token_stride, scratch_.data(), D_, N_, D_);
       }
     }
     return {scratch_.data(), D_};
@@ -280,6 +335,7 @@ class SequenceRows {
 
   // Writes the scratch block back into the rows of the last `load` (no-op in place).
   void store() {
+    static_assert(kSameType, "only rows read in their own type are written back");
     if (in_place_) {
       return;
     }
@@ -295,8 +351,20 @@ class SequenceRows {
   int64_t N_, D_;
   bool in_place_;
   T* current_ = nullptr;
-  std::vector<std::remove_const_t<T>> scratch_;
+  std::vector<std::remove_const_t<R>> scratch_;
 };
+
+// The n values at p in their arithmetic type: p itself, or bfloat16 widened into `work`.
+template <typename T>
+const typename simd::Math<T>::type* in_math_type(const T* p, typename simd::Math<T>::type* work,
+                                                 int64_t n) {
+  if constexpr (std::is_same_v<T, typename simd::Math<T>::type>) {
+    return p;
+  } else {
+    cpu::widen_rows(p, n, work, n, 1, n);
+    return work;
+  }
+}
 
 const MatrixProducts kCpuProducts{
     &cpu::linear,
@@ -369,7 +437,8 @@ at::Tensor mix(const at::Tensor& x, const at::Tensor& compressed,
     scalar_t* weights_data = weights.defined() ? weights.mutable_data_ptr<scalar_t>() : nullptr;
     for_each_chunk("dynamixer", compressed, generate_weight, dims, /*generate=*/true,
                    [&](int64_t first, int64_t count, const at::Tensor& logits) {
-      SequenceRows<const scalar_t> x_rows(x.const_data_ptr<scalar_t>(), x_layout, N, D);
+      SequenceRows<const scalar_t, const math_t> x_rows(x.const_data_ptr<scalar_t>(), x_layout,
+                                                        N, D);
       SequenceRows<scalar_t> out_rows(out.mutable_data_ptr<scalar_t>(), out_layout, N, D);
       std::vector<scalar_t> scratch(weights_data != nullptr ? 0 : N * N);
       std::vector<math_t> work(N * N);
@@ -384,8 +453,8 @@ at::Tensor mix(const at::Tensor& x, const at::Tensor& compressed,
                               work.data(), N);
           const int64_t c0 = segment * width;
           // y[j, :] = sum_i P[i, j] x[i, :]
-          combine_rows(Coefficients<scalar_t>{p, N, 1},
-                       Rows<const scalar_t>{xs.data + c0, D}, Rows<scalar_t>{ys.data + c0, D},
+          combine_rows(Coefficients<math_t>{in_math_type(p, work.data(), N * N), N, 1},
+                       Rows<const math_t>{xs.data + c0, D}, Rows<scalar_t>{ys.data + c0, D},
                        N, N, width);
         }
         out_rows.store();
@@ -446,13 +515,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
     for_each_chunk("dynamixer_backward", compressed, generate_weight, dims,
                    /*generate=*/weights_data == nullptr,
                    [&](int64_t first, int64_t count, const at::Tensor& logits) {
-      SequenceRows<const scalar_t> x_rows(x.const_data_ptr<scalar_t>(), x_layout, N, D);
-      SequenceRows<const scalar_t> gy_rows(grad_out.const_data_ptr<scalar_t>(),
-                                           grad_out_layout, N, D);
+      SequenceRows<const scalar_t, const math_t> x_rows(x.const_data_ptr<scalar_t>(), x_layout,
+                                                        N, D);
+      SequenceRows<const scalar_t, const math_t> gy_rows(grad_out.const_data_ptr<scalar_t>(),
+                                                         grad_out_layout, N, D);
       SequenceRows<scalar_t> gx_rows(grad_x.mutable_data_ptr<scalar_t>(), grad_x_layout, N,
                                      D);
-      std::vector<scalar_t> scratch(weights_data != nullptr ? 0 : N * N), gy_t(width * N);
-      std::vector<math_t> work(weights_data != nullptr ? 0 : N * N), grad_p(N * N);
+      std::vector<scalar_t> scratch(weights_data != nullptr ? 0 : N * N);
+      std::vector<math_t> work(N * N), grad_p(N * N), gy_t(width * N);
       const scalar_t* logits_data = logits.defined() ? logits.const_data_ptr<scalar_t>() : nullptr;
       scalar_t* grad_logits_data = grad_logits.mutable_data_ptr<scalar_t>() + first * S * N * N;
       for (int64_t k = 0; k < count; ++k) {
@@ -461,7 +531,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
         const auto gxs = gx_rows.load(first + k, /*read=*/false);
         for (int64_t segment = 0; segment < S; ++segment) {
           const int64_t item = k * S + segment, c0 = segment * width;
-          const Rows<const scalar_t> x_segment{xs.data + c0, D}, gy_segment{gys.data + c0, D};
+          const Rows<const math_t> x_segment{xs.data + c0, D}, gy_segment{gys.data + c0, D};
           const scalar_t* p = scratch.data();
           if (weights_data != nullptr) {
             p = weights_data + (first * S + item) * N * N;
@@ -470,12 +540,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dynamixer
                                 work.data(), N);
           }
           // grad_x[i, :] = sum_j P[i, j] gy[j, :]
-          combine_rows(Coefficients<scalar_t>{p, 1, N}, gy_segment,
-                       Rows<scalar_t>{gxs.data + c0, D}, N, N, width);
+          combine_rows(Coefficients<math_t>{in_math_type(p, work.data(), N * N), 1, N},
+                       gy_segment, Rows<scalar_t>{gxs.data + c0, D}, N, N, width);
           // grad_P[i, :] = sum_c x[i, c] gy^T[c, :]
           transpose_into(gy_segment, N, width, gy_t.data());
-          combine_rows(Coefficients<scalar_t>{x_segment.data, 1, D},
-                       Rows<const scalar_t>{gy_t.data(), N}, Rows<math_t>{grad_p.data(), N}, N,
+          combine_rows(Coefficients<math_t>{x_segment.data, 1, D},
+                       Rows<const math_t>{gy_t.data(), N}, Rows<math_t>{grad_p.data(), N}, N,
                        width, N);
           softmax_over_inputs_backward(p, grad_p.data(), N,
                                        grad_logits_data + item * N * N);

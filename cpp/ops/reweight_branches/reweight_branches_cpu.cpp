@@ -4,8 +4,9 @@
 //   forward:  token sums of h + w + c (3 reads); out = sum_k branch_k * a_k (3 reads, 1 write)
 //   backward: token sums and sum_t grad_out * branch_k (4 reads);
 //             grad_k = grad_out * a_k + grad_mean / T (1 read, 3 writes)
-// The sums accumulate in double. Both passes are vectorised (common/simd.h) and parallel:
-// the sums over samples x blocks of channels, the weighted sums over token rows.
+// The sums accumulate in double (float for bfloat16). Both passes are vectorised
+// (common/simd.h) and parallel: the sums over samples x blocks of channels, the weighted sums
+// over token rows.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -74,6 +75,53 @@ MLPMIX_INLINE void token_sums_impl(const Sample<T>& s, int64_t tokens, int64_t j
       q[j] += gj * h[j];
       q[kChannelBlock + j] += gj * w[j];
       q[2 * kChannelBlock + j] += gj * c[j];
+    }
+  }
+}
+
+// bfloat16: the same sums in float, 16 lanes at a time (a bfloat16 value has 8 significant
+// bits: float sums over a sample's tokens resolve them far beyond what a bfloat16 result
+// keeps, at a quarter of the double passes' cost), handed out in double.
+MLPMIX_INLINE void token_sums_impl(const Sample<at::BFloat16>& s, int64_t tokens, int64_t j0,
+                                   int64_t width, double* sums, double* q) {
+  using simd::load16;
+  using simd::store16;
+  float sum[kChannelBlock] = {}, qf[3][kChannelBlock] = {};
+  for (int64_t t = 0; t < tokens; ++t) {
+    const int64_t row = t * s.channels + j0;
+    const at::BFloat16 *h = s.h + row, *w = s.w + row, *c = s.c + row;
+    int64_t j = 0;
+    if (s.g == nullptr) {
+      for (; j + 16 <= width; j += 16) {
+        store16(sum + j, load16(sum + j) + load16(h + j) + load16(w + j) + load16(c + j));
+      }
+      for (; j < width; ++j) {
+        sum[j] += static_cast<float>(h[j]) + static_cast<float>(w[j]) + static_cast<float>(c[j]);
+      }
+      continue;
+    }
+    const at::BFloat16* g = s.g + row;
+    for (; j + 16 <= width; j += 16) {
+      const auto gj = load16(g + j), hj = load16(h + j), wj = load16(w + j), cj = load16(c + j);
+      store16(sum + j, load16(sum + j) + hj + wj + cj);
+      store16(qf[0] + j, load16(qf[0] + j) + gj * hj);
+      store16(qf[1] + j, load16(qf[1] + j) + gj * wj);
+      store16(qf[2] + j, load16(qf[2] + j) + gj * cj);
+    }
+    for (; j < width; ++j) {
+      const float gj = g[j], hj = h[j], wj = w[j], cj = c[j];
+      sum[j] += hj + wj + cj;
+      qf[0][j] += gj * hj;
+      qf[1][j] += gj * wj;
+      qf[2][j] += gj * cj;
+    }
+  }
+  for (int64_t j = 0; j < width; ++j) {
+    sums[j] = sum[j];
+    if (s.g != nullptr) {
+      for (int64_t k = 0; k < 3; ++k) {
+        q[k * kChannelBlock + j] = qf[k][j];
+      }
     }
   }
 }
@@ -150,8 +198,8 @@ MLPMIX_INLINE void softmax3_impl(T* x0, T* x1, T* x2, int64_t n) {
 
 // target_clones takes no templates: one overload per dtype.
 #define MLPMIX_REWEIGHT_BRANCHES_CLONES(T)                                                        \
-  MLPMIX_CLONE_FOR_AVX2 void token_sums(const Sample<T>& s, int64_t tokens, int64_t j0,           \
-                                        int64_t width, double* sums, double* q) {                 \
+  MLPMIX_CLONE_FOR_AVX512 void token_sums(const Sample<T>& s, int64_t tokens, int64_t j0,         \
+                                          int64_t width, double* sums, double* q) {               \
     token_sums_impl(s, tokens, j0, width, sums, q);                                               \
   }                                                                                               \
   MLPMIX_CLONE_FOR_AVX2 void weighted_sum_row(const T* x0, const T* x1, const T* x2,              \
