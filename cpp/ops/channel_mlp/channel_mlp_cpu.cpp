@@ -214,41 +214,34 @@ MLPMIX_INLINE void column_sums_impl(T* m, const S* s, int64_t rows, int64_t widt
   }
 }
 
-// The same for bfloat16 m (float s), in float: blocks of 32 columns summed in registers over
-// the rows, each product rounded to bfloat16 as stored before it is summed.
+// The same for bfloat16 m (float s), in float: row by row (the tile streams through once, in
+// memory order), the column totals in a float row that stays in the L1 cache, each product
+// rounded to bfloat16 as stored before it is summed.
 MLPMIX_INLINE void column_sums_impl(c10::BFloat16* m, const float* s, int64_t rows,
                                     int64_t width, double* sums) {
-  constexpr int64_t L = 16, kVectors = 2;
   using simd::load16;
-  int64_t j0 = 0;
-  for (; j0 + kVectors * L <= width; j0 += kVectors * L) {
-    simd::Float16 acc[kVectors] = {};
-    for (int64_t i = 0; i < rows; ++i) {
-      c10::BFloat16* block = m + i * width + j0;
-#pragma GCC unroll 2
-      for (int64_t v = 0; v < kVectors; ++v) {
-        if (s != nullptr) {
-          simd::store16(block + v * L, load16(block + v * L) * load16(s + i * width + j0 + v * L));
-        }
-        acc[v] += load16(block + v * L);
+  using simd::store16;
+  std::vector<float> totals(width);
+  float* total = totals.data();
+  for (int64_t i = 0; i < rows; ++i) {
+    c10::BFloat16* row = m + i * width;
+    const float* s_row = s != nullptr ? s + i * width : nullptr;
+    int64_t j = 0;
+    for (; j + 16 <= width; j += 16) {
+      if (s_row != nullptr) {
+        store16(row + j, load16(row + j) * load16(s_row + j));
       }
+      store16(total + j, load16(total + j) + load16(row + j));
     }
-    for (int64_t v = 0; v < kVectors; ++v) {
-      for (int64_t lane = 0; lane < L; ++lane) {
-        sums[j0 + v * L + lane] += acc[v][lane];
+    for (; j < width; ++j) {
+      if (s_row != nullptr) {
+        row[j] = static_cast<float>(row[j]) * s_row[j];
       }
+      total[j] += static_cast<float>(row[j]);
     }
   }
-  for (; j0 < width; ++j0) {
-    float total = 0;
-    for (int64_t i = 0; i < rows; ++i) {
-      c10::BFloat16& value = m[i * width + j0];
-      if (s != nullptr) {
-        value = static_cast<float>(value) * s[i * width + j0];
-      }
-      total += static_cast<float>(value);
-    }
-    sums[j0] += total;
+  for (int64_t j = 0; j < width; ++j) {
+    sums[j] += total[j];
   }
 }
 
