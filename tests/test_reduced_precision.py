@@ -246,6 +246,46 @@ def test_bfloat16_through_float32_copies_matches_the_reference():
     assert re.search(r"checked \d+", result.stdout)
 
 
+# Every op through the AVX2 builds of the kernels that have AVX-512 builds of their own
+# (MLPMIX_CPU_ISA=avx2; the default on an AVX2-only CPU): float64, float32 and bfloat16
+# against the reference, forward and backward, every sample's strides.
+AVX2_KERNELS_CHECK = """
+import torch
+from op_testing import assert_low_precision_matches_reference, assert_matches_reference
+from test_ops import CASES
+for case in CASES:  # the seeds of tests/test_ops.py: the samples it checks on the default path
+    for dtype in (torch.float64, torch.float32):
+        torch.manual_seed(0)
+        for args in case.samples(dtype, requires_grad=True):
+            assert_matches_reference(case.op, case.reference, args)
+    torch.manual_seed(1)
+    for args in case.samples(torch.float64, requires_grad=True):
+        assert_low_precision_matches_reference(case.op, case.reference, args, "cpu",
+                                               torch.bfloat16)
+print("checked", len(CASES))
+"""
+
+
+def test_the_avx2_kernels_match_the_reference():
+    env = dict(os.environ, MLPMIX_CPU_ISA="avx2",
+               PYTHONPATH=os.pathsep.join([os.path.dirname(__file__),
+                                           os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, "-c", AVX2_KERNELS_CHECK], env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"checked \d+", result.stdout)
+
+
+def test_a_bad_mlpmix_cpu_isa_value_is_named():
+    code = ("import torch, mlpmix\n"
+            "x = torch.randn(2, 4, 4, 8)\n"
+            "mlpmix.ops.dynamixer(x, torch.randn(4, 8), None, torch.randn(16, 8), None, 2, 1)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=dict(os.environ, MLPMIX_CPU_ISA="avx1024"))
+    assert result.returncode != 0
+    assert "MLPMIX_CPU_ISA must be auto or avx2, got 'avx1024'" in result.stderr
+
+
 def test_a_bad_mlpmix_cpu_bf16_value_is_named():
     code = ("import torch, mlpmix\n"
             "x = torch.randn(2, 4, 4, 8, dtype=torch.bfloat16)\n"

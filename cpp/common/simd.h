@@ -6,10 +6,13 @@
 #pragma once
 
 #include <c10/util/BFloat16.h>
+#include <c10/util/Exception.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <type_traits>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -39,15 +42,23 @@
 
 namespace mlpmix::simd {
 
-// Whether MLPMIX_TARGET_AVX512 functions may run here (x86-64-v4: AVX-512 F/BW/CD/DQ/VL, and
-// the OS saves its registers).
+// Whether MLPMIX_TARGET_AVX512 functions run here: the CPU has x86-64-v4 (AVX-512 F/BW/CD/DQ/VL,
+// and the OS saves its registers), unless the environment variable MLPMIX_CPU_ISA (read once;
+// auto by default) is avx2, which runs their AVX2 builds instead (so that tests reach those on
+// AVX-512 machines too).
 inline bool cpu_has_avx512() {
+  static const bool has = [] {
+    const char* value = std::getenv("MLPMIX_CPU_ISA");
+    const std::string choice = value == nullptr ? "auto" : value;
+    TORCH_CHECK(choice == "auto" || choice == "avx2" || choice.empty(),
+                "mlpmix: MLPMIX_CPU_ISA must be auto or avx2, got '", choice, "'");
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-  static const bool has = __builtin_cpu_supports("x86-64-v4");
-  return has;
+    return choice != "avx2" && __builtin_cpu_supports("x86-64-v4") != 0;
 #else
-  return false;
+    return false;
 #endif
+  }();
+  return has;
 }
 
 // Bytes (32 unless given) of T: one AVX2 register (two SSE registers in the baseline build);
