@@ -236,14 +236,20 @@ print("checked", len(CASES))
 """
 
 
-def test_bfloat16_through_float32_copies_matches_the_reference():
-    env = dict(os.environ, MLPMIX_CPU_BF16="float32",
+def run_op_checks(script: str, **variables: str) -> None:
+    """`script` in a process of its own with these environment variables (mlpmix reads them
+    once per process), the tests folder importable; it must end by printing `checked N`."""
+    env = dict(os.environ, **variables,
                PYTHONPATH=os.pathsep.join([os.path.dirname(__file__),
                                            os.environ.get("PYTHONPATH", "")]))
-    result = subprocess.run([sys.executable, "-c", FLOAT32_COPY_PATH_CHECK], env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stderr
     assert re.search(r"checked \d+", result.stdout)
+
+
+def test_bfloat16_through_float32_copies_matches_the_reference():
+    run_op_checks(FLOAT32_COPY_PATH_CHECK, MLPMIX_CPU_BF16="float32")
 
 
 # Every op through the AVX2 builds of the kernels that have AVX-512 builds of their own
@@ -267,13 +273,7 @@ print("checked", len(CASES))
 
 
 def test_the_avx2_kernels_match_the_reference():
-    env = dict(os.environ, MLPMIX_CPU_ISA="avx2",
-               PYTHONPATH=os.pathsep.join([os.path.dirname(__file__),
-                                           os.environ.get("PYTHONPATH", "")]))
-    result = subprocess.run([sys.executable, "-c", AVX2_KERNELS_CHECK], env=env,
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert re.search(r"checked \d+", result.stdout)
+    run_op_checks(AVX2_KERNELS_CHECK, MLPMIX_CPU_ISA="avx2")
 
 
 def test_a_bad_mlpmix_cpu_isa_value_is_named():
