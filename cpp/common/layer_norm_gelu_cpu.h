@@ -5,7 +5,8 @@
 // Precision: the LayerNorm statistics, normalisation and backward run in double for float
 // input (a token with small variance makes them ill-conditioned: float rounding of x - mean
 // is amplified by 1/std), then round once; GELU in float uses the erf approximation of
-// ATen's vectorised kernels (Abramowitz-Stegun 7.1.26, |error| < 1.5e-7).
+// ATen's vectorised kernels (Abramowitz-Stegun 7.1.26, |error| < 1.5e-7) where the slope
+// is wanted too, a rational erf without exp where only the value is (gelu_value).
 #pragma once
 
 #include <cmath>
@@ -292,6 +293,29 @@ MLPMIX_INLINE void gelu_and_slope(V x, V* value, V* slope) {
   *value = x * cdf;
   *slope = cdf + x * e * 0.39894228040143268f;
 }
+
+// GELU alone (the forward passes, which need no slope), float: erf as an odd rational
+// function of z = x/sqrt2 clamped to [-4, 4] (Eigen's fast erf, |error| < 1e-6 of GELU;
+// erf(4) is 1 in float), no exp: 0.33 instead of 0.51 ns per element on AVX-512.
+template <typename V>  // a vector of floats, 8 or 16 lanes
+MLPMIX_INLINE V gelu_value(V x) {
+  const V scaled = x * 0.70710678118654752f;
+  const V z = scaled > 4.0f ? V{} + 4.0f : (scaled < -4.0f ? V{} - 4.0f : scaled);
+  const V z2 = z * z;
+  V p = z2 * -2.72614225801306e-10f + 2.77068142495902e-08f;
+  p = p * z2 - 2.10102402082508e-06f;
+  p = p * z2 - 5.69250639462346e-05f;
+  p = p * z2 - 7.34990630326855e-04f;
+  p = p * z2 - 2.95459980854025e-03f;
+  p = p * z2 - 1.60960333262415e-02f;
+  V q = z2 * -1.45660718464996e-05f - 2.13374055278905e-04f;
+  q = q * z2 - 1.68282697438203e-03f;
+  q = q * z2 - 7.37332916720468e-03f;
+  q = q * z2 - 1.42647390514189e-02f;
+  return x * ((z * p / q) * 0.5f + 0.5f);
+}
+
+MLPMIX_INLINE double gelu_value(double x) { return x * (0.5 * (1.0 + std::erf(x * M_SQRT1_2))); }
 
 MLPMIX_INLINE void gelu_and_slope(double x, double* value, double* slope) {
   const double cdf = 0.5 * (1.0 + std::erf(x * M_SQRT1_2));

@@ -142,11 +142,15 @@ MLPMIX_INLINE void gelu_rows_impl(const T* h, const T* bias, int64_t rows, int64
       if (bias != nullptr) {
         v += load16(bias + j);
       }
-      simd::Float16 value, slope;
-      gelu_and_slope(v, &value, &slope);
       if (kept != nullptr) store16(kept + e0 + j, v);
-      store16(a + e0 + j, value);
-      if (s != nullptr) store16(s + e0 + j, slope);
+      if (s == nullptr) {
+        store16(a + e0 + j, gelu_value(v));
+      } else {
+        simd::Float16 value, slope;
+        gelu_and_slope(v, &value, &slope);
+        store16(a + e0 + j, value);
+        store16(s + e0 + j, slope);
+      }
     }
     for (; j < width; j += L) {
       const int64_t count = std::min(L, width - j);
@@ -154,11 +158,15 @@ MLPMIX_INLINE void gelu_rows_impl(const T* h, const T* bias, int64_t rows, int64
       if (bias != nullptr) {
         v += load_partial(bias + j, count);
       }
-      FloatVec::type value, slope;
-      gelu_and_slope(v, &value, &slope);
       if (kept != nullptr) store_partial(kept + e0 + j, v, count);
-      store_partial(a + e0 + j, value, count);
-      if (s != nullptr) store_partial(s + e0 + j, slope, count);
+      if (s == nullptr) {
+        store_partial(a + e0 + j, gelu_value(v), count);
+      } else {
+        FloatVec::type value, slope;
+        gelu_and_slope(v, &value, &slope);
+        store_partial(a + e0 + j, value, count);
+        store_partial(s + e0 + j, slope, count);
+      }
     }
   }
 }

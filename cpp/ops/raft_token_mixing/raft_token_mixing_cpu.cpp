@@ -230,9 +230,7 @@ MLPMIX_INLINE void bias_gelu_impl(T* h, const T* bias, int64_t rows, int64_t lin
         if (keep != nullptr) {
           simd::store16(keep + j, v);
         }
-        simd::Float16 value, slope;
-        gelu_and_slope(v, &value, &slope);
-        simd::store16(run + j, value);
+        simd::store16(run + j, gelu_value(v));
       }
       for (; j < o; j += L) {
         const int64_t count = std::min(L, o - j);
@@ -240,9 +238,7 @@ MLPMIX_INLINE void bias_gelu_impl(T* h, const T* bias, int64_t rows, int64_t lin
         if (keep != nullptr) {
           store_partial(keep + j, v, count);
         }
-        FloatVec::type value, slope;
-        gelu_and_slope(v, &value, &slope);
-        store_partial(run + j, value, count);
+        store_partial(run + j, gelu_value(v), count);
       }
     }
   }
@@ -258,8 +254,7 @@ MLPMIX_INLINE void bias_gelu_impl(double* h, const double* bias, int64_t rows, i
         if (kept != nullptr) {
           kept[k * kept_layout.row + l * kept_layout.line + j] = v;
         }
-        double slope;
-        gelu_and_slope(v, &run[j], &slope);
+        run[j] = gelu_value(v);
       }
     }
   }
