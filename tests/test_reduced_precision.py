@@ -276,23 +276,25 @@ def test_the_avx2_kernels_match_the_reference():
     run_op_checks(AVX2_KERNELS_CHECK, MLPMIX_CPU_ISA="avx2")
 
 
-def test_a_bad_mlpmix_cpu_isa_value_is_named():
-    code = ("import torch, mlpmix\n"
-            "x = torch.randn(2, 4, 4, 8)\n"
-            "mlpmix.ops.dynamixer(x, torch.randn(4, 8), None, torch.randn(16, 8), None, 2, 1)\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=dict(os.environ, MLPMIX_CPU_ISA="avx1024"))
-    assert result.returncode != 0
-    assert "MLPMIX_CPU_ISA must be auto or avx2, got 'avx1024'" in result.stderr
+# A call that reads each variable, with a bad value: the error names it and what it may be.
+BAD_VARIABLES = {
+    "MLPMIX_CPU_ISA": ("avx1024", "must be auto or avx2",
+                       "x = torch.randn(2, 4, 4, 8)\n"
+                       "mlpmix.ops.dynamixer(x, torch.randn(4, 8), None, torch.randn(16, 8), None, "
+                       "2, 1)\n"),
+    "MLPMIX_CPU_BF16": ("fast", "must be auto or float32",
+                        "x = torch.randn(2, 4, 4, 8, dtype=torch.bfloat16)\n"
+                        "mlpmix.ops.linear(x, torch.randn(3, 8, dtype=torch.bfloat16), None)\n"
+                        "mlpmix.ops.channel_mlp(x, *[torch.randn(*s, dtype=torch.bfloat16) for s "
+                        "in [(8,), (8,), (16, 8), (16,), (8, 16), (8,)]], 1e-5)\n"),
+}
 
 
-def test_a_bad_mlpmix_cpu_bf16_value_is_named():
-    code = ("import torch, mlpmix\n"
-            "x = torch.randn(2, 4, 4, 8, dtype=torch.bfloat16)\n"
-            "mlpmix.ops.linear(x, torch.randn(3, 8, dtype=torch.bfloat16), None)\n"
-            "mlpmix.ops.channel_mlp(x, *[torch.randn(*s, dtype=torch.bfloat16) for s in "
-            "[(8,), (8,), (16, 8), (16,), (8, 16), (8,)]], 1e-5)\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=dict(os.environ, MLPMIX_CPU_BF16="fast"))
+@pytest.mark.parametrize("variable", sorted(BAD_VARIABLES))
+def test_a_bad_environment_value_is_named(variable):
+    value, expected, calls = BAD_VARIABLES[variable]
+    result = subprocess.run([sys.executable, "-c", "import torch, mlpmix\n" + calls],
+                            capture_output=True, text=True,
+                            env=dict(os.environ, **{variable: value}))
     assert result.returncode != 0
-    assert "MLPMIX_CPU_BF16 must be auto or float32, got 'fast'" in result.stderr
+    assert f"{variable} {expected}, got '{value}'" in result.stderr
