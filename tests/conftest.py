@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -13,8 +14,11 @@ import pytest
 
 # torch.compile's on-disk cache is keyed on the graph, which calls the public ops, not on the
 # ops library beneath them: a cache left by another build of mlpmix could call its internal
-# ops. Each test session compiles into a cache of its own.
-os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="mlpmix-inductor-"))
+# ops. Each test session compiles into a cache of its own, removed when the session ends (the
+# xdist workers inherit the controller's).
+if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="mlpmix-inductor-")
+    atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
 
 import torch  # noqa: E402
 
