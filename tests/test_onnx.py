@@ -5,7 +5,6 @@ than the exported one; int8 through onnxruntime's dynamic quantization; the comm
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,16 +16,12 @@ import torch
 from PIL import Image
 
 import mlpmix
-from mlpmix import export
+from mlpmix import export, onnx_export
 from mlpmix.images import Preprocessing
 
 PUBLISHED = ["raftmlp_s", "raftmlp_m", "raftmlp_l", "dynamixer_s", "dynamixer_m", "dynamixer_l"]
 TINY = ["raftmlp_tiny", "dynamixer_tiny"]
 SMALL = ["raftmlp_s", "dynamixer_s"]
-# The M and L models export in 20 s to 2 min each on 2 cores, past the suite's time budget;
-# they take the same export path as S (the configs differ, not the ops).
-# MLPMIX_TEST_ONNX_ALL=1 checks them all.
-CHECKED = TINY + (PUBLISHED if os.environ.get("MLPMIX_TEST_ONNX_ALL") == "1" else SMALL)
 EXPORTED_BATCH = 2
 #: Compared with PyTorch at these batch sizes, neither of them the exported one.
 COMPARED_BATCHES = (1, 3)
@@ -76,7 +71,7 @@ def pytorch_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", CHECKED)
+@pytest.mark.parametrize("name", TINY + PUBLISHED)
 def test_onnxruntime_matches_pytorch(exports, name):
     model = exports.model(name)
     session, _ = export.load(exports.onnx(name))
@@ -124,6 +119,20 @@ def test_reference_implementation_exports_the_same_function(exports, tmp_path):
     fused_session, _ = export.load(exports.onnx(name))
     x = images(model, 3)
     assert relative_error(reference_session(x), fused_session(x)) < 1e-5
+
+
+def test_optimization_writes_what_torch_onnx_optimization_writes(exports):
+    """onnx_export.optimize (torch.onnx's optimization less a rule that cannot match, for
+    speed) gives the graph that ONNXProgram.optimize gives."""
+    model = exports.model("raftmlp_tiny")
+    program = export.exported_program(model, images(model, EXPORTED_BATCH), dynamic_batch=True)
+    program = program.run_decompositions(onnx_export.reference_decompositions())
+    ours, theirs = (torch.onnx.export(program, dynamo=True, optimize=False,
+                                      dynamic_shapes=export.batch_shapes(True))
+                    for _ in range(2))
+    onnx_export.optimize(ours)
+    theirs.optimize()
+    assert ours.model_proto.graph.node == theirs.model_proto.graph.node
 
 
 def test_int8_file_is_quantized_smaller_and_close(exports, tmp_path):
