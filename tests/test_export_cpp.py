@@ -69,9 +69,13 @@ def test_save_rejects_unknown_precision(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", TinyExports.NAMES)
-def test_aoti_package_in_cpp_with_dynamic_batch(name, example_app, tiny_exports, tmp_path):
+def test_aoti_package_in_cpp_with_dynamic_batch(name, example_app, tiny_exports, tmp_path,
+                                                monkeypatch):
+    """With the package's input checks on, as mlpmix-run runs it, at batch sizes on both
+    sides of 16 (a bound that a 1x1 convolution's kernel choice once put on the batch)."""
+    monkeypatch.setenv("AOTI_RUNTIME_CHECK_INPUTS", "1")
     package = tiny_exports.aoti(name)
-    for batch in (5, 1):
+    for batch in (5, 1, 40):
         x = torch.randn(batch, 1, 8, 8)
         with torch.inference_mode():
             expected = tiny_exports.model(name)(x)

@@ -88,7 +88,12 @@ def aoti(model: nn.Module, example_input: Tensor, path: Union[str, Path],
     Runs in C++ through ``torch::inductor::AOTIModelPackageLoader`` and in Python through
     ``torch._inductor.aoti_load_package``.
     """
-    configs = {"aot_inductor.metadata": {METADATA_KEY: json.dumps(metadata)}} if metadata is not None else None
+    # export's symbolic batch ranges from 2 (it specialises 0 and 1), and the package's own
+    # input check (AOTI_RUNTIME_CHECK_INPUTS=1, as mlpmix-run sets it) would then refuse a
+    # batch of 1, which the compiled code computes like any other
+    configs: Dict[str, Any] = {"aot_inductor.check_lowerbound": False}
+    if metadata is not None:
+        configs["aot_inductor.metadata"] = {METADATA_KEY: json.dumps(metadata)}
     program = exported_program(model, example_input, dynamic_batch)
     with torch.no_grad():
         package = torch._inductor.aoti_compile_and_package(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import List, Tuple
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn import ChannelMlp, DropPath, DynaMixerBlock
@@ -105,6 +106,7 @@ class DynaMixer(TokenClassifier):
         super().__init__(config.dims[-1], num_classes, drop_rate)
         self.config = config
         self.stem = nn.Conv2d(in_chans, config.dims[0], config.patch_size, config.patch_size)
+        self.pointwise_stem = config.patch_size == 1
         rates = drop_path_rates(drop_path_rate, sum(config.layers))
         grid = resolution = config.img_size // config.patch_size
         reduction = config.patch_size
@@ -126,10 +128,22 @@ class DynaMixer(TokenClassifier):
                        (grid * patch, grid * patch + patch - 1))
         self.apply(init_weights)
 
+    def stem_tokens(self, x: Tensor) -> Tensor:
+        """The stem's output, channels-last ``(B, H', W', D)``.
+
+        A 1x1 stem (the tiny model's) runs as the per-pixel linear map it is. As a
+        convolution, AOTInductor's compile would bound the package's batch below 16: ATen
+        picks a 1x1 convolution's kernel by the batch size, the compile's shape propagation
+        records that choice as a guard, and the package's input check (on in ``mlpmix-run``)
+        then refuses larger batches."""
+        if self.pointwise_stem:
+            return F.linear(x.permute(0, 2, 3, 1), self.stem.weight.flatten(1), self.stem.bias)
+        return self.stem(x).permute(0, 2, 3, 1).contiguous()
+
     def forward_stages(self, x: Tensor, take: List[int], last: int) -> Tuple[Tensor, List[Tensor]]:
         """The stem, then stages ``0..last``: the last one's tokens and those of the stages in
         ``take``, channels-last (see :meth:`TokenClassifier.forward_stages`)."""
-        x = self.stem(x).permute(0, 2, 3, 1).contiguous()
+        x = self.stem_tokens(x)
         kept: List[Tensor] = []
         for i, stage in enumerate(self.stages):
             if i <= last:
