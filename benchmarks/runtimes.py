@@ -4,7 +4,7 @@ of ``implementations.BACKENDS``), beside eager PyTorch, on CPU:
 - ``aoti``: the AOTInductor package of the mlpmix model (``mlpmix.export.aoti``), loaded
   with ``mlpmix.export.load``;
 - ``onnxruntime``: its ONNX file (``mlpmix.export.onnx``) in an onnxruntime
-  ``CPUExecutionProvider`` session; ``onnxruntime+int8``: that file quantized by
+  ``CPUExecutionProvider`` session (``mlpmix.onnx_export.OnnxRuntimeModel``); ``onnxruntime+int8``: that file quantized by
   ``mlpmix.export.quantize_int8`` (int8 weights per channel, activations quantized at run
   time);
 - ``openvino``: the same ONNX file compiled for OpenVINO's CPU plugin in float32
@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 import mlpmix
-from mlpmix import export
+from mlpmix import export, onnx_export
 
 from .implementations import backend
 
@@ -44,17 +44,7 @@ def _aoti(path: Path, threads: int) -> Run:
 
 
 def _onnxruntime(path: Path, threads: int) -> Run:
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
-
-    def run(images: Tensor) -> Tensor:
-        (logits,) = session.run(None, {input_name: images.numpy()})
-        return torch.from_numpy(logits)
-    return run
+    return onnx_export.OnnxRuntimeModel(path, threads)
 
 
 def _openvino(path: Path, threads: int) -> Run:

@@ -122,11 +122,19 @@ def quantize_int8(src: Union[str, Path], dst: Union[str, Path],
 
 class OnnxRuntimeModel:
     """An onnxruntime ``CPUExecutionProvider`` session on an ONNX file of one input and one
-    output, called like the torch model: a float32 tensor in, a tensor out."""
+    output, called like the torch model: a float32 tensor in, a tensor out. ``threads``
+    sets the session's intra-op threads (None: onnxruntime's default, one per physical
+    core); a session's threads are its own, not torch's."""
 
-    def __init__(self, path: Union[str, Path]):
+    def __init__(self, path: Union[str, Path], threads: Optional[int] = None):
         ort = require("onnxruntime")
-        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        if threads is not None:
+            if threads < 1:
+                raise ValueError(f"threads must be at least 1, got {threads}")
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options,
+                                            providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         #: The file's ``metadata_props``.
         self.metadata_props: Dict[str, str] = dict(
