@@ -4,9 +4,9 @@ of ``implementations.BACKENDS``), beside eager PyTorch, on CPU:
 - ``aoti``: the AOTInductor package of the mlpmix model (``mlpmix.export.aoti``), loaded
   with ``mlpmix.export.load``;
 - ``onnxruntime``: its ONNX file (``mlpmix.export.onnx``) in an onnxruntime
-  ``CPUExecutionProvider`` session (``mlpmix.onnx_export.OnnxRuntimeModel``); ``onnxruntime+int8``: that file quantized by
-  ``mlpmix.export.quantize_int8`` (int8 weights per channel, activations quantized at run
-  time);
+  ``CPUExecutionProvider`` session (``mlpmix.onnx_export.OnnxRuntimeModel``);
+  ``onnxruntime+int8``: that file quantized by ``mlpmix.export.quantize_int8`` (int8 weights
+  per channel, activations quantized at run time);
 - ``openvino``: the same ONNX file compiled for OpenVINO's CPU plugin in float32
   (``INFERENCE_PRECISION_HINT=f32``: its default on a bf16-capable CPU is bf16).
 

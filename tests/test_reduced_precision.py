@@ -257,17 +257,12 @@ def test_bfloat16_through_float32_copies_matches_the_reference():
 # against the reference, forward and backward, every sample's strides.
 AVX2_KERNELS_CHECK = """
 import torch
-from op_testing import assert_low_precision_matches_reference, assert_matches_reference
-from test_ops import CASES
-for case in CASES:  # the seeds of tests/test_ops.py: the samples it checks on the default path
-    for dtype in (torch.float64, torch.float32):
-        torch.manual_seed(0)
-        for args in case.samples(dtype, requires_grad=True):
-            assert_matches_reference(case.op, case.reference, args)
-    torch.manual_seed(1)
-    for args in case.samples(torch.float64, requires_grad=True):
-        assert_low_precision_matches_reference(case.op, case.reference, args, "cpu",
-                                               torch.bfloat16)
+from test_ops import (CASES, DTYPES, test_matches_reference_and_its_gradients,
+                      test_reduced_precision_error_is_at_most_twice_the_references)
+for case in CASES:  # tests/test_ops.py's own checks, on the AVX2 path
+    for dtype in DTYPES:
+        test_matches_reference_and_its_gradients(case, dtype)
+    test_reduced_precision_error_is_at_most_twice_the_references(case, torch.bfloat16)
 print("checked", len(CASES))
 """
 

@@ -199,17 +199,13 @@ MLPMIX_INLINE void token_norm_backward(const T* token, int64_t runs, int64_t wid
 
 // dst[0:16] += v, in double (two vectors of 8 lanes).
 MLPMIX_INLINE void add_to_doubles(double* dst, simd::Float16 v) {
-  typedef double Double8 __attribute__((vector_size(64)));
-  typedef float Float8 __attribute__((vector_size(32)));
+  using Double8 = simd::Vec<double, 64>::type;
+  using Float8 = simd::Vec<float>::type;
   const Float8 low = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
   const Float8 high = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  Double8 d0, d1;
-  std::memcpy(&d0, dst, sizeof(d0));
-  std::memcpy(&d1, dst + 8, sizeof(d1));
-  d0 += __builtin_convertvector(low, Double8);
-  d1 += __builtin_convertvector(high, Double8);
-  std::memcpy(dst, &d0, sizeof(d0));
-  std::memcpy(dst + 8, &d1, sizeof(d1));
+  simd::store_as(dst, simd::load_as<Double8>(dst) + __builtin_convertvector(low, Double8));
+  simd::store_as(dst + 8,
+                 simd::load_as<Double8>(dst + 8) + __builtin_convertvector(high, Double8));
 }
 
 // The same for bfloat16 tokens, in float (see token_moments), 16 lanes at a time; the
