@@ -20,13 +20,13 @@ if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="mlpmix-inductor-")
     atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
 
-# pytest-xdist runs one worker per core. Torch in each would run one OpenMP thread per core,
-# and OpenMP threads spin at barriers waiting for threads that the other workers keep off the
-# cores: test_models.py and test_reduced_precision.py took 160 s on two workers of two
-# threads, 71 s on two workers of one. So workers, and the processes they start, run one
-# thread (tests of threading set their own counts).
+# pytest-xdist runs one worker per core, and torch in each runs one OpenMP thread per core.
+# OpenMP threads spin at barriers, waiting for threads that the other workers keep off the
+# cores: test_models.py and test_reduced_precision.py took 115-160 s on two workers. Waiting
+# threads sleep instead in the workers and the processes they start: 86 s (one thread per
+# worker: 71 s, but the kernels' multi-threaded paths would go untested).
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 

@@ -199,9 +199,11 @@ def test_multithreaded_result_equals_single_threaded():
     try:
         torch.set_num_threads(1)
         single = ops.dynamixer(*args)
+        torch.set_num_threads(2)
+        multi = ops.dynamixer(*args)
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(ops.dynamixer(*args), single)
+    assert torch.equal(multi, single)
 
 
 def test_error_message_shows_expected_and_actual_shape():
